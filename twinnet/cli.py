@@ -1,0 +1,221 @@
+"""The ``twinnet`` command: a thin layer over the library (every command calls one library function).
+
+Errors a user can fix are printed as one line naming the file or field, with exit status 2.
+Results go to standard output (``--json`` for machine-readable); progress and logs to standard error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from twinnet.errors import TwinnetError
+
+app = typer.Typer(
+    name="twinnet",
+    help="Twin (Siamese) networks: train, evaluate, verify, embed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    """Turn TwinnetError (bad input) into a one-line message and exit status 2, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TwinnetError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=float) + "\n")
+
+
+def _table(title: str, rows: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False)
+    for k, v in rows.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    return table
+
+
+@app.command()
+@friendly_errors
+def train(
+    data: Path = typer.Option(None, "--data", help="Image folder (one sub-folder per class) or a pairs file."),
+    out_dir: Path = typer.Option(..., "--out", help="Run directory; the model is saved in OUT/model."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML/JSON config file."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out unreadable images instead of stopping."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    overrides: list[str] = typer.Argument(None, help="Config overrides, e.g. train.lr=3e-4 train.epochs=5."),
+) -> None:
+    """Train a twin network and save it, calibrated, to OUT/model."""
+    from twinnet.config import load_config
+    from twinnet.train import train_from_config
+
+    extra = list(overrides or [])
+    if data is not None:
+        extra.append(f"data.path={data}")
+    if skip_bad:
+        extra.append("data.skip_bad_images=true")
+    if quiet:
+        extra.append("train.progress=false")
+    cfg = load_config(config, extra)
+    result = train_from_config(cfg, out_dir, resume=resume, console=err)
+    summary = {
+        "model": str(result.model_dir),
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "train_seconds": result.train_seconds,
+        "validation": result.validation,
+    }
+    if as_json:
+        _print_json(summary)
+    else:
+        rows = {k: v for k, v in result.validation.items() if isinstance(v, float)}
+        out.print(_table("validation (best epoch)", rows))
+        out.print(f"model saved to {result.model_dir}")
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    model_path: Path = typer.Argument(..., metavar="MODEL", help="Saved model (or run) directory."),
+    data: Path = typer.Option(..., "--data", help="Image folder of test classes, or a pairs file."),
+    protocol: str = typer.Option("verification", "--protocol", help="verification | oneshot"),
+    ways: int = typer.Option(5, "--ways", help="N of N-way episodes."),
+    shots: int = typer.Option(1, "--shots", help="K of K-shot episodes."),
+    episodes: int = typer.Option(1000, "--episodes", help="Number of episodes."),
+    pairs: int = typer.Option(4000, "--pairs", help="Balanced pairs for verification on a folder."),
+    prototype: str = typer.Option("nearest", "--prototype", help="K>1: nearest shot or class mean."),
+    class_depth: int = typer.Option(1, "--class-depth", help="Folder levels that name a class."),
+    seed: int = typer.Option(0, "--seed"),
+    skip_bad: bool = typer.Option(False, "--skip-bad"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Evaluate a saved model: verification (ROC AUC, EER, TAR@FAR) or N-way K-shot accuracy."""
+    from twinnet.evaluate import evaluate_path
+
+    result = evaluate_path(
+        model_path, data, protocol=protocol, ways=ways, shots=shots, episodes=episodes, n_pairs=pairs,
+        prototype=prototype, class_depth=class_depth, seed=seed, skip_bad=skip_bad,
+    )  # fmt: skip
+    if as_json:
+        _print_json(result)
+        return
+    rows = {k: v for k, v in result.items() if not isinstance(v, dict)}
+    rows.update({f"calibrated {k}": v for k, v in result.get("calibrated", {}).items()})
+    if "ci95" in result:
+        rows["accuracy"] = f"{result['accuracy']:.4f} ± {result['ci95']:.4f} (95% CI)"
+        rows.pop("ci95")
+    out.print(_table(f"{protocol} on {data}", rows))
+
+
+@app.command()
+@friendly_errors
+def verify(
+    model_path: Path = typer.Argument(..., metavar="MODEL"),
+    a: Path = typer.Argument(..., metavar="A", help="First input (image, or .npy for vector models)."),
+    b: Path = typer.Argument(..., metavar="B", help="Second input."),
+    threshold: float = typer.Option(None, "--threshold", help="Override the calibrated threshold (native scale)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Are A and B the same? Prints the distance or score, the threshold and the decision."""
+    from twinnet.inference import verify as verify_pair
+    from twinnet.io import load
+
+    model = load(model_path)
+    result = verify_pair(model, a, b, threshold).to_dict()
+    if as_json:
+        _print_json(result)
+        return
+    key = "distance" if "distance" in result else "score"
+    decision = {True: "[green]same[/]", False: "[red]different[/]", None: "undecided (no threshold)"}[result["same"]]
+    t = "none" if result["threshold"] is None else f"{result['threshold']:.4f}"
+    out.print(f"{key} {result[key]:.4f} · threshold {t} ({result['rule']}) · {decision}")
+
+
+@app.command()
+@friendly_errors
+def embed(
+    model_path: Path = typer.Argument(..., metavar="MODEL"),
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Files, or folders of files."),
+    out_file: Path = typer.Option(..., "--out", help="Where to write the (N, dim) float32 .npy array."),
+    batch_size: int = typer.Option(256, "--batch-size"),
+) -> None:
+    """Embed inputs and save them as a .npy array (row order = input order; names in OUT.txt)."""
+    from twinnet.inference import embed_files
+
+    n, dim = embed_files(model_path, inputs, out_file, batch_size)
+    err.print(f"wrote {n} embeddings of dimension {dim} to {out_file}")
+
+
+@app.command()
+@friendly_errors
+def quickstart(
+    out_dir: Path = typer.Option(Path("runs/quickstart"), "--out", help="Run directory."),
+    seed: int = typer.Option(0, "--seed"),
+    epochs: int = typer.Option(None, "--epochs", help="Override the number of epochs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Train on scikit-learn's digits 0–5, test on held-back images and on unseen digits 6–9."""
+    from twinnet.quickstart import run_quickstart
+
+    result = run_quickstart(out_dir, seed=seed, epochs=epochs, progress=not quiet, console=err)
+    if as_json:
+        _print_json(result)
+        return
+    table = Table(title="twinnet quickstart: digits 0–5 trained, 6–9 never seen")
+    for col in ("", "ROC AUC", "EER", "4-way 1-shot"):
+        table.add_column(col)
+    s, u, b = result["seen"], result["unseen"], result["unseen_raw_pixel_baseline"]
+    table.add_row("seen digits (held-back images)", f"{s['roc_auc']:.4f}", f"{s['eer']:.4f}", "")
+    table.add_row(
+        "unseen digits 6–9", f"{u['roc_auc']:.4f}", f"{u['eer']:.4f}",
+        f"{u['oneshot_4way_accuracy']:.3f} ± {u['oneshot_4way_ci95']:.3f}",
+    )  # fmt: skip
+    table.add_row("unseen, raw-pixel distance (reference)", f"{b['roc_auc']:.4f}", "", f"{b['oneshot_4way_accuracy']:.3f}")
+    out.print(table)
+    out.print(f"model saved to {result['model']}; example images of unseen digits in {result['examples']}")
+    out.print(f"{result['seconds']:.0f} s")
+
+
+@app.command()
+def version() -> None:
+    """Print the twinnet version."""
+    from twinnet import __version__
+
+    out.print(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

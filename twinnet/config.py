@@ -1,0 +1,241 @@
+"""Typed configuration (pydantic) for models, data and training, read from YAML or JSON.
+
+Unknown keys are errors that name the key, so a typo never silently falls back to a default.
+Overrides on the command line use dotted paths: ``train.lr=3e-4 model.encoder.params.hidden=32``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from twinnet.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputSpec(_Strict):
+    """What one input of the model is, and how raw files become tensors."""
+
+    kind: Literal["image", "vector"] = "image"
+    channels: Literal[1, 3] = 1
+    size: tuple[int, int] = (28, 28)
+    """Image height and width after resizing."""
+    features: int | None = None
+    """Vector length, for ``kind: vector``."""
+    invert: bool = False
+    """Images: use ``1 - x``, so dark ink on white paper becomes high values."""
+
+    def encoder_args(self) -> dict[str, Any]:
+        if self.kind == "image":
+            h, w = self.size
+            return {"in_channels": self.channels, "input_size": (h, w), "in_features": self.channels * h * w}
+        if self.features is None:
+            raise ConfigError("model.input.features: required when model.input.kind is 'vector'")
+        return {"in_features": self.features}
+
+    def example_shape(self) -> tuple[int, ...]:
+        if self.kind == "image":
+            return (self.channels, *self.size)
+        return (int(self.features or 0),)
+
+
+class ComponentConfig(_Strict):
+    """A registered component chosen by name, with keyword parameters for its constructor."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(_Strict):
+    input: InputSpec = Field(default_factory=InputSpec)
+    encoder: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="conv4"))
+    comparator: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="euclidean"))
+    normalize: bool = False
+    """L2-normalise embeddings before comparing them."""
+    encoder_b: ComponentConfig | None = None
+    """Half-twin: a second encoder for the second input (its own input spec in ``input_b``)."""
+    input_b: InputSpec | None = None
+    share: list[str] = Field(default_factory=list)
+    """Half-twin: dotted names of sub-modules of ``encoder`` that ``encoder_b`` shares."""
+
+
+class AugmentConfig(_Strict):
+    """Random affine distortions applied per image on tensors (Koch et al. 2015 use rotation
+    ±10°, shear ±0.3, scale 0.8–1.2 and translation ±2 px)."""
+
+    enabled: bool = False
+    rotation: float = 10.0
+    """Maximum rotation in degrees (uniform in ±rotation)."""
+    shear: float = 0.3
+    """Maximum shear (uniform in ±shear, per axis)."""
+    scale: tuple[float, float] = (0.8, 1.2)
+    translate: float = 0.05
+    """Maximum translation as a fraction of the image size."""
+    hflip: bool = False
+    vflip: bool = False
+    probability: float = 1.0
+    """Probability that an image is distorted at all."""
+
+
+class DataConfig(_Strict):
+    path: str | None = None
+    """An image folder (one sub-folder per class, see ``class_depth``) or a pairs file."""
+    class_depth: int = 1
+    """How many folder levels name a class: 1 = ``root/class/img``, 2 = ``root/group/class/img``."""
+    val_classes: float = 0.2
+    """Share of the classes held out for validation (a split by class, so validation measures
+    generalisation to identities never trained on)."""
+    val_path: str | None = None
+    """An explicit validation folder instead of ``val_classes``."""
+    skip_bad_images: bool = False
+    """Leave out unreadable images (with a warning) instead of stopping with an error."""
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @field_validator("val_classes")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0.0 <= v < 1.0:
+            raise ValueError("must be in [0, 1)")
+        return v
+
+
+class LossConfig(_Strict):
+    name: str = "contrastive"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ValidationConfig(_Strict):
+    metric: Literal["roc_auc", "oneshot"] = "roc_auc"
+    """The primary metric for early stopping and for choosing the best checkpoint."""
+    pairs: int = 2000
+    """Balanced same/different validation pairs for ``roc_auc`` and calibration."""
+    ways: int = 5
+    shots: int = 1
+    episodes: int = 200
+    within_groups: bool = False
+    """One-shot episodes draw their classes from one group (e.g. one Omniglot alphabet)."""
+    far_targets: list[float] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3])
+    """False-accept rates at which thresholds are calibrated and TAR is reported."""
+
+
+class EarlyStoppingConfig(_Strict):
+    patience: int | None = 5
+    """Epochs without improvement of the primary metric before stopping; ``null`` disables."""
+    min_delta: float = 0.0
+
+
+class TrainConfig(_Strict):
+    seed: int = 0
+    epochs: int = 10
+    samples_per_epoch: int = 10_000
+    """What one epoch is: this many pairs (pair losses) or items (batch losses with P×K batches)."""
+    batch_size: int = 64
+    """Pairs per step, for pair losses."""
+    classes_per_batch: int = 16
+    """P of a P×K batch, for batch (in-batch mining) losses."""
+    items_per_class: int = 4
+    """K of a P×K batch."""
+    class_weight: float = 1.0
+    """Weight of the embedding loss on class labels (batch losses)."""
+    instance_weight: float = 0.0
+    """Batch losses: when positive, every item of a P×K batch appears twice, as two differently
+    augmented views, and the loss is also applied with each item's two views as the only positives
+    (self-supervised instance discrimination), weighted by this. It keeps embeddings general when
+    there are few training classes; it needs ``data.augment.enabled``."""
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    warmup_steps: int = 0
+    step_epochs: int = 10
+    """For ``schedule: step``: multiply the rate by ``step_gamma`` every this many epochs."""
+    step_gamma: float = 0.1
+    grad_clip: float | None = 5.0
+    """Clip the global gradient norm to this; ``null`` disables clipping."""
+    device: str = "auto"
+    """``auto`` picks CUDA when present, else CPU; or any torch device string."""
+    threads: int | None = None
+    """CPU threads for torch; ``null`` keeps torch's default."""
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    progress: bool = True
+
+
+class Config(_Strict):
+    """A whole run: what model, on what data, trained how."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{source}: {where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (model, data, loss, train)")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys, e.g. ``train.lr=1e-3``; values are parsed as YAML scalars or lists."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.lr=0.001")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML/JSON config (or start from defaults) and apply dotted overrides."""
+    data = read_config_file(path) if path else {}
+    apply_overrides(data, overrides or [])
+    return parse_config(data, str(path) if path else "config")
+
+
+def dump_config(config: BaseModel) -> dict[str, Any]:
+    return config.model_dump(mode="json")

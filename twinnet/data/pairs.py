@@ -1,0 +1,179 @@
+"""Pairs and triplets as index arrays: balanced, seeded, reproducible; and pairs files.
+
+An epoch of pairs is a stated number of pairs, exactly half of them same-class, drawn afresh for
+each ``(seed, epoch)``: the same seed and epoch always give the same pairs.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from twinnet.errors import DataError
+from twinnet.runtime import numpy_rng
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Index pairs into an item set: ``a[i]`` and ``b[i]`` with ``same[i]`` (bool)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    same: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def __getitem__(self, key: slice | np.ndarray) -> Pairs:
+        return Pairs(self.a[key], self.b[key], self.same[key])
+
+
+class _ClassIndex:
+    """Items grouped by class, for vectorised draws of same-class and other-class partners."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        self.order = np.argsort(labels, kind="stable")  # item ids sorted by class
+        sorted_labels = labels[self.order]
+        self.classes, self.starts, self.sizes = np.unique(sorted_labels, return_index=True, return_counts=True)
+        position = np.empty(len(labels), dtype=np.int64)
+        position[self.order] = np.arange(len(labels))
+        self.position = position  # where each item sits in `order`
+        self.slot = np.searchsorted(self.classes, labels)  # each item's class slot
+        self.n = len(labels)
+
+    def same_partner(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A different item of the anchor's class (anchors must be in classes of size ≥ 2)."""
+        slot = self.slot[anchors]
+        size, start = self.sizes[slot], self.starts[slot]
+        rank = self.position[anchors] - start
+        offset = rng.integers(1, size)  # 1..size-1: never the anchor itself
+        return self.order[start + (rank + offset) % size]
+
+    def other_partner(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """An item of any other class, uniformly over those items."""
+        slot = self.slot[anchors]
+        size, start = self.sizes[slot], self.starts[slot]
+        r = (rng.random(len(anchors)) * (self.n - size)).astype(np.int64)
+        r = np.where(r >= start, r + size, r)  # skip the anchor's own block
+        return self.order[r]
+
+
+def _check_labels(labels: np.ndarray) -> _ClassIndex:
+    index = _ClassIndex(labels)
+    if len(index.classes) < 2:
+        raise DataError("pairs need at least two classes")
+    if not (index.sizes >= 2).any():
+        raise DataError("same-class pairs need a class with at least two items")
+    return index
+
+
+def balanced_pairs(labels: np.ndarray, n_pairs: int, seed: int, *parts: int) -> Pairs:
+    """``n_pairs`` pairs, ``n_pairs // 2`` of them same-class, shuffled; seeded by ``(seed, *parts)``.
+
+    Anchors are drawn uniformly over items (of classes with at least two items, for same pairs).
+    """
+    index = _check_labels(labels)
+    rng = numpy_rng(seed, *parts)
+    n_same = n_pairs // 2
+    eligible = np.nonzero(index.sizes[index.slot] >= 2)[0]
+    a_same = eligible[rng.integers(0, len(eligible), n_same)]
+    b_same = index.same_partner(a_same, rng)
+    a_diff = rng.integers(0, index.n, n_pairs - n_same)
+    b_diff = index.other_partner(a_diff, rng)
+    a = np.concatenate([a_same, a_diff])
+    b = np.concatenate([b_same, b_diff])
+    same = np.concatenate([np.ones(n_same, bool), np.zeros(n_pairs - n_same, bool)])
+    perm = rng.permutation(n_pairs)
+    return Pairs(a[perm], b[perm], same[perm])
+
+
+def sample_triplets(labels: np.ndarray, n: int, seed: int, *parts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` random (anchor, positive, negative) index triplets, seeded."""
+    index = _check_labels(labels)
+    rng = numpy_rng(seed, *parts)
+    eligible = np.nonzero(index.sizes[index.slot] >= 2)[0]
+    anchors = eligible[rng.integers(0, len(eligible), n)]
+    return anchors, index.same_partner(anchors, rng), index.other_partner(anchors, rng)
+
+
+class PairSampler:
+    """Balanced pairs for training: ``pairs_per_epoch`` pairs per epoch, in batches of ``batch_size``."""
+
+    def __init__(self, labels: np.ndarray, pairs_per_epoch: int, batch_size: int, seed: int = 0) -> None:
+        _check_labels(labels)
+        self.labels = np.asarray(labels)
+        self.pairs_per_epoch = pairs_per_epoch
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def epoch(self, epoch: int) -> list[Pairs]:
+        pairs = balanced_pairs(self.labels, self.pairs_per_epoch, self.seed, 1, epoch)
+        return [pairs[i : i + self.batch_size] for i in range(0, len(pairs), self.batch_size)]
+
+    def __len__(self) -> int:
+        return -(-self.pairs_per_epoch // self.batch_size)
+
+
+_TRUE = {"1", "true", "same", "yes", "genuine", "match"}
+_FALSE = {"0", "false", "different", "no", "impostor", "mismatch", "-1"}
+
+
+@dataclass(frozen=True)
+class PairsFile:
+    """Pairs read from a file: unique item paths plus index pairs into them."""
+
+    paths: list[Path]
+    pairs: Pairs
+    source: Path
+
+
+def read_pairs_file(path: str | Path) -> PairsFile:
+    """Read ``a,b,label`` rows (CSV, or TSV when the file ends in ``.tsv``/``.txt`` or has tabs).
+
+    A header row is recognised when its label field is not a label. Labels: 1/true/same/yes for
+    same pairs, 0/false/different/no for different pairs. Relative paths are relative to the file.
+    Errors name the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"pairs file not found: {path}")
+    text = path.read_text(encoding="utf-8-sig")
+    if not text.strip():
+        raise DataError(f"{path}: the pairs file is empty")
+    first = text.splitlines()[0]
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".txt") or "\t" in first else ","
+    rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
+    index: dict[str, int] = {}
+    a, b, same = [], [], []
+    for line_no, row in enumerate(rows, start=1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) < 3:
+            raise DataError(f"{path}:{line_no}: expected 3 fields a{delimiter}b{delimiter}label, got {len(row)}")
+        label = row[2].strip().lower()
+        if label in _TRUE:
+            value = True
+        elif label in _FALSE:
+            value = False
+        elif line_no == 1:
+            continue  # header
+        else:
+            raise DataError(f"{path}:{line_no}: label {row[2]!r} is not one of 1/0, true/false, same/different")
+        ids = []
+        for field in row[:2]:
+            field = field.strip()
+            if not field:
+                raise DataError(f"{path}:{line_no}: empty path")
+            ids.append(index.setdefault(field, len(index)))
+        a.append(ids[0])
+        b.append(ids[1])
+        same.append(value)
+    if not a:
+        raise DataError(f"{path}: no pairs in the file (only a header or blank lines)")
+    base = path.parent
+    paths = [p if (p := Path(s)).is_absolute() else base / p for s in index]
+    return PairsFile(paths, Pairs(np.asarray(a), np.asarray(b), np.asarray(same, dtype=bool)), path)

@@ -1,0 +1,10 @@
+"""Encoders: modules that map one input to an embedding vector.
+
+Importing this package registers the built-in encoders (``conv4``, ``koch``, ``mlp``).
+"""
+
+from twinnet.encoders.conv import Conv4Encoder, KochEncoder
+from twinnet.encoders.mlp import MLPEncoder
+from twinnet.encoders.registry import ENCODERS, build_encoder, register_encoder
+
+__all__ = ["ENCODERS", "Conv4Encoder", "KochEncoder", "MLPEncoder", "build_encoder", "register_encoder"]

@@ -1,0 +1,57 @@
+"""Evaluate a saved model on a data path: what ``twinnet evaluate`` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twinnet.data.items import ItemSet, image_folder, load_images
+from twinnet.data.pairs import read_pairs_file
+from twinnet.errors import ConfigError, DataError
+from twinnet.io import load
+from twinnet.protocols import evaluate_nway, evaluate_verification
+
+PROTOCOLS = ("verification", "oneshot")
+
+
+def evaluate_path(
+    model_path: str | Path,
+    data: str | Path,
+    *,
+    protocol: str = "verification",
+    ways: int = 5,
+    shots: int = 1,
+    episodes: int = 1000,
+    n_pairs: int = 4000,
+    prototype: str = "nearest",
+    class_depth: int = 1,
+    seed: int = 0,
+    skip_bad: bool = False,
+) -> dict[str, Any]:
+    """Run ``protocol`` on ``data`` (an image folder of classes, or a pairs file for verification)."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if prototype not in ("nearest", "mean"):
+        raise ConfigError(f"--prototype: {prototype!r} is not one of nearest, mean")
+    model = load(model_path)
+    spec = model.config.input
+    data = Path(data)
+    if data.is_file():
+        if protocol != "verification":
+            raise DataError(f"{data}: a pairs file supports --protocol verification only")
+        pairs_file = read_pairs_file(data)
+        images, kept = load_images(pairs_file.paths, spec, skip_bad)
+        if len(kept) != len(pairs_file.paths):
+            raise DataError(f"{data}: some images of the pairs could not be read")
+        items = ItemSet(images, np.zeros(len(images), np.int64), ["?"], [str(p) for p in pairs_file.paths])
+        result, _, _ = evaluate_verification(model, items, pairs_file.pairs, calibration=model.calibration)
+        return result.to_dict()
+    items = image_folder(data, spec, class_depth, skip_bad)
+    if protocol == "verification":
+        items.require_min_per_class(2, "same-class pairs")
+        result, _, _ = evaluate_verification(model, items, n_pairs=n_pairs, seed=seed, calibration=model.calibration)
+        return result.to_dict()
+    nway = evaluate_nway(model, items, ways, shots, episodes, seed=seed, prototype=prototype)  # type: ignore[arg-type]
+    return nway.to_dict()

@@ -1,0 +1,144 @@
+"""Evaluation metrics as pure functions.
+
+Scores follow one convention: **larger means more alike** (negate distances first, e.g. with
+``comparator.to_similarity``). ``same`` is a boolean array, True for same-class pairs. Thresholds
+returned here are in that score scale, and a pair is accepted as "same" when ``score >= threshold``.
+ROC curves come from scikit-learn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score, roc_curve
+
+ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
+
+
+def _np(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _check(scores: ArrayLike, same: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    s = _np(scores).astype(np.float64).ravel()
+    y = _np(same).astype(bool).ravel()
+    if len(s) != len(y):
+        raise ValueError(f"{len(s)} scores but {len(y)} labels")
+    if y.all() or not y.any():
+        raise ValueError("metrics need both same and different pairs")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or inf")
+    return s, y
+
+
+def calc_roc(scores: ArrayLike, same: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(far, tar, thresholds)``: false-accept and true-accept rates at each threshold (all of them)."""
+    s, y = _check(scores, same)
+    far, tar, thresholds = roc_curve(y, s, drop_intermediate=False)
+    return far, tar, thresholds
+
+
+def calc_roc_auc(scores: ArrayLike, same: ArrayLike) -> float:
+    s, y = _check(scores, same)
+    return float(roc_auc_score(y, s))
+
+
+def calc_eer(scores: ArrayLike, same: ArrayLike) -> tuple[float, float]:
+    """Equal error rate and its threshold: where the false-accept rate equals the false-reject rate
+    (linearly interpolated between the two ROC points that bracket the crossing)."""
+    far, tar, thresholds = calc_roc(scores, same)
+    frr = 1.0 - tar
+    i = int(np.argmax(far >= frr))  # first point where FAR has caught up with FRR
+    if i == 0:
+        return float(far[0]), float(thresholds[min(1, len(thresholds) - 1)])
+    # Interpolate between point i-1 (far < frr) and point i (far >= frr).
+    d0, d1 = frr[i - 1] - far[i - 1], frr[i] - far[i]
+    w = d0 / (d0 - d1) if d0 != d1 else 0.0
+    eer = far[i - 1] + w * (far[i] - far[i - 1])
+    threshold = thresholds[i] if np.isinf(thresholds[i - 1]) else thresholds[i - 1] + w * (thresholds[i] - thresholds[i - 1])
+    return float(eer), float(threshold)
+
+
+def calc_best_accuracy(scores: ArrayLike, same: ArrayLike) -> tuple[float, float]:
+    """The highest accuracy of any threshold, and that threshold (midway to the next score)."""
+    far, tar, thresholds = calc_roc(scores, same)
+    _, y = _check(scores, same)
+    n_pos, n_neg = y.sum(), (~y).sum()
+    accuracy = (tar * n_pos + (1.0 - far) * n_neg) / (n_pos + n_neg)
+    i = int(np.argmax(accuracy))
+    t = thresholds[i]
+    if np.isinf(t):  # "reject everything": sit just above the largest score
+        t = float(_np(scores).max()) + 1e-6
+    elif i + 1 < len(thresholds):
+        t = (t + thresholds[i + 1]) / 2.0  # a margin on both sides for unseen data
+    return float(accuracy[i]), float(t)
+
+
+def calc_tar_at_far(scores: ArrayLike, same: ArrayLike, far: float) -> tuple[float, float]:
+    """The true-accept rate at the largest false-accept rate not above ``far``, and its threshold."""
+    fars, tars, thresholds = calc_roc(scores, same)
+    ok = np.nonzero(fars <= far)[0]
+    i = int(ok[-1])
+    t = thresholds[i]
+    if np.isinf(t):
+        t = float(_np(scores).max()) + 1e-6
+    return float(tars[i]), float(t)
+
+
+def calc_far_frr(scores: ArrayLike, same: ArrayLike, threshold: float) -> tuple[float, float]:
+    """False-accept and false-reject rates when ``score >= threshold`` is accepted as same."""
+    s, y = _check(scores, same)
+    accept = s >= threshold
+    return float(accept[~y].mean()), float((~accept[y]).mean())
+
+
+def calc_accuracy(scores: ArrayLike, same: ArrayLike, threshold: float) -> float:
+    s, y = _check(scores, same)
+    return float(((s >= threshold) == y).mean())
+
+
+def calc_mean_ci95(values: ArrayLike) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (normal approximation, 1.96·s/√n)."""
+    v = _np(values).astype(np.float64).ravel()
+    if len(v) == 0:
+        raise ValueError("no values")
+    if len(v) == 1:
+        return float(v[0]), float("nan")
+    return float(v.mean()), float(1.96 * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def calc_recall_at_k(
+    similarity: ArrayLike, query_labels: ArrayLike, gallery_labels: ArrayLike, ks: Sequence[int] = (1, 5, 10)
+) -> dict[int, float]:
+    """Share of queries with a same-label gallery item among their ``k`` most similar.
+
+    ``similarity`` is ``(queries, gallery)``; larger = more alike.
+    """
+    sim = torch.as_tensor(_np(similarity))
+    q = torch.as_tensor(_np(query_labels))
+    g = torch.as_tensor(_np(gallery_labels))
+    top = sim.topk(min(max(ks), sim.shape[1]), dim=1).indices
+    hit = g[top] == q.unsqueeze(1)
+    return {k: float(hit[:, :k].any(1).float().mean()) for k in ks}
+
+
+def calc_verification_metrics(
+    scores: ArrayLike, same: ArrayLike, far_targets: Sequence[float] = (1e-1, 1e-2, 1e-3)
+) -> dict[str, float]:
+    """The usual verification report in one dict: ROC AUC, EER, best accuracy, TAR at each FAR."""
+    eer, eer_t = calc_eer(scores, same)
+    acc, acc_t = calc_best_accuracy(scores, same)
+    out = {
+        "roc_auc": calc_roc_auc(scores, same),
+        "eer": eer,
+        "eer_threshold": eer_t,
+        "best_accuracy": acc,
+        "best_accuracy_threshold": acc_t,
+    }
+    for far in far_targets:
+        out[f"tar@far={far:g}"] = calc_tar_at_far(scores, same, far)[0]
+    return out
