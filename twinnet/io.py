@@ -61,6 +61,20 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
+
+
 @contextlib.contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; on success it replaces ``target``."""
@@ -75,14 +89,18 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
                 with open(f, "rb") as handle:
                     os.fsync(handle.fileno())
         _fsync_dir(tmp)
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(target, old)
-        os.rename(tmp, target)
-        _fsync_dir(target.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if target.exists() and _exchange(tmp, target):
+            _fsync_dir(target.parent)
+            shutil.rmtree(tmp, ignore_errors=True)  # now holds the previous version
+        else:
+            old = None
+            if target.exists():  # no atomic exchange here: rename aside; load() recovers from `.old`
+                old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+                os.rename(target, old)
+            os.rename(tmp, target)
+            _fsync_dir(target.parent)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -132,10 +150,18 @@ def read_manifest(directory: Path, kind: str = FORMAT, verify: bool = True) -> d
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """A model directory, or a training run directory holding one in ``model/``."""
+    """A model directory, or a training run directory holding one in ``model/``.
+
+    Where rename-exchange is unavailable, a crash between the two renames of a replacing save
+    leaves the previous version as ``.NAME.old-*`` beside a missing ``NAME``: it is used then.
+    """
     path = Path(path)
     if not (path / MANIFEST).exists() and (path / "model" / MANIFEST).exists():
         return path / "model"
+    if not path.exists():
+        previous = sorted(path.parent.glob(f".{path.name}.old-*/{MANIFEST}")) if path.parent.exists() else []
+        if previous:
+            return previous[-1].parent
     return path
 
 
@@ -194,6 +220,10 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", verify: bool =
         missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False)
     except (SafetensorError, OSError, RuntimeError) as err:
         raise ModelFormatError(f"{directory / WEIGHTS}: cannot read weights ({err})") from None
+    # Shared sub-modules (half-twins) appear under two names; safetensors keeps one of them and
+    # may report the other as unexpected although the model has it.
+    own = set(model.state_dict())
+    unexpected = [k for k in unexpected if k not in own]
     if missing or unexpected:
         raise ModelFormatError(
             f"{directory / WEIGHTS}: weights do not fit the configured model "

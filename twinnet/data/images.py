@@ -29,7 +29,7 @@ def decode_image(image: Image.Image, spec: InputSpec) -> torch.Tensor:
     h, w = spec.size
     if image.size != (w, h):
         image = image.resize((w, h), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # a writable copy
     if array.ndim == 2:
         array = array[None]
     else:

@@ -1,0 +1,3 @@
+from twinnet.cli import main
+
+main()
