@@ -58,7 +58,10 @@ def test_mahalanobis_starts_as_euclidean_and_stays_psd_under_training():
     opt = torch.optim.SGD(comp.parameters(), lr=1.0)
     g = torch.Generator().manual_seed(1)
     for _ in range(50):  # large random steps: any parametrisation that can leave the PSD cone would
-        x, y = torch.randn(16, 5, generator=g, dtype=torch.float64), torch.randn(16, 5, generator=g, dtype=torch.float64)
+        x, y = (
+            torch.randn(16, 5, generator=g, dtype=torch.float64),
+            torch.randn(16, 5, generator=g, dtype=torch.float64),
+        )
         loss = (comp(x, y) * torch.randn(16, generator=g, dtype=torch.float64)).sum()
         opt.zero_grad()
         loss.backward()

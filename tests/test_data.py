@@ -5,8 +5,8 @@ from PIL import Image
 
 from twinnet.config import AugmentConfig, InputSpec
 from twinnet.data import (
-    PKBatchSampler,
     PairSampler,
+    PKBatchSampler,
     RandomAffine,
     balanced_pairs,
     from_arrays,

@@ -4,7 +4,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,11 +16,13 @@ from twinnet.errors import ConfigError, ModelFormatError
 from twinnet.io import atomic_directory, load, save
 from twinnet.model import build_model
 
-CFG = ModelConfig.model_validate({
-    "input": {"size": [12, 12]},
-    "encoder": {"name": "conv4", "params": {"hidden": 8, "embedding_dim": 6}},
-    "comparator": {"name": "mahalanobis"},
-})
+CFG = ModelConfig.model_validate(
+    {
+        "input": {"size": [12, 12]},
+        "encoder": {"name": "conv4", "params": {"hidden": 8, "embedding_dim": 6}},
+        "comparator": {"name": "mahalanobis"},
+    }
+)
 
 
 def _trained_model():
@@ -52,12 +53,14 @@ def test_save_load_gives_identical_outputs_and_carries_calibration(tmp_path):
 
 
 def test_half_twin_with_shared_part_round_trips(tmp_path):
-    cfg = ModelConfig.model_validate({
-        "input": {"size": [12, 12]},
-        "encoder": {"name": "conv4", "params": {"hidden": 4, "embedding_dim": 3}},
-        "encoder_b": {"name": "conv4", "params": {"hidden": 4, "embedding_dim": 3}},
-        "share": ["features"],
-    })
+    cfg = ModelConfig.model_validate(
+        {
+            "input": {"size": [12, 12]},
+            "encoder": {"name": "conv4", "params": {"hidden": 4, "embedding_dim": 3}},
+            "encoder_b": {"name": "conv4", "params": {"hidden": 4, "embedding_dim": 3}},
+            "share": ["features"],
+        }
+    )
     model = build_model(cfg).eval()
     save(model, tmp_path / "h")
     loaded = load(tmp_path / "h")

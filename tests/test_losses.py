@@ -107,8 +107,6 @@ def test_triplet_with_model_comparator_trains_the_metric():
     comp = MahalanobisDistance(dim=4).double()
     loss = TripletLoss(0.5, "all", distance="comparator", reduction="mean_nonzero")
     # with L = I the Mahalanobis distance is the Euclidean one
-    torch.testing.assert_close(
-        loss(emb, labels, comp), TripletLoss(0.5, "all", reduction="mean_nonzero")(emb, labels)
-    )
+    torch.testing.assert_close(loss(emb, labels, comp), TripletLoss(0.5, "all", reduction="mean_nonzero")(emb, labels))
     loss(emb, labels, comp).backward()
     assert comp.L.grad is not None and comp.L.grad.abs().sum() > 0

@@ -43,9 +43,9 @@ def test_eer_for_gaussians_matches_theory():
 
 def test_best_accuracy_brute_force():
     acc, t = calc_best_accuracy(SCORES, SAME)
-    brute = max(((SCORES >= s) == SAME).mean() for s in SCORES)
+    brute = max(((s <= SCORES) == SAME).mean() for s in SCORES)
     assert acc == pytest.approx(brute)
-    assert ((SCORES >= t) == SAME).mean() == pytest.approx(acc)
+    assert ((t <= SCORES) == SAME).mean() == pytest.approx(acc)
 
 
 @pytest.mark.parametrize("far", [1e-1, 1e-2, 1e-3])
@@ -55,7 +55,7 @@ def test_tar_at_far_respects_the_far(far):
     assert measured_far <= far
     assert tar == pytest.approx(1 - frr)
     # a slightly lower threshold would exceed the FAR (the threshold is the most lenient allowed)
-    lower = np.max(SCORES[SCORES < t])
+    lower = np.max(SCORES[t > SCORES])
     assert calc_far_frr(SCORES, SAME, lower)[0] > far or (SCORES[~SAME] >= lower).mean() > far
 
 

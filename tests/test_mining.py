@@ -49,7 +49,9 @@ def test_semi_hard_brute_force():
     expected = {
         (a, p, q)
         for a, p, q in itertools.product(range(n), repeat=3)
-        if a != p and labels[a] == labels[p] and labels[a] != labels[q]
+        if a != p
+        and labels[a] == labels[p]
+        and labels[a] != labels[q]
         and dist[a, p] < dist[a, q] < dist[a, p] + margin
     }
     assert _set(semi_hard_triplets(dist, labels, margin)) == expected
@@ -60,7 +62,9 @@ def test_hard_pairs_brute_force():
     i, j, same = hard_pairs(dist, labels)
     n = len(labels)
     closest_neg = [min(dist[a, b] for b in range(n) if labels[b] != labels[a]) for a in range(n)]
-    farthest_pos = [max([dist[a, b] for b in range(n) if b != a and labels[b] == labels[a]], default=-1) for a in range(n)]
+    farthest_pos = [
+        max([dist[a, b] for b in range(n) if b != a and labels[b] == labels[a]], default=-1) for a in range(n)
+    ]
 
     def hard(a, b):
         if labels[a] == labels[b]:

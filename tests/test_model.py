@@ -88,8 +88,11 @@ def test_build_model_from_config_and_registered_custom_encoder():
             return self.fc(x.flatten(1))
 
     cfg = ModelConfig.model_validate(
-        {"input": {"kind": "vector", "features": 7}, "encoder": {"name": "test_tiny", "params": {"embedding_dim": 5}},
-         "comparator": {"name": "mahalanobis", "params": {"rank": 3}}}
+        {
+            "input": {"kind": "vector", "features": 7},
+            "encoder": {"name": "test_tiny", "params": {"embedding_dim": 5}},
+            "comparator": {"name": "mahalanobis", "params": {"rank": 3}},
+        }
     )
     net = build_model(cfg)
     assert net(torch.randn(2, 7), torch.randn(2, 7)).shape == (2,)
@@ -104,12 +107,14 @@ def test_unknown_encoder_or_parameter_names_the_problem():
 
 
 def test_half_twin_from_config():
-    cfg = ModelConfig.model_validate({
-        "input": {"size": [16, 16]},
-        "encoder": {"name": "conv4", "params": {"hidden": 8, "embedding_dim": 4}},
-        "encoder_b": {"name": "conv4", "params": {"hidden": 8, "embedding_dim": 4}},
-        "share": ["features"],
-    })
+    cfg = ModelConfig.model_validate(
+        {
+            "input": {"size": [16, 16]},
+            "encoder": {"name": "conv4", "params": {"hidden": 8, "embedding_dim": 4}},
+            "encoder_b": {"name": "conv4", "params": {"hidden": 8, "embedding_dim": 4}},
+            "share": ["features"],
+        }
+    )
     net = build_model(cfg)
     assert isinstance(net, HalfTwinNetwork)
     assert net.encoder_a.features is net.encoder_b.features

@@ -199,7 +199,9 @@ def quickstart(
         "unseen digits 6–9", f"{u['roc_auc']:.4f}", f"{u['eer']:.4f}",
         f"{u['oneshot_4way_accuracy']:.3f} ± {u['oneshot_4way_ci95']:.3f}",
     )  # fmt: skip
-    table.add_row("unseen, raw-pixel distance (reference)", f"{b['roc_auc']:.4f}", "", f"{b['oneshot_4way_accuracy']:.3f}")
+    table.add_row(
+        "unseen, raw-pixel distance (reference)", f"{b['roc_auc']:.4f}", "", f"{b['oneshot_4way_accuracy']:.3f}"
+    )
     out.print(table)
     out.print(f"model saved to {result['model']}; example images of unseen digits in {result['examples']}")
     out.print(f"{result['seconds']:.0f} s")

@@ -23,7 +23,7 @@ from torch import nn
 
 from twinnet.registry import Registry
 
-COMPARATORS: Registry["Comparator"] = Registry("comparator")
+COMPARATORS: Registry[Comparator] = Registry("comparator")
 
 # Squared distances below this are treated as this, so sqrt never sees 0 and never makes NaN gradients.
 _EPS = 1e-12

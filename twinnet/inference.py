@@ -75,7 +75,9 @@ def embed(model: AnyTwin, inputs: Sequence[Input] | torch.Tensor, batch_size: in
         batch = torch.stack([read_input(i, spec) if spec else torch.as_tensor(i).float() for i in inputs])
     device = model_device(model)
     model.eval()
-    return torch.cat([model.embed(batch[i : i + batch_size].to(device)).cpu() for i in range(0, len(batch), batch_size)])
+    return torch.cat(
+        [model.embed(batch[i : i + batch_size].to(device)).cpu() for i in range(0, len(batch), batch_size)]
+    )
 
 
 @dataclass

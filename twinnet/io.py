@@ -114,7 +114,13 @@ def write_manifest(directory: Path, kind: str = FORMAT, extra: dict[str, Any] | 
     files = {f.name: sha256_file(f) for f in sorted(directory.iterdir()) if f.is_file() and f.name != MANIFEST}
     write_json(
         directory / MANIFEST,
-        {"format": kind, "format_version": FORMAT_VERSION, "twinnet_version": __version__, "files": files, **(extra or {})},
+        {
+            "format": kind,
+            "format_version": FORMAT_VERSION,
+            "twinnet_version": __version__,
+            "files": files,
+            **(extra or {}),
+        },
     )
 
 

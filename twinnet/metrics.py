@@ -59,7 +59,9 @@ def calc_eer(scores: ArrayLike, same: ArrayLike) -> tuple[float, float]:
     d0, d1 = frr[i - 1] - far[i - 1], frr[i] - far[i]
     w = d0 / (d0 - d1) if d0 != d1 else 0.0
     eer = far[i - 1] + w * (far[i] - far[i - 1])
-    threshold = thresholds[i] if np.isinf(thresholds[i - 1]) else thresholds[i - 1] + w * (thresholds[i] - thresholds[i - 1])
+    threshold = (
+        thresholds[i] if np.isinf(thresholds[i - 1]) else thresholds[i - 1] + w * (thresholds[i] - thresholds[i - 1])
+    )
     return float(eer), float(threshold)
 
 

@@ -158,7 +158,7 @@ def _share_submodule(a: nn.Module, b: nn.Module, name: str) -> None:
 AnyTwin = TwinNetwork | HalfTwinNetwork
 
 
-def _encoder(spec: ComponentConfig, config: ModelConfig, input_spec) -> tuple[nn.Module, int]:  # noqa: ANN001
+def _encoder(spec: ComponentConfig, config: ModelConfig, input_spec) -> tuple[nn.Module, int]:
     enc = build_encoder(spec.name, spec.params, input_spec.encoder_args())
     dim = infer_output_dim(enc, torch.zeros(2, *input_spec.example_shape()))
     return enc, dim

@@ -63,6 +63,14 @@ def score_pairs(
     return torch.cat(out).numpy()
 
 
+def native_thresholds(metrics: dict[str, float], is_distance: bool) -> dict[str, float]:
+    """Report thresholds in the comparator's native scale (metrics compute on similarities,
+    i.e. on negated distances)."""
+    if not is_distance:
+        return metrics
+    return {k: (-v if k.endswith("_threshold") else v) for k, v in metrics.items()}
+
+
 @dataclass
 class VerificationResult:
     """Verification on pairs: ROC AUC, EER, best accuracy, TAR@FAR, and the calibrated decision."""
@@ -101,7 +109,9 @@ def evaluate_verification(
     emb = embed_batches(model, items) if embeddings is None else embeddings
     native = score_pairs(model, emb, emb, pairs)
     scores = -native if model.comparator.is_distance else native
-    result = VerificationResult(calc_verification_metrics(scores, pairs.same, far_targets), len(pairs))
+    metrics = calc_verification_metrics(scores, pairs.same, far_targets)
+    metrics = native_thresholds(metrics, model.comparator.is_distance)
+    result = VerificationResult(metrics, len(pairs))
     if calibration is not None:
         decisions = calibration.decide(native)
         t = calibration.thresholds[calibration.default].value

@@ -17,11 +17,11 @@ from PIL import Image
 from rich.console import Console
 from torch import nn
 
+from twinnet.compare import EuclideanDistance
 from twinnet.config import Config, parse_config
 from twinnet.data.digits import digits_items
 from twinnet.data.items import ItemSet
 from twinnet.data.splits import split_by_item
-from twinnet.compare import EuclideanDistance
 from twinnet.model import TwinNetwork, build_model
 from twinnet.protocols import evaluate_nway, evaluate_verification
 from twinnet.runtime import seed_everything
@@ -70,11 +70,14 @@ def quickstart_config(overrides: dict[str, Any] | None = None) -> Config:
 
 
 def write_examples(items: ItemSet, root: Path) -> None:
-    """Save items as PNGs in ``root/<class>/<index>.png`` (for the CLI walk-through)."""
+    """Save items as PNGs in ``root/<class>/NNNN.png``, numbered within each class (for the CLI walk-through)."""
+    counts: dict[int, int] = {}
     for i in range(len(items)):
-        folder = root / items.class_names[items.labels[i]]
+        label = int(items.labels[i])
+        folder = root / items.class_names[label]
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(items.data[i, 0].numpy()).save(folder / f"{i:04d}.png")
+        Image.fromarray(items.data[i, 0].numpy()).save(folder / f"{counts.get(label, 0):04d}.png")
+        counts[label] = counts.get(label, 0) + 1
 
 
 class _Pixels(nn.Module):

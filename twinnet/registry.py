@@ -6,7 +6,8 @@ Adding a component is one decorator on its class; nothing else has to be touched
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from twinnet.errors import ConfigError
 
@@ -39,9 +40,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}"
-            ) from None
+            raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
 
     def build(self, name: str, params: dict[str, Any] | None = None, *, field: str = "") -> T:
         """Instantiate ``name`` with ``params``, naming any parameter it does not take."""

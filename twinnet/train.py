@@ -15,6 +15,7 @@ Every random stream is seeded from ``(seed, purpose, epoch)``, so a run resumed 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -35,16 +36,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from twinnet.calibrate import Calibration, calibrate
 from twinnet.config import AugmentConfig, Config, TrainConfig, dump_config
 from twinnet.data.items import ItemSet, image_folder, load_images
-from twinnet.data.pairs import PairSampler, Pairs, balanced_pairs, read_pairs_file
+from twinnet.data.pairs import Pairs, PairSampler, balanced_pairs, read_pairs_file
 from twinnet.data.samplers import PKBatchSampler
 from twinnet.data.splits import split_by_class
 from twinnet.data.transforms import RandomAffine
 from twinnet.errors import ConfigError, DataError, TrainingError
-from twinnet.io import atomic_directory, load_module_weights, load_tree, save, save_module_weights, save_tree, write_json
+from twinnet.io import (
+    atomic_directory,
+    load_module_weights,
+    load_tree,
+    save,
+    save_module_weights,
+    save_tree,
+    write_json,
+)
 from twinnet.losses import LOSSES, EmbeddingLoss, PairLoss
-from twinnet.model import AnyTwin, HalfTwinNetwork, build_model
 from twinnet.metrics import calc_mean_ci95, calc_verification_metrics
-from twinnet.protocols import classify_episodes, embed_batches, sample_episodes, score_pairs
+from twinnet.model import AnyTwin, HalfTwinNetwork, build_model
+from twinnet.protocols import classify_episodes, embed_batches, native_thresholds, sample_episodes, score_pairs
 from twinnet.runtime import generator, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -120,11 +129,9 @@ class _Prefetcher:
 
     def close(self) -> None:
         self._stop.set()
-        while self._thread.is_alive():
-            try:
+        while self._thread.is_alive():  # drain, so a producer blocked on a full queue can exit
+            with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
 
 
 class Trainer:
@@ -181,7 +188,9 @@ class Trainer:
                 self.steps_per_epoch = len(self.pair_sampler)
         elif isinstance(loss, EmbeddingLoss):
             if train_pairs is not None:
-                raise ConfigError(f"loss {type(loss).__name__} mines within labelled batches; it cannot train from a pairs file")
+                raise ConfigError(
+                    f"loss {type(loss).__name__} mines within labelled batches; it cannot train from a pairs file"
+                )
             self.fixed_pairs = None
             if c.instance_weight > 0 and self.augment is None:
                 raise ConfigError(
@@ -206,7 +215,9 @@ class Trainer:
         c = self.config
         params = [p for p in list(self.model.parameters()) + list(self.loss.parameters()) if p.requires_grad]
         if c.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.momentum > 0)
+            return torch.optim.SGD(
+                params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.momentum > 0
+            )
         return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
 
     def _setup_validation(self, val_pairs: Pairs | None) -> None:
@@ -272,7 +283,9 @@ class Trainer:
                     augment(items.load(views)), labels=torch.from_numpy(items.labels[views]),
                     instances=instances, n_items=len(views),
                 )  # fmt: skip
-            return lambda: _Batch(augment(items.load(idx)), labels=torch.from_numpy(items.labels[idx]), n_items=len(idx))
+            return lambda: _Batch(
+                augment(items.load(idx)), labels=torch.from_numpy(items.labels[idx]), n_items=len(idx)
+            )
 
         return [pk_job(idx) for idx in self.pk_sampler.epoch(epoch)]
 
@@ -304,7 +317,9 @@ class Trainer:
         emb = embed_batches(self.model, self.val_items)
         native = score_pairs(self.model, emb, emb, self.val_pairs)
         scores = -native if self.model.comparator.is_distance else native
-        out: dict[str, Any] = calc_verification_metrics(scores, self.val_pairs.same, v.far_targets)
+        out: dict[str, Any] = native_thresholds(
+            calc_verification_metrics(scores, self.val_pairs.same, v.far_targets), self.model.comparator.is_distance
+        )
         if self.val_episodes is not None:
             acc, ci = calc_mean_ci95(classify_episodes(self.model.comparator, emb, self.val_episodes))
             out[f"oneshot_{v.ways}way_{v.shots}shot"] = acc
@@ -341,7 +356,10 @@ class Trainer:
         if not state_file.is_file():
             raise DataError(f"cannot resume: {path} is not a checkpoint (no state.json)")
         state = json.loads(state_file.read_text(encoding="utf-8"))
-        if self.model.config is not None and state.get("model_config") not in (None, self.model.config.model_dump(mode="json")):
+        if self.model.config is not None and state.get("model_config") not in (
+            None,
+            self.model.config.model_dump(mode="json"),
+        ):
             raise ConfigError(f"cannot resume from {path}: it was trained with a different model config")
         load_module_weights(self.model, path / "model.safetensors")
         if (path / "optimizer.json").exists():
@@ -452,7 +470,9 @@ class Trainer:
                     n_steps += 1
                     n_items += batch.n_items
                     self.state.step += 1
-                    progress.update(task, advance=1, loss=total_loss / n_steps, speed=n_items / max(1e-9, t0 - epoch_start))
+                    progress.update(
+                        task, advance=1, loss=total_loss / n_steps, speed=n_items / max(1e-9, t0 - epoch_start)
+                    )
         finally:
             prefetcher.close()
         seconds = time.perf_counter() - epoch_start
@@ -525,10 +545,12 @@ def load_training_data(config: Config) -> tuple[ItemSet, ItemSet | None, Pairs |
         data, kept = load_images(pairs_file.paths, spec, d.skip_bad_images)
         if len(kept) != len(pairs_file.paths):
             raise DataError(f"{path}: some images could not be read; pairs files need every image")
-        items = ItemSet(data=data, labels=np.zeros(len(data), np.int64), class_names=["?"], names=[str(p) for p in pairs_file.paths])
+        items = ItemSet(
+            data=data, labels=np.zeros(len(data), np.int64), class_names=["?"], names=[str(p) for p in pairs_file.paths]
+        )
         pairs = pairs_file.pairs
         order = np.random.default_rng(config.train.seed).permutation(len(pairs))
-        n_val = int(round(d.val_classes * len(pairs)))
+        n_val = round(d.val_classes * len(pairs))
         if n_val == 0:
             return items, None, pairs, None
         return items, items, pairs[order[n_val:]], pairs[order[:n_val]]

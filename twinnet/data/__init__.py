@@ -3,7 +3,7 @@
 from twinnet.data.digits import digits_items
 from twinnet.data.images import load_image
 from twinnet.data.items import ItemSet, from_arrays, image_folder, scan_image_folder
-from twinnet.data.pairs import PairSampler, Pairs, PairsFile, balanced_pairs, read_pairs_file, sample_triplets
+from twinnet.data.pairs import Pairs, PairSampler, PairsFile, balanced_pairs, read_pairs_file, sample_triplets
 from twinnet.data.samplers import PKBatchSampler
 from twinnet.data.splits import split_by_class, split_by_item
 from twinnet.data.transforms import RandomAffine

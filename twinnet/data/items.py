@@ -70,9 +70,7 @@ class ItemSet:
         small = [self.class_names[c] for c in np.nonzero((sizes > 0) & (sizes < minimum))[0]]
         if small:
             shown = ", ".join(repr(s) for s in small[:10]) + (" …" if len(small) > 10 else "")
-            raise DataError(
-                f"{len(small)} class(es) have fewer than {minimum} items, too few to build {what}: {shown}"
-            )
+            raise DataError(f"{len(small)} class(es) have fewer than {minimum} items, too few to build {what}: {shown}")
 
 
 def from_arrays(
@@ -142,9 +140,7 @@ def load_images(paths: Sequence[Path], spec: InputSpec, skip_bad: bool = False) 
     return torch.stack(tensors), np.asarray(kept, dtype=np.int64)
 
 
-def image_folder(
-    root: str | Path, spec: InputSpec, class_depth: int = 1, skip_bad: bool = False
-) -> ItemSet:
+def image_folder(root: str | Path, spec: InputSpec, class_depth: int = 1, skip_bad: bool = False) -> ItemSet:
     """Labelled images from a folder with one sub-folder per class, decoded into memory."""
     paths, labels, class_names, groups = scan_image_folder(root, class_depth)
     data, kept = load_images(paths, spec, skip_bad)

@@ -51,9 +51,7 @@ class PKBatchSampler:
     def epoch(self, epoch: int) -> list[np.ndarray]:
         rng = numpy_rng(self.seed, 2, epoch)
         need = self.batches_per_epoch * self.p
-        order = np.concatenate(
-            [rng.permutation(self.classes) for _ in range(-(-need // len(self.classes)))]
-        )
+        order = np.concatenate([rng.permutation(self.classes) for _ in range(-(-need // len(self.classes)))])
         batches = []
         for i in range(self.batches_per_epoch):
             chosen = order[i * self.p : (i + 1) * self.p]

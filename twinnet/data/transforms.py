@@ -33,9 +33,7 @@ class RandomAffine:
         tx, ty = uniform(-c.translate, c.translate) * 2, uniform(-c.translate, c.translate) * 2
         cos, sin = torch.cos(angle), torch.sin(angle)
         rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
-        shear = torch.stack(
-            [torch.stack([torch.ones(n), shear_x], 1), torch.stack([shear_y, torch.ones(n)], 1)], 1
-        )
+        shear = torch.stack([torch.stack([torch.ones(n), shear_x], 1), torch.stack([shear_y, torch.ones(n)], 1)], 1)
         linear = rotation @ shear / scale.view(n, 1, 1)  # the grid maps output → input: divide by scale
         if c.hflip:
             flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)

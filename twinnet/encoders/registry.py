@@ -16,7 +16,8 @@ model builder fills them from the model's input specification.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -54,5 +54,5 @@ class EmbeddingLoss(nn.Module):
     """A loss on a labelled batch of embeddings. ``comparator`` is the model's, used when the loss
     was built with ``distance="comparator"`` (so a learned metric is trained by the loss)."""
 
-    def check_comparator(self, comparator: Comparator) -> None:  # noqa: B027 - optional hook
+    def check_comparator(self, comparator: Comparator) -> None:
         pass
