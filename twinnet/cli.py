@@ -105,14 +105,18 @@ def train(
 @friendly_errors
 def evaluate(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Saved model (or run) directory."),
-    data: Path = typer.Option(..., "--data", help="Image folder of test classes, or a pairs file."),
-    protocol: str = typer.Option("verification", "--protocol", help="verification | oneshot"),
+    data: Path = typer.Option(..., "--data", help="Image folder or zip of test classes, a pairs file, or run folders."),
+    protocol: str = typer.Option(
+        "verification", "--protocol", help="verification | oneshot (= nway) | within-alphabet | omniglot-runs"
+    ),
     ways: int = typer.Option(5, "--ways", help="N of N-way episodes."),
     shots: int = typer.Option(1, "--shots", help="K of K-shot episodes."),
     episodes: int = typer.Option(1000, "--episodes", help="Number of episodes."),
     pairs: int = typer.Option(4000, "--pairs", help="Balanced pairs for verification on a folder."),
     prototype: str = typer.Option("nearest", "--prototype", help="K>1: nearest shot or class mean."),
-    class_depth: int = typer.Option(1, "--class-depth", help="Folder levels that name a class."),
+    class_depth: int = typer.Option(
+        None, "--class-depth", help="Folder levels that name a class (default 1; 2 for Omniglot)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     skip_bad: bool = typer.Option(False, "--skip-bad"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -205,6 +209,44 @@ def quickstart(
     out.print(table)
     out.print(f"model saved to {result['model']}; example images of unseen digits in {result['examples']}")
     out.print(f"{result['seconds']:.0f} s")
+
+
+data_app = typer.Typer(help="Fetch data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("download")
+@friendly_errors
+def data_download(
+    dataset: str = typer.Argument(..., help="omniglot"),
+    to: Path = typer.Option(..., "--to", help="Folder for the files."),
+    files: list[str] = typer.Option(None, "--file", help="Which files (default: background and evaluation zips)."),
+    base_url: str = typer.Option(None, "--base-url", help="A mirror of the official files."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Download a data set's canonical files, verify their checksums; run again to resume."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from twinnet.data.download import download_omniglot
+    from twinnet.data.omniglot import OFFICIAL_BASE_URL
+    from twinnet.errors import DataError
+
+    if dataset != "omniglot":
+        raise DataError(f"unknown data set {dataset!r}; known: omniglot")
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+        report = download_omniglot(to, files or None, base_url or OFFICIAL_BASE_URL, progress)
+    if as_json:
+        _print_json({"to": str(to), "files": report})
+    else:
+        for name, checked in report.items():
+            out.print(f"{to / name}: verified {checked}")
 
 
 @app.command()

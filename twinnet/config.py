@@ -90,10 +90,14 @@ class DataConfig(_Strict):
     class_depth: int = 1
     """How many folder levels name a class: 1 = ``root/class/img``, 2 = ``root/group/class/img``."""
     val_classes: float = 0.2
-    """Share of the classes held out for validation (a split by class, so validation measures
-    generalisation to identities never trained on)."""
+    """Share of the classes (or groups, see ``split``) held out for validation: a split by class, so
+    validation measures generalisation to identities never trained on."""
+    split: Literal["class", "group"] = "class"
+    """Hold out whole classes, or whole groups (e.g. Omniglot alphabets, with ``class_depth: 2``)."""
     val_path: str | None = None
-    """An explicit validation folder instead of ``val_classes``."""
+    """An explicit validation folder or zip instead of ``val_classes``."""
+    rotate_classes: bool = False
+    """Add each training class rotated by 90°, 180° and 270° as three new classes (Omniglot practice)."""
     skip_bad_images: bool = False
     """Leave out unreadable images (with a warning) instead of stopping with an error."""
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -167,6 +171,8 @@ class TrainConfig(_Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     progress: bool = True
+    max_minutes: float | None = None
+    """Stop after the epoch during which this much training time has passed (a budget guard)."""
 
 
 class Config(_Strict):

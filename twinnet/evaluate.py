@@ -7,13 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from twinnet.data.items import ItemSet, image_folder, load_images
+from twinnet.data.archives import looks_like_omniglot, read_items
+from twinnet.data.items import ItemSet, load_images
+from twinnet.data.omniglot import load_runs
 from twinnet.data.pairs import read_pairs_file
 from twinnet.errors import ConfigError, DataError
 from twinnet.io import load
-from twinnet.protocols import evaluate_nway, evaluate_verification
+from twinnet.protocols import evaluate_nway, evaluate_runs, evaluate_verification, evaluate_within_group
 
-PROTOCOLS = ("verification", "oneshot")
+PROTOCOLS = ("verification", "oneshot", "nway", "within-alphabet", "omniglot-runs")
 
 
 def evaluate_path(
@@ -26,11 +28,17 @@ def evaluate_path(
     episodes: int = 1000,
     n_pairs: int = 4000,
     prototype: str = "nearest",
-    class_depth: int = 1,
+    class_depth: int | None = None,
     seed: int = 0,
     skip_bad: bool = False,
 ) -> dict[str, Any]:
-    """Run ``protocol`` on ``data`` (an image folder of classes, or a pairs file for verification)."""
+    """Run ``protocol`` on ``data``: an image folder or zip of classes, a pairs file (verification),
+    or a folder of official one-shot runs (``omniglot-runs``).
+
+    Protocols: ``verification`` (balanced pairs, or the pairs of a pairs file), ``oneshot``/``nway``
+    (random N-way K-shot episodes), ``within-alphabet`` (N classes of one group, drawer A as support
+    and drawer B as queries), ``omniglot-runs``. ``class_depth=None`` picks 2 for Omniglot's layout.
+    """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
     if prototype not in ("nearest", "mean"):
@@ -38,7 +46,13 @@ def evaluate_path(
     model = load(model_path)
     spec = model.config.input
     data = Path(data)
-    if data.is_file():
+    if protocol == "omniglot-runs":
+        return {
+            "protocol": "omniglot-runs",
+            **evaluate_runs(model, load_runs(data, spec)).to_dict(),
+            "source": str(data),
+        }
+    if data.is_file() and data.suffix.lower() != ".zip":
         if protocol != "verification":
             raise DataError(f"{data}: a pairs file supports --protocol verification only")
         pairs_file = read_pairs_file(data)
@@ -48,10 +62,15 @@ def evaluate_path(
         items = ItemSet(images, np.zeros(len(images), np.int64), ["?"], [str(p) for p in pairs_file.paths])
         result, _, _ = evaluate_verification(model, items, pairs_file.pairs, calibration=model.calibration)
         return result.to_dict()
-    items = image_folder(data, spec, class_depth, skip_bad)
+    if class_depth is None:
+        class_depth = 2 if looks_like_omniglot(data) else 1
+    items = read_items(data, spec, class_depth, skip_bad)
+    if protocol == "within-alphabet":
+        r = evaluate_within_group(model, items, ways, episodes, seed=seed)
+        return {**r.to_dict(), "protocol": "within-alphabet"}
     if protocol == "verification":
         items.require_min_per_class(2, "same-class pairs")
         result, _, _ = evaluate_verification(model, items, n_pairs=n_pairs, seed=seed, calibration=model.calibration)
         return result.to_dict()
     nway = evaluate_nway(model, items, ways, shots, episodes, seed=seed, prototype=prototype)  # type: ignore[arg-type]
-    return nway.to_dict()
+    return {**nway.to_dict(), "protocol": "nway"}

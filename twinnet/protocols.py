@@ -254,3 +254,66 @@ def evaluate_nway(
     acc = classify_episodes(model.comparator, emb, sampled, prototype)
     mean, ci = calc_mean_ci95(acc)
     return NWayResult(mean, ci, ways, shots, len(sampled))
+
+
+def sample_within_group_episodes(
+    items: ItemSet, ways: int = 20, episodes: int = 400, *, seed: int = 0, attribute: str = "drawer"
+) -> Episodes:
+    """Lake et al.'s one-shot trials (Koch et al. 2015, Table 2): each episode picks ``ways``
+    classes of one group (an Omniglot alphabet) and two different values A ≠ B of ``attribute``
+    (drawers); the support is each class's item by A, the queries each class's item by B."""
+    if items.groups is None or attribute not in items.attributes:
+        raise DataError(
+            f"within-group episodes need groups and a {attribute!r} per item (Omniglot file names give both)"
+        )
+    by_key: dict[tuple[int, int], int] = {}
+    for i, (c, a) in enumerate(zip(items.labels.tolist(), items.attributes[attribute].tolist())):
+        by_key.setdefault((c, a), i)
+    values_of: dict[int, set[int]] = {}
+    group_classes: dict[int, list[int]] = {}
+    for c, a in by_key:
+        values_of.setdefault(c, set()).add(a)
+    for c in values_of:
+        group_classes.setdefault(int(items.groups[items.labels == c][0]), []).append(c)
+    pools = [sorted(cs) for _, cs in sorted(group_classes.items()) if len(cs) >= ways]
+    if not pools:
+        raise DataError(f"no group has {ways} classes for {ways}-way within-group episodes")
+    rng = numpy_rng(seed, 13)
+    support = np.empty((episodes, ways, 1), np.int64)
+    query = np.empty((episodes, ways), np.int64)
+    for e in range(episodes):
+        pool = pools[rng.integers(len(pools))]
+        classes = rng.choice(pool, ways, replace=False)
+        common = sorted(set.intersection(*(values_of[int(c)] for c in classes)))
+        if len(common) < 2:
+            raise DataError("within-group episodes need two drawers shared by all classes of an episode")
+        a, b = rng.choice(common, 2, replace=False)
+        support[e, :, 0] = [by_key[(int(c), int(a))] for c in classes]
+        query[e] = [by_key[(int(c), int(b))] for c in classes]
+    return Episodes(support, query, np.arange(ways)[None].repeat(episodes, 0))
+
+
+def evaluate_within_group(
+    model: nn.Module, items: ItemSet, ways: int = 20, episodes: int = 400, *, seed: int = 0,
+    embeddings: torch.Tensor | None = None,
+) -> NWayResult:  # fmt: skip
+    """Within-alphabet ``ways``-way one-shot accuracy (drawer A as support, drawer B as queries)."""
+    sampled = sample_within_group_episodes(items, ways, episodes, seed=seed)
+    emb = embed_batches(model, items) if embeddings is None else embeddings
+    mean, ci = calc_mean_ci95(classify_episodes(model.comparator, emb, sampled))
+    return NWayResult(mean, ci, ways, 1, episodes)
+
+
+@torch.no_grad()
+def evaluate_runs(model: nn.Module, runs: Sequence[Any]) -> NWayResult:
+    """Accuracy on official one-shot runs: each test image takes the class of the nearest support image."""
+    device = model_device(model)
+    model.eval()
+    per_run = []
+    for run in runs:
+        sup = model.embed(run.support.to(device))
+        tst = model.embed(run.test.to(device))
+        predicted = model.comparator.pairwise_similarity(tst, sup).argmax(1).cpu().numpy()
+        per_run.append(float((predicted == np.asarray(run.answer)).mean()))
+    mean, ci = calc_mean_ci95(per_run)
+    return NWayResult(mean, ci, int(runs[0].support.shape[0]), 1, len(runs))

@@ -35,7 +35,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from twinnet.calibrate import Calibration, calibrate
 from twinnet.config import AugmentConfig, Config, TrainConfig, dump_config
-from twinnet.data.items import ItemSet, image_folder, load_images
+from twinnet.data.archives import read_items, with_rotated_classes
+from twinnet.data.items import ItemSet, load_images
 from twinnet.data.pairs import Pairs, PairSampler, balanced_pairs, read_pairs_file
 from twinnet.data.samplers import PKBatchSampler
 from twinnet.data.splits import split_by_class
@@ -418,6 +419,10 @@ class Trainer:
                     f.write(json.dumps(record) + "\n")
             self._save_checkpoint("last", with_optimizer=True)
             self._print_epoch(record, val)
+            if c.max_minutes is not None and (time.perf_counter() - started) / 60 >= c.max_minutes:
+                self.console.print(f"stopping: the budget of {c.max_minutes:g} minutes is spent")
+                stopped_early = True
+                break
             patience = c.early_stopping.patience
             if patience is not None and self.state.bad_epochs >= patience and epoch + 1 < c.epochs:
                 self.console.print(f"early stopping: no improvement for {patience} epochs")
@@ -554,14 +559,23 @@ def load_training_data(config: Config) -> tuple[ItemSet, ItemSet | None, Pairs |
         if n_val == 0:
             return items, None, pairs, None
         return items, items, pairs[order[n_val:]], pairs[order[:n_val]]
-    items = image_folder(path, spec, d.class_depth, d.skip_bad_images)
+    items = read_items(path, spec, d.class_depth, d.skip_bad_images)
     if d.val_path:
-        val = image_folder(d.val_path, spec, d.class_depth, d.skip_bad_images)
-        return items, val, None, None
-    if d.val_classes == 0:
-        return items, None, None, None
-    keep, held = split_by_class(items.labels, d.val_classes, config.train.seed)
-    return items.subset(keep), items.subset(held), None, None
+        val = read_items(d.val_path, spec, d.class_depth, d.skip_bad_images)
+        train = items
+    elif d.val_classes == 0:
+        train, val = items, None
+    else:
+        if d.split == "group":
+            if items.groups is None:
+                raise ConfigError("data.split: 'group' needs class_depth >= 2 (groups are the first folder level)")
+            keep, held = split_by_class(items.groups, d.val_classes, config.train.seed)
+        else:
+            keep, held = split_by_class(items.labels, d.val_classes, config.train.seed)
+        train, val = items.subset(keep), items.subset(held)
+    if d.rotate_classes:
+        train = with_rotated_classes(train)
+    return train, val, None, None
 
 
 def train_from_config(

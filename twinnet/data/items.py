@@ -34,6 +34,8 @@ class ItemSet:
     class_names: list[str]
     names: list[str] = field(default_factory=list)
     groups: np.ndarray | None = None
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    """Further per-item arrays, e.g. ``drawer`` for Omniglot; kept by ``subset``."""
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -59,6 +61,7 @@ class ItemSet:
             class_names=self.class_names,
             names=[self.names[i] for i in idx],
             groups=None if self.groups is None else self.groups[idx],
+            attributes={k: v[idx] for k, v in self.attributes.items()},
         )
 
     def class_sizes(self) -> np.ndarray:
