@@ -52,6 +52,17 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over every parameter and buffer (name, dtype, shape, bytes): the model's identity,
+    independent of how or where its file was written."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -197,15 +208,15 @@ def save(
         if metrics:
             write_json(tmp / "metrics.json", metrics)
         write_manifest(tmp)
-    model.fingerprint = sha256_file(path / WEIGHTS)
+    model.fingerprint = weights_fingerprint(model)
     return path
 
 
 def load(path: str | Path, *, device: str | torch.device = "cpu", verify: bool = True) -> AnyTwin:
     """Load a saved model directory (or a run directory's ``model/``), ready for inference.
 
-    The returned network carries ``calibration``, ``metrics`` and ``fingerprint`` (SHA-256 of
-    its weights). Errors name what is missing, corrupt or incompatible.
+    The returned network carries ``calibration``, ``metrics`` and ``fingerprint``
+    (:func:`weights_fingerprint`). Errors name what is missing, corrupt or incompatible.
     """
     directory = resolve_model_dir(path)
     read_manifest(directory, verify=verify)
@@ -241,7 +252,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", verify: bool =
     met = directory / "metrics.json"
     if met.exists():
         model.metrics = json.loads(met.read_text(encoding="utf-8"))
-    model.fingerprint = sha256_file(directory / WEIGHTS)
+    model.fingerprint = weights_fingerprint(model)
     return model.to(device).eval()
 
 
