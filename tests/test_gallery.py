@@ -105,10 +105,9 @@ def test_bad_gallery_paths(tmp_path):
 
 def small_model(comparator="euclidean", seed=0):
     torch.manual_seed(seed)
-    return build_model(ModelConfig.model_validate({
-        "input": {"size": [8, 8]}, "encoder": {"name": "conv4", "params": {"hidden": 8, "blocks": 2, "embedding_dim": 12}},
-        "comparator": {"name": comparator},
-    })).eval()  # fmt: skip
+    encoder = {"name": "conv4", "params": {"hidden": 8, "blocks": 2, "embedding_dim": 12}}
+    config = {"input": {"size": [8, 8]}, "encoder": encoder, "comparator": {"name": comparator}}
+    return build_model(ModelConfig.model_validate(config)).eval()
 
 
 def test_gallery_with_a_model_and_mismatched_model_refusal(tmp_path):

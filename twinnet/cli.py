@@ -249,6 +249,195 @@ def data_download(
             out.print(f"{to / name}: verified {checked}")
 
 
+gallery_app = typer.Typer(help="Galleries of enrolled identities: identification (1:N) and verification (1:1).",
+                          no_args_is_help=True)  # fmt: skip
+app.add_typer(gallery_app, name="gallery")
+
+
+def _open_gallery(model_path: Path, gallery: Path):
+    from twinnet.gallery import Gallery
+    from twinnet.io import load
+
+    model = load(model_path)
+    return Gallery.open(gallery, model)
+
+
+@gallery_app.command("create")
+@friendly_errors
+def gallery_create(
+    model_path: Path = typer.Argument(..., metavar="MODEL"),
+    gallery: Path = typer.Option(..., "--gallery", "-g", help="Gallery directory to create."),
+    index: str = typer.Option("auto", "--index", help="auto | flat (exact) | hnsw | ivf"),
+    backend: str = typer.Option("faiss", "--backend", help="faiss | qdrant"),
+    qdrant_url: str = typer.Option(None, "--qdrant-url", help="A Qdrant server; default: embedded, in the gallery."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create an empty gallery tied to MODEL."""
+    from twinnet.errors import DataError
+    from twinnet.gallery import Gallery
+    from twinnet.io import load
+
+    if backend not in ("faiss", "qdrant"):
+        raise DataError(f"--backend: {backend!r} is not one of faiss, qdrant")
+    g = Gallery.create(gallery, load(model_path), index=index, backend=backend, qdrant_url=qdrant_url)  # type: ignore[arg-type]
+    info = {"gallery": str(gallery), **g.info}
+    g.close()
+    _print_json(info) if as_json else out.print(f"created gallery {gallery} ({index} index, {backend})")
+
+
+@gallery_app.command("enroll")
+@friendly_errors
+def gallery_enroll(
+    model_path: Path = typer.Argument(..., metavar="MODEL"),
+    inputs: list[Path] = typer.Argument(None, metavar="INPUT...", help="Inputs of the identity given by --id."),
+    gallery: Path = typer.Option(..., "--gallery", "-g"),
+    identity: str = typer.Option(None, "--id", help="The identity to enrol INPUTs as."),
+    folder: Path = typer.Option(None, "--folder", help="Enrol every class sub-folder as an identity."),
+    metadata: str = typer.Option(None, "--metadata", help="JSON object stored with the identity."),
+    replace: bool = typer.Option(False, "--replace", help="Drop the identity's earlier templates."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Enrol an identity from one or more inputs, or a folder of class sub-folders."""
+    from twinnet.errors import DataError
+    from twinnet.gallery.cli_ops import enroll_folder, enroll_inputs
+
+    meta = _json_object(metadata, "--metadata")
+    with _open_gallery(model_path, gallery) as g:
+        if folder is not None:
+            report = enroll_folder(g, folder, replace=replace)
+        elif identity and inputs:
+            report = {identity: enroll_inputs(g, identity, inputs, meta, replace)}
+        else:
+            raise DataError("give --id ID with INPUT files, or --folder DIR of class sub-folders")
+        counts = g.count()
+    if as_json:
+        _print_json({"enrolled": report, **counts})
+    else:
+        out.print(f"enrolled {sum(report.values())} templates for {len(report)} identities; gallery: {counts}")
+
+
+@gallery_app.command("identify")
+@friendly_errors
+def gallery_identify(
+    model_path: Path = typer.Argument(..., metavar="MODEL"),
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT..."),
+    gallery: Path = typer.Option(..., "--gallery", "-g"),
+    top_k: int = typer.Option(5, "--top-k", "-k"),
+    threshold: float = typer.Option(None, "--threshold", help="Override the calibrated threshold (native scale)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Who is this? The top-k identities, or unknown when the best is beyond the threshold."""
+    from twinnet.inference import expand_inputs
+
+    files = expand_inputs(inputs)
+    with _open_gallery(model_path, gallery) as g:
+        results = g.identify_batch(files, top_k, threshold)
+    rows = [{"input": str(f), **r.to_dict()} for f, r in zip(files, results)]
+    if as_json:
+        _print_json(rows if len(rows) > 1 else rows[0])
+        return
+    for row in rows:
+        best = row["identity"] or "[yellow]unknown[/]"
+        key = "distance" if "distance" in (row["matches"] or [{}])[0] else "score"
+        ranked = ", ".join(f"{m['identity']} ({m[key]:.3f})" for m in row["matches"])
+        out.print(f"{row['input']}: {best} · top {top_k}: {ranked}")
+
+
+@gallery_app.command("verify")
+@friendly_errors
+def gallery_verify(
+    model_path: Path = typer.Argument(..., metavar="MODEL"),
+    input_path: Path = typer.Argument(..., metavar="INPUT"),
+    gallery: Path = typer.Option(..., "--gallery", "-g"),
+    identity: str = typer.Option(..., "--id", help="The claimed identity."),
+    threshold: float = typer.Option(None, "--threshold"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Is INPUT the claimed identity? Score against its templates, and the decision."""
+    with _open_gallery(model_path, gallery) as g:
+        result = g.verify(input_path, identity, threshold).to_dict()
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(result)
+
+
+@gallery_app.command("remove")
+@friendly_errors
+def gallery_remove(
+    model_path: Path = typer.Argument(..., metavar="MODEL"),
+    gallery: Path = typer.Option(..., "--gallery", "-g"),
+    identity: str = typer.Option(..., "--id"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Remove an identity and its templates."""
+    with _open_gallery(model_path, gallery) as g:
+        removed = g.remove(identity)
+    _print_json({"identity": identity, "templates_removed": removed}) if as_json else out.print(
+        f"removed {identity} ({removed} templates)"
+    )
+
+
+@gallery_app.command("list")
+@friendly_errors
+def gallery_list(
+    model_path: Path = typer.Argument(..., metavar="MODEL"),
+    gallery: Path = typer.Option(..., "--gallery", "-g"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List the enrolled identities."""
+    with _open_gallery(model_path, gallery) as g:
+        items, counts = g.list(), g.count()
+    if as_json:
+        _print_json({"identities": items, **counts})
+        return
+    table = Table(title=f"{gallery}: {counts['identities']} identities, {counts['templates']} templates")
+    for col in ("identity", "templates", "metadata"):
+        table.add_column(col)
+    for item in items:
+        table.add_row(item["id"], str(item["templates"]), json.dumps(item["metadata"]))
+    out.print(table)
+
+
+def _json_object(raw: str | None, option: str) -> dict[str, Any] | None:
+    from twinnet.errors import DataError
+
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{option}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{option}: must be a JSON object")
+    return value
+
+
+@app.command()
+@friendly_errors
+def serve(
+    model_path: Path = typer.Argument(..., metavar="MODEL"),
+    gallery: Path = typer.Option(None, "--gallery", "-g", help="Gallery for /identify and /enroll (created if new)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    api_key_file: Path = typer.Option(None, "--api-key-file", help="API keys, one per line (or $TWINNET_API_KEYS)."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="No API key (only on a loopback address)."),
+    max_body_mb: float = typer.Option(10.0, "--max-body-mb"),
+    max_megapixels: float = typer.Option(40.0, "--max-megapixels"),
+    batch_window_ms: float = typer.Option(2.0, "--batch-window-ms", help="How long to gather requests into a batch."),
+) -> None:
+    """Serve MODEL (and a gallery) over HTTP: /verify /identify /enroll /identities /embed /health /docs."""
+    from twinnet.serve import ServiceSettings, read_api_keys
+    from twinnet.serve import serve as run_service
+
+    settings = ServiceSettings(
+        api_keys=read_api_keys(api_key_file), no_auth=no_auth, max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_pixels=int(max_megapixels * 1_000_000), batch_window_ms=batch_window_ms,
+    )  # fmt: skip
+    err.print(f"serving {model_path} on http://{host}:{port} (docs at /docs)")
+    run_service(model_path, gallery, host, port, settings)
+
+
 @app.command()
 def version() -> None:
     """Print the twinnet version."""
