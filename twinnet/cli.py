@@ -389,7 +389,7 @@ def gallery_list(
     with _open_gallery(model_path, gallery) as g:
         items, counts = g.list(), g.count()
     if as_json:
-        _print_json({"identities": items, **counts})
+        _print_json({"identities": items, "counts": counts})
         return
     table = Table(title=f"{gallery}: {counts['identities']} identities, {counts['templates']} templates")
     for col in ("identity", "templates", "metadata"):

@@ -18,6 +18,10 @@ IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
 
 #: ``auto`` switches from exact to HNSW search at this many templates.
 AUTO_APPROX_THRESHOLD = 200_000
+#: Query batches smaller than this search on one OpenMP thread: for a few queries, waking a thread
+#: team costs more than it saves, and on a busy machine (a model, a web server) spinning OpenMP
+#: threads made single queries 40× slower in our measurements.
+PARALLEL_MIN_QUERIES = 64
 
 
 class VectorIndex(Protocol):
@@ -75,7 +79,13 @@ class FaissIndex:
         if len(self) == 0:
             n = len(queries)
             return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
-        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        threads = self.faiss.omp_get_max_threads()
+        if len(queries) < PARALLEL_MIN_QUERIES:
+            self.faiss.omp_set_num_threads(1)
+        try:
+            scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        finally:
+            self.faiss.omp_set_num_threads(threads)
         if self.metric == "l2":
             scores = -scores
         scores[ids < 0] = -np.inf
