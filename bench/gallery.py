@@ -90,7 +90,6 @@ def main() -> None:
     single = latencies(lambda q: approx.search(q, 10), queries, args.single)
     figures["approx_single_p50_ms"], figures["approx_single_p99_ms"] = (
         round(float(np.percentile(single, 50)), 3), round(float(np.percentile(single, 99)), 3))  # fmt: skip
-    del approx
 
     # scikit-learn brute force on the same vectors and (a subset of) the same queries
     nn = NearestNeighbors(n_neighbors=10, algorithm="brute", metric="euclidean").fit(vectors)

@@ -77,8 +77,9 @@ def main() -> None:
         a, b = examples / "6" / "0000.png", examples / "6" / "0001.png"
         results = {}
         for endpoint, files in (("/verify", {"a": str(a), "b": str(b)}), ("/identify", {"inputs": str(a)})):
-            proc = subprocess.run([sys.executable, str(HERE / "_load.py"), url, endpoint, str(args.seconds),
-                                   str(args.clients), key, json.dumps(files)], capture_output=True, text=True)  # fmt: skip
+            command = [sys.executable, str(HERE / "_load.py"), url, endpoint, str(args.seconds), str(args.clients), key,
+                       json.dumps(files)]  # fmt: skip
+            proc = subprocess.run(command, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(proc.stderr)
             results[endpoint.strip("/")] = {k: round(v, 3) if isinstance(v, float) else v
