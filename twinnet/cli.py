@@ -313,7 +313,8 @@ def gallery_enroll(
     if as_json:
         _print_json({"enrolled": report, **counts})
     else:
-        out.print(f"enrolled {sum(report.values())} templates for {len(report)} identities; gallery: {counts}")
+        n, k = sum(report.values()), len(report)
+        out.print(f"enrolled {n} template{'s' * (n != 1)} for {k} identit{'ies' if k != 1 else 'y'}; gallery: {counts}")
 
 
 @gallery_app.command("identify")
