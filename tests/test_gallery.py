@@ -208,3 +208,19 @@ def test_kill_during_enrolment_loses_nothing_acknowledged(tmp_path):
         assert g.identify(np.zeros(16, np.float32), k=1).matches  # the index loads and answers
         g.close()
     assert json.loads((tmp_path / "g" / "gallery.json").read_text())["format"] == "twinnet-gallery"
+
+
+def test_vector_model_inputs_are_embedded_not_mistaken_for_embeddings(tmp_path):
+    torch.manual_seed(0)
+    config = {"input": {"kind": "vector", "features": 12},
+              "encoder": {"name": "mlp", "params": {"hidden": [16], "embedding_dim": 12}}}  # fmt: skip
+    model = build_model(ModelConfig.model_validate(config)).eval()
+    g = Gallery.create(tmp_path / "g", model)
+    raw = rng.normal(size=(3, 12)).astype(np.float32)
+    g.enroll("a", raw[:1])
+    with torch.no_grad():
+        embedded = model.embed(torch.from_numpy(raw[:1])).numpy()
+    assert np.allclose(g.store.templates_of("a", 12), embedded, atol=1e-6)  # the model ran on the raw vector
+    g.enroll("b", embedded, precomputed=True)
+    assert np.allclose(g.store.templates_of("b", 12), embedded)
+    g.close()

@@ -14,7 +14,37 @@ from twinnet.encoders.registry import infer_output_dim
 from twinnet.errors import ConfigError
 
 
-class TwinNetwork(nn.Module):
+class _TwinBase(nn.Module):
+    """What twins and half-twins share: the comparator, normalisation, and what travels with a
+    trained model (its config, calibration, metrics and weight fingerprint)."""
+
+    def _init_head(
+        self, encoder: nn.Module, comparator: Comparator | str, normalize: bool, config: ModelConfig | None
+    ) -> None:
+        if isinstance(comparator, str):
+            dim = getattr(encoder, "output_dim", None)
+            if not isinstance(dim, int):
+                raise ConfigError(
+                    "cannot infer the embedding size of this encoder: give it an `output_dim` "
+                    "attribute or pass a Comparator instance"
+                )
+            comparator = build_comparator(comparator, {}, dim)
+        self.comparator = comparator
+        self.normalize = normalize
+        self.config = config
+        self.calibration: Calibration | None = None
+        self.metrics: dict = {}
+        self.fingerprint: str | None = None
+
+    def _norm(self, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(z, dim=-1) if self.normalize else z
+
+    @property
+    def is_distance(self) -> bool:
+        return self.comparator.is_distance
+
+
+class TwinNetwork(_TwinBase):
     """A twin (Siamese) network: ``score = comparator(f(x₁), f(x₂))`` with one encoder ``f``.
 
     Both inputs go through the *same* module object, so the branches share every parameter and
@@ -47,25 +77,11 @@ class TwinNetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = encoder
-        if isinstance(comparator, str):
-            dim = getattr(encoder, "output_dim", None)
-            if not isinstance(dim, int):
-                raise ConfigError(
-                    "cannot infer the embedding size of this encoder: give it an `output_dim` "
-                    "attribute or pass a Comparator instance"
-                )
-            comparator = build_comparator(comparator, {}, dim)
-        self.comparator = comparator
-        self.normalize = normalize
-        self.config = config
-        self.calibration: Calibration | None = None
-        self.metrics: dict = {}
-        self.fingerprint: str | None = None
+        self._init_head(encoder, comparator, normalize, config)
 
     # Both ``embed_a`` and ``embed_b`` exist so protocols treat twins and half-twins alike.
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.encoder(x)
-        return F.normalize(z, dim=-1) if self.normalize else z
+        return self._norm(self.encoder(x))
 
     embed_a = embed
     embed_b = embed
@@ -80,12 +96,8 @@ class TwinNetwork(nn.Module):
             z1, z2 = self.embed(x1), self.embed(x2)
         return self.comparator(z1, z2)
 
-    @property
-    def is_distance(self) -> bool:
-        return self.comparator.is_distance
 
-
-class HalfTwinNetwork(nn.Module):
+class HalfTwinNetwork(_TwinBase):
     """Two encoders ``f`` (first input) and ``g`` (second input) for inputs of different kinds,
     compared in one embedding space, optionally sharing named sub-modules.
 
@@ -109,20 +121,7 @@ class HalfTwinNetwork(nn.Module):
         self.encoder_a = encoder_a
         self.encoder_b = encoder_b
         self.share = list(share)
-        if isinstance(comparator, str):
-            dim = getattr(encoder_a, "output_dim", None)
-            if not isinstance(dim, int):
-                raise ConfigError("cannot infer the embedding size: pass a Comparator instance")
-            comparator = build_comparator(comparator, {}, dim)
-        self.comparator = comparator
-        self.normalize = normalize
-        self.config = config
-        self.calibration: Calibration | None = None
-        self.metrics: dict = {}
-        self.fingerprint: str | None = None
-
-    def _norm(self, z: torch.Tensor) -> torch.Tensor:
-        return F.normalize(z, dim=-1) if self.normalize else z
+        self._init_head(encoder_a, comparator, normalize, config)
 
     def embed_a(self, x: torch.Tensor) -> torch.Tensor:
         return self._norm(self.encoder_a(x))
@@ -134,10 +133,6 @@ class HalfTwinNetwork(nn.Module):
 
     def forward(self, x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
         return self.comparator(self.embed_a(x_a), self.embed_b(x_b))
-
-    @property
-    def is_distance(self) -> bool:
-        return self.comparator.is_distance
 
 
 def _share_submodule(a: nn.Module, b: nn.Module, name: str) -> None:

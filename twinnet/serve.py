@@ -20,7 +20,6 @@ import ipaddress
 import json
 import os
 import secrets
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -417,7 +416,7 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
         threshold = float_param(request, "threshold")
         x = await inputs_named(request, "inputs", many=True)
         vectors = await batcher.embed(x)
-        results = await run_in_threadpool(g.identify_batch, vectors, k, threshold)
+        results = await run_in_threadpool(lambda: g.identify_batch(vectors, k, threshold, precomputed=True))
         return {"results": [r.to_dict() for r in results]}
 
     @app.post("/enroll")
@@ -438,7 +437,9 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
         replace = str(fields.get("replace", "false")).lower() in ("1", "true", "yes")
         x = inputs_from(fields, files, "inputs", many=True)
         vectors = await batcher.embed(x)
-        added = await run_in_threadpool(g.enroll, identity, vectors, metadata, replace=replace)
+        added = await run_in_threadpool(
+            lambda: g.enroll(identity, vectors, metadata, replace=replace, precomputed=True)
+        )
         return {"identity": identity, "templates_added": added, "identity_templates": g.get(identity)["templates"]}
 
     @app.delete("/identities/{identity}")
@@ -484,10 +485,8 @@ def serve(model_path: str | Path, gallery_path: str | Path | None, host: str, po
         path = Path(gallery_path)
         gallery = Gallery.open(path, model) if (path / "gallery.json").exists() else Gallery.create(path, model)
     app = create_app(model, gallery, settings)
-    started = time.time()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         if gallery is not None:
             gallery.close()
-        _ = started

@@ -222,20 +222,22 @@ class Gallery:
 
     # -- embedding ----------------------------------------------------------------------------------
 
-    def embed(self, inputs: Sequence[Any] | np.ndarray | torch.Tensor) -> np.ndarray:
-        """Vectors as they are (precomputed, shape ``(n, dim)``) or embedded with the model."""
-        if (
-            isinstance(inputs, np.ndarray)
-            and inputs.ndim == 2
-            and inputs.shape[1] == self.dim
-            and inputs.dtype != np.uint8
-        ):
-            return np.ascontiguousarray(inputs, dtype=np.float32)
-        if self.model is None:
+    def embed(self, inputs: Sequence[Any] | np.ndarray | torch.Tensor, precomputed: bool | None = None) -> np.ndarray:
+        """Embeddings of ``inputs``: embedded with the model, or taken as they are when
+        ``precomputed`` (``None``: precomputed if the gallery has no model, or if ``inputs`` is a
+        float ``(n, dim)`` array and the model does not itself take ``dim``-vectors)."""
+        if precomputed is None:
+            spec = self.model.config.input if self.model is not None and self.model.config is not None else None
+            model_takes_same_shape = spec is not None and spec.kind == "vector" and spec.features == self.dim
+            precomputed = self.model is None or (
+                isinstance(inputs, np.ndarray) and inputs.ndim == 2 and inputs.shape[1] == self.dim
+                and inputs.dtype != np.uint8 and not model_takes_same_shape
+            )  # fmt: skip
+        if precomputed:
             array = np.asarray(inputs, dtype=np.float32)
             if array.ndim != 2 or array.shape[1] != self.dim:
                 raise DataError(f"this gallery holds {self.dim}-d vectors; got shape {array.shape}")
-            return array
+            return np.ascontiguousarray(array)
         from twinnet.inference import embed
 
         return embed(self.model, inputs).numpy().astype(np.float32)
@@ -244,7 +246,7 @@ class Gallery:
 
     def enroll(
         self, identity: str, inputs: Sequence[Any] | np.ndarray | torch.Tensor, metadata: dict[str, Any] | None = None,
-        *, replace: bool = False, sources: list[str] | None = None,
+        *, replace: bool = False, sources: list[str] | None = None, precomputed: bool | None = None,
     ) -> int:  # fmt: skip
         """Add templates for ``identity`` (created if new; ``replace`` drops its old templates).
 
@@ -252,7 +254,7 @@ class Gallery:
         """
         if not isinstance(identity, str) or not identity.strip():
             raise DataError("identity must be a non-empty string")
-        vectors = self.embed(inputs)
+        vectors = self.embed(inputs, precomputed)
         if len(vectors) == 0:
             raise DataError(f"enrolling {identity!r}: no inputs")
         with self._lock:
@@ -266,7 +268,7 @@ class Gallery:
 
     def enroll_many(self, identities: Sequence[str], vectors: np.ndarray) -> int:
         """Bulk enrolment of precomputed vectors, one template per row, in one transaction."""
-        vectors = self.embed(np.asarray(vectors, dtype=np.float32))
+        vectors = self.embed(np.asarray(vectors, dtype=np.float32), precomputed=True)
         if len(identities) != len(vectors):
             raise DataError(f"{len(identities)} identities for {len(vectors)} vectors")
         with self._lock:
@@ -344,11 +346,11 @@ class Gallery:
 
     def identify_batch(
         self, inputs: Sequence[Any] | np.ndarray | torch.Tensor, k: int = 5, threshold: float | None = None,
-        candidates: int = 100,
+        candidates: int = 100, precomputed: bool | None = None,
     ) -> list[Identification]:  # fmt: skip
         """Top-``k`` identities per query (best template per identity) with open-set rejection."""
         threshold = self.default_threshold() if threshold is None else threshold
-        queries = self.embed(inputs)
+        queries = self.embed(inputs, precomputed)
         n_templates = self.store.count()[1]
         fetch = min(max(4 * k, candidates if self._rescore else 4 * k), max(1, n_templates))
         with self._lock:
@@ -382,11 +384,11 @@ class Gallery:
         return self.identify_batch(_as_batch(x), k, threshold)[0]
 
     def verify_batch(
-        self, inputs: Any, identities: Sequence[str], threshold: float | None = None
+        self, inputs: Any, identities: Sequence[str], threshold: float | None = None, precomputed: bool | None = None
     ) -> list[GalleryVerification]:
         """Score each input against its claimed identity's templates (the best template counts)."""
         threshold = self.default_threshold() if threshold is None else threshold
-        queries = self.embed(inputs)
+        queries = self.embed(inputs, precomputed)
         if len(identities) != len(queries):
             raise DataError(f"{len(identities)} identities for {len(queries)} inputs")
         out = []
