@@ -107,8 +107,13 @@ def evaluate(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Saved model (or run) directory."),
     data: Path = typer.Option(..., "--data", help="Image folder or zip of test classes, a pairs file, or run folders."),
     protocol: str = typer.Option(
-        "verification", "--protocol", help="verification | oneshot (= nway) | within-alphabet | omniglot-runs"
+        "verification",
+        "--protocol",
+        help="verification | oneshot (= nway) | within-alphabet | omniglot-runs | signature",
     ),
+    references: int = typer.Option(5, "--references", help="signature: genuine references enrolled per writer."),
+    aggregate: str = typer.Option("min", "--aggregate", help="signature: min (nearest reference) or mean distance."),
+    pairs_file: Path = typer.Option(None, "--pairs-file", help="signature: SigComp-style pairs CSV for pair accuracy."),
     ways: int = typer.Option(5, "--ways", help="N of N-way episodes."),
     shots: int = typer.Option(1, "--shots", help="K of K-shot episodes."),
     episodes: int = typer.Option(1000, "--episodes", help="Number of episodes."),
@@ -127,6 +132,7 @@ def evaluate(
     result = evaluate_path(
         model_path, data, protocol=protocol, ways=ways, shots=shots, episodes=episodes, n_pairs=pairs,
         prototype=prototype, class_depth=class_depth, seed=seed, skip_bad=skip_bad,
+        references=references, aggregate=aggregate, pairs_file=pairs_file,
     )  # fmt: skip
     if as_json:
         _print_json(result)

@@ -23,12 +23,14 @@ class _Strict(BaseModel):
 class InputSpec(_Strict):
     """What one input of the model is, and how raw files become tensors."""
 
-    kind: Literal["image", "vector"] = "image"
+    kind: Literal["image", "vector", "sequence"] = "image"
     channels: Literal[1, 3] = 1
     size: tuple[int, int] = (28, 28)
     """Image height and width after resizing."""
     features: int | None = None
-    """Vector length, for ``kind: vector``."""
+    """Vector length (``kind: vector``), or features per time step (``kind: sequence``)."""
+    length: int | None = None
+    """Time steps of a sequence (``kind: sequence``); trajectories are resampled to it."""
     invert: bool = False
     """Images: use ``1 - x``, so dark ink on white paper becomes high values."""
 
@@ -37,12 +39,18 @@ class InputSpec(_Strict):
             h, w = self.size
             return {"in_channels": self.channels, "input_size": (h, w), "in_features": self.channels * h * w}
         if self.features is None:
-            raise ConfigError("model.input.features: required when model.input.kind is 'vector'")
+            raise ConfigError(f"model.input.features: required when model.input.kind is {self.kind!r}")
+        if self.kind == "sequence":
+            if self.length is None:
+                raise ConfigError("model.input.length: required when model.input.kind is 'sequence'")
+            return {"in_features": self.features, "length": self.length}
         return {"in_features": self.features}
 
     def example_shape(self) -> tuple[int, ...]:
         if self.kind == "image":
             return (self.channels, *self.size)
+        if self.kind == "sequence":
+            return (int(self.features or 0), int(self.length or 0))
         return (int(self.features or 0),)
 
 
@@ -85,6 +93,9 @@ class AugmentConfig(_Strict):
 
 
 class DataConfig(_Strict):
+    format: Literal["auto", "images", "offline_signatures", "online_signatures"] = "auto"
+    """``auto``: a pairs file, a zip or an image folder by what ``path`` is; the signature formats
+    read ``<writer>/`` + ``<writer>_forg/`` image folders, or SVC2004 ``U<u>S<n>.TXT`` files."""
     path: str | None = None
     """An image folder (one sub-folder per class, see ``class_depth``) or a pairs file."""
     class_depth: int = 1
@@ -93,7 +104,8 @@ class DataConfig(_Strict):
     """Share of the classes (or groups, see ``split``) held out for validation: a split by class, so
     validation measures generalisation to identities never trained on."""
     split: Literal["class", "group"] = "class"
-    """Hold out whole classes, or whole groups (e.g. Omniglot alphabets, with ``class_depth: 2``)."""
+    """Hold out whole classes, or whole groups (Omniglot alphabets with ``class_depth: 2``; the
+    writers of signature data, so no writer is in two splits)."""
     val_path: str | None = None
     """An explicit validation folder or zip instead of ``val_classes``."""
     rotate_classes: bool = False

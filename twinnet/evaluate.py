@@ -11,11 +11,13 @@ from twinnet.data.archives import looks_like_omniglot, read_items
 from twinnet.data.items import ItemSet, load_images
 from twinnet.data.omniglot import load_runs
 from twinnet.data.pairs import read_pairs_file
+from twinnet.data.signatures import read_offline_signatures, read_online_signatures
 from twinnet.errors import ConfigError, DataError
 from twinnet.io import load
 from twinnet.protocols import evaluate_nway, evaluate_runs, evaluate_verification, evaluate_within_group
+from twinnet.signatures import evaluate_signatures, signature_pair_accuracy
 
-PROTOCOLS = ("verification", "oneshot", "nway", "within-alphabet", "omniglot-runs")
+PROTOCOLS = ("verification", "oneshot", "nway", "within-alphabet", "omniglot-runs", "signature")
 
 
 def evaluate_path(
@@ -31,6 +33,9 @@ def evaluate_path(
     class_depth: int | None = None,
     seed: int = 0,
     skip_bad: bool = False,
+    references: int = 5,
+    aggregate: str = "min",
+    pairs_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run ``protocol`` on ``data``: an image folder or zip of classes, a pairs file (verification),
     or a folder of official one-shot runs (``omniglot-runs``).
@@ -46,6 +51,8 @@ def evaluate_path(
     model = load(model_path)
     spec = model.config.input
     data = Path(data)
+    if protocol == "signature":
+        return evaluate_signature_path(model, data, references, aggregate, seed, skip_bad, pairs_file)
     if protocol == "omniglot-runs":
         return {
             "protocol": "omniglot-runs",
@@ -74,3 +81,24 @@ def evaluate_path(
         return result.to_dict()
     nway = evaluate_nway(model, items, ways, shots, episodes, seed=seed, prototype=prototype)  # type: ignore[arg-type]
     return {**nway.to_dict(), "protocol": "nway"}
+
+
+def evaluate_signature_path(
+    model: Any, data: Path, references: int, aggregate: str, seed: int, skip_bad: bool, pairs_file: str | Path | None
+) -> dict[str, Any]:
+    """Writer-independent signature verification of the writers in ``data`` (all of them are test
+    writers: point it at writers the model never saw)."""
+    if aggregate not in ("min", "mean"):
+        raise ConfigError(f"--aggregate: {aggregate!r} is not one of min, mean")
+    spec = model.config.input
+    if spec.kind == "sequence":
+        items = read_online_signatures(data, spec.length or 256)
+    else:
+        items = read_offline_signatures(data, spec, skip_bad)
+    stored = (model.calibration.extra.get("signature") if model.calibration else None) or {}
+    threshold = stored.get("threshold") if stored.get("references") == references and stored.get(
+        "aggregate") == aggregate else None  # fmt: skip
+    result = evaluate_signatures(model, items, references, aggregate, seed, threshold).to_dict()  # type: ignore[arg-type]
+    if pairs_file is not None:
+        result["pairs"] = signature_pair_accuracy(model, items, pairs_file)
+    return result

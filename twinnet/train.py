@@ -39,6 +39,7 @@ from twinnet.data.archives import read_items, with_rotated_classes
 from twinnet.data.items import ItemSet, load_images
 from twinnet.data.pairs import Pairs, PairSampler, balanced_pairs, read_pairs_file
 from twinnet.data.samplers import PKBatchSampler
+from twinnet.data.signatures import read_offline_signatures, read_online_signatures
 from twinnet.data.splits import split_by_class
 from twinnet.data.transforms import RandomAffine
 from twinnet.errors import ConfigError, DataError, TrainingError
@@ -559,7 +560,12 @@ def load_training_data(config: Config) -> tuple[ItemSet, ItemSet | None, Pairs |
         if n_val == 0:
             return items, None, pairs, None
         return items, items, pairs[order[n_val:]], pairs[order[:n_val]]
-    items = read_items(path, spec, d.class_depth, d.skip_bad_images)
+    if d.format == "offline_signatures":
+        items = read_offline_signatures(path, spec, d.skip_bad_images)
+    elif d.format == "online_signatures":
+        items = read_online_signatures(path, spec.length or 256)
+    else:
+        items = read_items(path, spec, d.class_depth, d.skip_bad_images)
     if d.val_path:
         val = read_items(d.val_path, spec, d.class_depth, d.skip_bad_images)
         train = items
@@ -590,4 +596,13 @@ def train_from_config(
         model, loss, train_items, config.train, val_items=val_items, augment=config.data.augment,
         train_pairs=train_pairs, val_pairs=val_pairs, run_dir=run_dir, run_config=config, console=console,
     )  # fmt: skip
-    return trainer.fit(resume=resume)
+    result = trainer.fit(resume=resume)
+    if config.data.format.endswith("_signatures") and val_items is not None and result.model_dir is not None:
+        # The protocol's own threshold: R references per writer, min distance, EER on validation writers.
+        from twinnet.signatures import calibrate_signature_threshold
+
+        threshold = calibrate_signature_threshold(model, val_items)
+        model.calibration.extra["signature"] = {"threshold": threshold, "references": 5, "aggregate": "min",
+                                                "criterion": "EER on validation writers"}  # fmt: skip
+        save(model, result.model_dir)
+    return result

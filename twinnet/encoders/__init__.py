@@ -1,10 +1,22 @@
 """Encoders: modules that map one input to an embedding vector.
 
-Importing this package registers the built-in encoders (``conv4``, ``koch``, ``mlp``).
+Importing this package registers the built-in encoders (``conv4``, ``koch``, ``mlp``, ``signet``,
+``tdnn``, ``gru``).
 """
 
 from twinnet.encoders.conv import Conv4Encoder, KochEncoder
 from twinnet.encoders.mlp import MLPEncoder
 from twinnet.encoders.registry import ENCODERS, build_encoder, register_encoder
+from twinnet.encoders.signature import GRUEncoder, SigNetEncoder, TDNNEncoder
 
-__all__ = ["ENCODERS", "Conv4Encoder", "KochEncoder", "MLPEncoder", "build_encoder", "register_encoder"]
+__all__ = [
+    "ENCODERS",
+    "Conv4Encoder",
+    "GRUEncoder",
+    "KochEncoder",
+    "MLPEncoder",
+    "SigNetEncoder",
+    "TDNNEncoder",
+    "build_encoder",
+    "register_encoder",
+]

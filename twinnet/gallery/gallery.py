@@ -384,9 +384,11 @@ class Gallery:
         return self.identify_batch(_as_batch(x), k, threshold)[0]
 
     def verify_batch(
-        self, inputs: Any, identities: Sequence[str], threshold: float | None = None, precomputed: bool | None = None
-    ) -> list[GalleryVerification]:
-        """Score each input against its claimed identity's templates (the best template counts)."""
+        self, inputs: Any, identities: Sequence[str], threshold: float | None = None, precomputed: bool | None = None,
+        aggregate: Literal["best", "mean"] = "best",
+    ) -> list[GalleryVerification]:  # fmt: skip
+        """Score each input against its claimed identity's templates: the best template counts, or
+        with ``aggregate="mean"`` the mean over them."""
         threshold = self.default_threshold() if threshold is None else threshold
         queries = self.embed(inputs, precomputed)
         if len(identities) != len(queries):
@@ -403,7 +405,10 @@ class Gallery:
             else:
                 squared = ((templates - q) ** 2).sum(1)
                 values = squared if self.comparator_name == "squared_euclidean" else np.sqrt(squared)
-            value = float(values.min() if self.is_distance else values.max())
+            if aggregate == "mean":
+                value = float(values.mean())
+            else:
+                value = float(values.min() if self.is_distance else values.max())
             out.append(GalleryVerification(identity, value, threshold, self._decide(value, threshold), self.is_distance,
                                            len(templates)))  # fmt: skip
         return out
