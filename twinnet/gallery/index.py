@@ -16,7 +16,7 @@ import numpy as np
 Metric = Literal["ip", "l2"]
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
 
-#: ``auto`` switches from exact to HNSW search at this many templates.
+#: ``auto`` switches from exact to IVF search at this many templates.
 AUTO_APPROX_THRESHOLD = 200_000
 #: Query batches smaller than this search on one OpenMP thread: for a few queries, waking a thread
 #: team costs more than it saves, and on a busy machine (a model, a web server) spinning OpenMP
@@ -34,15 +34,22 @@ class VectorIndex(Protocol):
 
 
 class FaissIndex:
-    """FAISS: ``flat`` (exact), ``hnsw`` (graph; fast, no removal: the gallery rebuilds) or ``ivf``."""
+    """FAISS: ``flat`` (exact), ``ivf`` (inverted lists: trained on a sample, quick to build, supports
+    removal) or ``hnsw`` (graph; no removal, so the gallery rebuilds it after one).
+
+    Measured on 1M random 128-d unit vectors with noisy probes (``bench/gallery.py``): IVF with
+    √n lists and ``nprobe=48`` keeps recall@1 above 0.95 well under 1 ms per query, and builds in
+    seconds; HNSW (M=16, efSearch=64) took minutes to build and reached recall@1 0.41 there.
+    """
 
     def __init__(self, dim: int, metric: Metric, kind: str = "flat", *, hnsw_m: int = 32, ef_search: int = 128,
-                 ivf_lists: int | None = None, nprobe: int = 32) -> None:  # fmt: skip
+                 ivf_lists: int | None = None, nprobe: int = 48, train_per_list: int = 64) -> None:  # fmt: skip
         import faiss
 
         self.faiss = faiss
         self.dim, self.metric, self.kind = dim, metric, kind
         self.ef_search, self.nprobe, self.hnsw_m, self.ivf_lists = ef_search, nprobe, hnsw_m, ivf_lists
+        self.train_per_list = train_per_list
         faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
         if kind == "flat":
             base = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
@@ -62,11 +69,18 @@ class FaissIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         base = self.faiss.downcast_index(self.index.index)
         if self.kind == "ivf" and not base.is_trained:
-            n_lists = self.ivf_lists or max(16, min(4096, int(4 * np.sqrt(len(vectors)))))
+            n_lists = self.ivf_lists or max(16, min(4096, int(np.sqrt(len(vectors)))))
             if n_lists != base.nlist:
-                self.__init__(self.dim, self.metric, "ivf", ivf_lists=n_lists, nprobe=self.nprobe)  # type: ignore[misc]
+                self.__init__(self.dim, self.metric, "ivf", ivf_lists=n_lists, nprobe=self.nprobe,  # type: ignore[misc]
+                              train_per_list=self.train_per_list)  # fmt: skip
                 base = self.faiss.downcast_index(self.index.index)
-            base.train(vectors)
+            # k-means on a seeded sample: the full set costs minutes and gains little
+            sample = min(len(vectors), self.train_per_list * n_lists)
+            if sample < len(vectors):
+                vectors_for_training = vectors[np.random.default_rng(0).choice(len(vectors), sample, replace=False)]
+            else:
+                vectors_for_training = vectors
+            base.train(vectors_for_training)
         self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
 
     def remove(self, ids: np.ndarray) -> bool:
