@@ -128,8 +128,10 @@ class LossConfig(_Strict):
 
 
 class ValidationConfig(_Strict):
-    metric: Literal["roc_auc", "oneshot"] = "roc_auc"
-    """The primary metric for early stopping and for choosing the best checkpoint."""
+    metric: Literal["roc_auc", "oneshot", "signature"] = "roc_auc"
+    """The primary metric for early stopping and for choosing the best checkpoint: ROC AUC on
+    balanced pairs, N-way one-shot accuracy, or 1 − EER of the signature protocol (references
+    enrolled per validation writer, their other genuine signatures vs the skilled forgeries)."""
     pairs: int = 2000
     """Balanced same/different validation pairs for ``roc_auc`` and calibration."""
     ways: int = 5

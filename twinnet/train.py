@@ -322,14 +322,22 @@ class Trainer:
         out: dict[str, Any] = native_thresholds(
             calc_verification_metrics(scores, self.val_pairs.same, v.far_targets), self.model.comparator.is_distance
         )
-        if self.val_episodes is not None:
+        if v.metric == "signature":
+            from twinnet.signatures import evaluate_signatures
+
+            signature = evaluate_signatures(self.model, self.val_items)
+            out["signature_eer"] = signature.eer
+            out["primary"] = 1.0 - signature.eer
+        elif self.val_episodes is not None:
             acc, ci = calc_mean_ci95(classify_episodes(self.model.comparator, emb, self.val_episodes))
             out[f"oneshot_{v.ways}way_{v.shots}shot"] = acc
             out[f"oneshot_{v.ways}way_{v.shots}shot_ci95"] = ci
             out["primary"] = acc
         else:
             out["primary"] = out["roc_auc"]
-        out["primary_metric"] = "oneshot accuracy" if v.metric == "oneshot" else "roc_auc"
+        out["primary_metric"] = {"oneshot": "oneshot accuracy", "signature": "1 - signature EER"}.get(
+            v.metric, "roc_auc"
+        )
         self._val_native = native
         return out
 
