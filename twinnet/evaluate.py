@@ -96,8 +96,9 @@ def evaluate_signature_path(
     else:
         items = read_offline_signatures(data, spec, skip_bad)
     stored = (model.calibration.extra.get("signature") if model.calibration else None) or {}
-    threshold = stored.get("threshold") if stored.get("references") == references and stored.get(
-        "aggregate") == aggregate else None  # fmt: skip
+    # the stored threshold was calibrated for one (references, aggregate) setting; use it only for that
+    same_setting = stored.get("references") == references and stored.get("aggregate") == aggregate
+    threshold = stored.get("threshold") if same_setting else None
     result = evaluate_signatures(model, items, references, aggregate, seed, threshold).to_dict()  # type: ignore[arg-type]
     if pairs_file is not None:
         result["pairs"] = signature_pair_accuracy(model, items, pairs_file)
