@@ -105,12 +105,16 @@ def train(
 @friendly_errors
 def evaluate(
     model_path: Path = typer.Argument(..., metavar="MODEL", help="Saved model (or run) directory."),
-    data: Path = typer.Option(..., "--data", help="Image folder or zip of test classes, a pairs file, or run folders."),
+    data: Path = typer.Option(
+        ..., "--data", help="Image folder or zip of test classes, a pairs file (images or texts), or run folders."
+    ),
     protocol: str = typer.Option(
         "verification",
         "--protocol",
-        help="verification | oneshot (= nway) | within-alphabet | omniglot-runs | signature",
+        help="verification | oneshot (= nway) | within-alphabet | omniglot-runs | signature; "
+        "text models: sts | pairs | retrieval",
     ),
+    text_format: str = typer.Option("auto", "--format", help="Text pairs: auto | sts | mrpc | text_pairs."),
     references: int = typer.Option(5, "--references", help="signature: genuine references enrolled per writer."),
     aggregate: str = typer.Option("min", "--aggregate", help="signature: min (nearest reference) or mean distance."),
     pairs_file: Path = typer.Option(None, "--pairs-file", help="signature: SigComp-style pairs CSV for pair accuracy."),
@@ -126,13 +130,14 @@ def evaluate(
     skip_bad: bool = typer.Option(False, "--skip-bad"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Evaluate a saved model: verification (ROC AUC, EER, TAR@FAR) or N-way K-shot accuracy."""
+    """Evaluate a saved model: verification (ROC AUC, EER, TAR@FAR), N-way K-shot accuracy, or for
+    text models STS correlation, pair classification at the calibrated threshold, or retrieval."""
     from twinnet.evaluate import evaluate_path
 
     result = evaluate_path(
         model_path, data, protocol=protocol, ways=ways, shots=shots, episodes=episodes, n_pairs=pairs,
         prototype=prototype, class_depth=class_depth, seed=seed, skip_bad=skip_bad,
-        references=references, aggregate=aggregate, pairs_file=pairs_file,
+        references=references, aggregate=aggregate, pairs_file=pairs_file, text_format=text_format,
     )  # fmt: skip
     if as_json:
         _print_json(result)
@@ -149,8 +154,8 @@ def evaluate(
 @friendly_errors
 def verify(
     model_path: Path = typer.Argument(..., metavar="MODEL"),
-    a: Path = typer.Argument(..., metavar="A", help="First input (image, or .npy for vector models)."),
-    b: Path = typer.Argument(..., metavar="B", help="Second input."),
+    a: str = typer.Argument(..., metavar="A", help="First input: an image, a .npy (vector models) or a text."),
+    b: str = typer.Argument(..., metavar="B", help="Second input."),
     threshold: float = typer.Option(None, "--threshold", help="Override the calibrated threshold (native scale)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -167,6 +172,8 @@ def verify(
     decision = {True: "[green]same[/]", False: "[red]different[/]", None: "undecided (no threshold)"}[result["same"]]
     t = "none" if result["threshold"] is None else f"{result['threshold']:.4f}"
     out.print(f"{key} {result[key]:.4f} · threshold {t} ({result['rule']}) · {decision}")
+    for note in result.get("notes", []):
+        err.print(f"note: {note}")
 
 
 @app.command()
@@ -295,26 +302,33 @@ def gallery_create(
 @friendly_errors
 def gallery_enroll(
     model_path: Path = typer.Argument(..., metavar="MODEL"),
-    inputs: list[Path] = typer.Argument(None, metavar="INPUT...", help="Inputs of the identity given by --id."),
+    inputs: list[str] = typer.Argument(
+        None, metavar="INPUT...", help="Inputs of the identity given by --id (files; texts for a text model)."
+    ),
     gallery: Path = typer.Option(..., "--gallery", "-g"),
     identity: str = typer.Option(None, "--id", help="The identity to enrol INPUTs as."),
     folder: Path = typer.Option(None, "--folder", help="Enrol every class sub-folder as an identity."),
+    documents: Path = typer.Option(
+        None, "--documents", help="Text models: a JSONL ({id, text, metadata?}) or TSV (id<TAB>text) file."
+    ),
     metadata: str = typer.Option(None, "--metadata", help="JSON object stored with the identity."),
     replace: bool = typer.Option(False, "--replace", help="Drop the identity's earlier templates."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Enrol an identity from one or more inputs, or a folder of class sub-folders."""
     from twinnet.errors import DataError
-    from twinnet.gallery.cli_ops import enroll_folder, enroll_inputs
+    from twinnet.gallery.cli_ops import enroll_documents, enroll_folder, enroll_inputs
 
     meta = _json_object(metadata, "--metadata")
     with _open_gallery(model_path, gallery) as g:
-        if folder is not None:
+        if documents is not None:
+            report = enroll_documents(g, documents, replace=replace)
+        elif folder is not None:
             report = enroll_folder(g, folder, replace=replace)
         elif identity and inputs:
             report = {identity: enroll_inputs(g, identity, inputs, meta, replace)}
         else:
-            raise DataError("give --id ID with INPUT files, or --folder DIR of class sub-folders")
+            raise DataError("give --id ID with INPUTs, --folder DIR of class sub-folders, or --documents FILE")
         counts = g.count()
     if as_json:
         _print_json({"enrolled": report, **counts})
@@ -327,19 +341,19 @@ def gallery_enroll(
 @friendly_errors
 def gallery_identify(
     model_path: Path = typer.Argument(..., metavar="MODEL"),
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT..."),
+    inputs: list[str] = typer.Argument(..., metavar="INPUT...", help="Files, or texts for a text model."),
     gallery: Path = typer.Option(..., "--gallery", "-g"),
     top_k: int = typer.Option(5, "--top-k", "-k"),
     threshold: float = typer.Option(None, "--threshold", help="Override the calibrated threshold (native scale)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Who is this? The top-k identities, or unknown when the best is beyond the threshold."""
-    from twinnet.inference import expand_inputs
+    from twinnet.gallery.cli_ops import query_inputs
 
-    files = expand_inputs(inputs)
     with _open_gallery(model_path, gallery) as g:
-        results = g.identify_batch(files, top_k, threshold)
-    rows = [{"input": str(f), **r.to_dict()} for f, r in zip(files, results)]
+        items, names = query_inputs(g, inputs)
+        results = g.identify_batch(items, top_k, threshold)
+    rows = [{"input": name, **r.to_dict()} for name, r in zip(names, results)]
     if as_json:
         _print_json(rows if len(rows) > 1 else rows[0])
         return
@@ -354,7 +368,7 @@ def gallery_identify(
 @friendly_errors
 def gallery_verify(
     model_path: Path = typer.Argument(..., metavar="MODEL"),
-    input_path: Path = typer.Argument(..., metavar="INPUT"),
+    input_path: str = typer.Argument(..., metavar="INPUT", help="A file, or a text for a text model."),
     gallery: Path = typer.Option(..., "--gallery", "-g"),
     identity: str = typer.Option(..., "--id", help="The claimed identity."),
     threshold: float = typer.Option(None, "--threshold"),

@@ -119,6 +119,20 @@ class CosineSimilarity(Comparator):
         return F.normalize(a, dim=-1, eps=1e-8) @ F.normalize(b, dim=-1, eps=1e-8).T
 
 
+@COMPARATORS.register("cosine_distance")
+class CosineDistance(Comparator):
+    """``1 − cos(a, b)``, a distance in [0, 2]: cosine similarity for losses that need a distance
+    (contrastive, online contrastive; sentence-transformers' default for them)."""
+
+    is_distance = True
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return 1.0 - F.cosine_similarity(a, b, dim=-1, eps=1e-8)
+
+    def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return 1.0 - F.normalize(a, dim=-1, eps=1e-8) @ F.normalize(b, dim=-1, eps=1e-8).T
+
+
 @COMPARATORS.register("weighted_l1")
 class WeightedL1(Comparator):
     """Koch et al. (2015): ``p(same) = sigmoid(Σ_j α_j |a_j - b_j| + β)`` with learned ``α``, ``β``.

@@ -23,7 +23,7 @@ class _Strict(BaseModel):
 class InputSpec(_Strict):
     """What one input of the model is, and how raw files become tensors."""
 
-    kind: Literal["image", "vector", "sequence"] = "image"
+    kind: Literal["image", "vector", "sequence", "text"] = "image"
     channels: Literal[1, 3] = 1
     size: tuple[int, int] = (28, 28)
     """Image height and width after resizing."""
@@ -33,8 +33,13 @@ class InputSpec(_Strict):
     """Time steps of a sequence (``kind: sequence``); trajectories are resampled to it."""
     invert: bool = False
     """Images: use ``1 - x``, so dark ink on white paper becomes high values."""
+    max_length: int | None = None
+    """Texts: tokens kept per text (longer texts are truncated); ``null`` = the encoder's default
+    (the pretrained model's ``max_seq_length``, 256 for all-MiniLM-L6-v2; 64 words for ``small_text``)."""
 
     def encoder_args(self) -> dict[str, Any]:
+        if self.kind == "text":
+            return {} if self.max_length is None else {"max_length": self.max_length}
         if self.kind == "image":
             h, w = self.size
             return {"in_channels": self.channels, "input_size": (h, w), "in_features": self.channels * h * w}
@@ -47,6 +52,8 @@ class InputSpec(_Strict):
         return {"in_features": self.features}
 
     def example_shape(self) -> tuple[int, ...]:
+        if self.kind == "text":
+            return ()
         if self.kind == "image":
             return (self.channels, *self.size)
         if self.kind == "sequence":
@@ -93,9 +100,11 @@ class AugmentConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    format: Literal["auto", "images", "offline_signatures", "online_signatures"] = "auto"
-    """``auto``: a pairs file, a zip or an image folder by what ``path`` is; the signature formats
-    read ``<writer>/`` + ``<writer>_forg/`` image folders, or SVC2004 ``U<u>S<n>.TXT`` files."""
+    format: Literal["auto", "images", "offline_signatures", "online_signatures", "sts", "mrpc", "text_pairs"] = "auto"
+    """``auto``: a pairs file, a zip or an image folder by what ``path`` is (text models: STS-B, MRPC
+    or generic text pairs, by the file's first line); the signature formats read ``<writer>/`` +
+    ``<writer>_forg/`` image folders, or SVC2004 ``U<u>S<n>.TXT`` files; ``text_pairs`` is a
+    CSV/TSV/JSONL file with ``text_a``, ``text_b`` and ``label`` or ``score``."""
     path: str | None = None
     """An image folder (one sub-folder per class, see ``class_depth``) or a pairs file."""
     class_depth: int = 1
@@ -107,12 +116,26 @@ class DataConfig(_Strict):
     """Hold out whole classes, or whole groups (Omniglot alphabets with ``class_depth: 2``; the
     writers of signature data, so no writer is in two splits)."""
     val_path: str | None = None
-    """An explicit validation folder or zip instead of ``val_classes``."""
+    """An explicit validation folder, zip or (text) pairs file instead of ``val_classes``. For pairs
+    files, ``val_classes`` is the share of *pairs* held out."""
+    score_max: float | None = None
+    """Graded text pairs: the top of the score scale in generic files (scores are divided by it;
+    default 1). STS-B is always read on its 0–5 scale."""
+    positive_score: float | None = None
+    """Graded text pairs: a pair counts as "same" (for pair metrics, calibration, contrastive and
+    ranking losses) when its scaled score is at least this; default 0.8 for STS-B (4 of 5), 0.5 else."""
     rotate_classes: bool = False
     """Add each training class rotated by 90°, 180° and 270° as three new classes (Omniglot practice)."""
     skip_bad_images: bool = False
     """Leave out unreadable images (with a warning) instead of stopping with an error."""
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @field_validator("path", "val_path")
+    @classmethod
+    def _data_root(cls, v: str | None) -> str | None:
+        from twinnet.runtime import expand_data_path
+
+        return None if v is None else expand_data_path(v)
 
     @field_validator("val_classes")
     @classmethod
@@ -128,10 +151,11 @@ class LossConfig(_Strict):
 
 
 class ValidationConfig(_Strict):
-    metric: Literal["roc_auc", "oneshot", "signature"] = "roc_auc"
+    metric: Literal["roc_auc", "oneshot", "signature", "spearman"] = "roc_auc"
     """The primary metric for early stopping and for choosing the best checkpoint: ROC AUC on
     balanced pairs, N-way one-shot accuracy, or 1 − EER of the signature protocol (references
-    enrolled per validation writer, their other genuine signatures vs the skilled forgeries)."""
+    enrolled per validation writer, their other genuine signatures vs the skilled forgeries), or
+    the Spearman correlation of similarity with graded validation scores (STS)."""
     pairs: int = 2000
     """Balanced same/different validation pairs for ``roc_auc`` and calibration."""
     ways: int = 5

@@ -12,12 +12,23 @@ from twinnet.data.items import ItemSet, load_images
 from twinnet.data.omniglot import load_runs
 from twinnet.data.pairs import read_pairs_file
 from twinnet.data.signatures import read_offline_signatures, read_online_signatures
+from twinnet.data.text import read_text_pair_file
 from twinnet.errors import ConfigError, DataError
 from twinnet.io import load
-from twinnet.protocols import evaluate_nway, evaluate_runs, evaluate_verification, evaluate_within_group
+from twinnet.protocols import (
+    evaluate_nway,
+    evaluate_pairs,
+    evaluate_retrieval,
+    evaluate_runs,
+    evaluate_sts,
+    evaluate_verification,
+    evaluate_within_group,
+)
 from twinnet.signatures import evaluate_signatures, signature_pair_accuracy
 
-PROTOCOLS = ("verification", "oneshot", "nway", "within-alphabet", "omniglot-runs", "signature")
+PROTOCOLS = ("verification", "oneshot", "nway", "within-alphabet", "omniglot-runs", "signature", "sts", "pairs",
+             "retrieval")  # fmt: skip
+TEXT_PROTOCOLS = ("sts", "pairs", "retrieval")
 
 
 def evaluate_path(
@@ -36,6 +47,7 @@ def evaluate_path(
     references: int = 5,
     aggregate: str = "min",
     pairs_file: str | Path | None = None,
+    text_format: str = "auto",
 ) -> dict[str, Any]:
     """Run ``protocol`` on ``data``: an image folder or zip of classes, a pairs file (verification),
     or a folder of official one-shot runs (``omniglot-runs``).
@@ -43,6 +55,8 @@ def evaluate_path(
     Protocols: ``verification`` (balanced pairs, or the pairs of a pairs file), ``oneshot``/``nway``
     (random N-way K-shot episodes), ``within-alphabet`` (N classes of one group, drawer A as support
     and drawer B as queries), ``omniglot-runs``. ``class_depth=None`` picks 2 for Omniglot's layout.
+    Text models take a text pairs file (STS-B, MRPC, CSV/TSV/JSONL) and the protocols ``sts``,
+    ``pairs`` and ``retrieval`` (see :func:`evaluate_text_path`).
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
@@ -51,6 +65,8 @@ def evaluate_path(
     model = load(model_path)
     spec = model.config.input
     data = Path(data)
+    if spec.kind == "text" or protocol in TEXT_PROTOCOLS:
+        return evaluate_text_path(model, data, protocol, text_format)
     if protocol == "signature":
         return evaluate_signature_path(model, data, references, aggregate, seed, skip_bad, pairs_file)
     if protocol == "omniglot-runs":
@@ -103,3 +119,21 @@ def evaluate_signature_path(
     if pairs_file is not None:
         result["pairs"] = signature_pair_accuracy(model, items, pairs_file)
     return result
+
+
+def evaluate_text_path(model: Any, data: Path, protocol: str, text_format: str = "auto") -> dict[str, Any]:
+    """Text protocols on a pairs file: ``sts`` (Spearman/Pearson of cosine vs gold score), ``pairs``
+    (accuracy and F1 at the model's calibrated threshold, AP, ROC AUC) or ``retrieval``
+    (recall@k and MRR@10, each distinct first text a query against all distinct second texts)."""
+    if model.config.input.kind != "text":
+        raise ConfigError(f"--protocol {protocol}: this is not a text model (its input is {model.config.input.kind})")
+    if protocol not in TEXT_PROTOCOLS:
+        raise ConfigError(f"--protocol: a text model takes {', '.join(TEXT_PROTOCOLS)}, not {protocol!r}")
+    pairs = read_text_pair_file(data, text_format)
+    if protocol == "sts":
+        result: Any = evaluate_sts(model, pairs.items, pairs.pairs)
+    elif protocol == "pairs":
+        result = evaluate_pairs(model, pairs.items, pairs.pairs, model.calibration)
+    else:
+        result = evaluate_retrieval(model, pairs.items, pairs.pairs)
+    return {**result.to_dict(), "source": str(data)}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,13 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
-def read_input(item: Input, spec: InputSpec) -> torch.Tensor:
-    """One input as a float tensor of the model's input shape (no batch dimension)."""
+def read_input(item: Input, spec: InputSpec) -> torch.Tensor | str:
+    """One input as a float tensor of the model's input shape (no batch dimension); for a text
+    model, the text itself (a string is the text, not a file name)."""
+    if spec.kind == "text":
+        if not isinstance(item, str):
+            raise DataError(f"a text model takes strings, got {type(item).__name__}")
+        return item
     if isinstance(item, (str, Path)):
         path = Path(item)
         if spec.kind == "vector" or path.suffix == ".npy":
@@ -65,9 +71,64 @@ def _spec(model: AnyTwin) -> InputSpec:
     return model.config.input
 
 
+def _side_encoder(model: AnyTwin, side: str) -> Any:
+    if side not in ("a", "b"):
+        raise ValueError("side must be 'a' or 'b'")
+    return getattr(model, "encoder", None) or (model.encoder_a if side == "a" else model.encoder_b)
+
+
 @torch.no_grad()
-def embed(model: AnyTwin, inputs: Sequence[Input] | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Embeddings of files or tensors, batched, on the CPU."""
+def embed_texts(
+    model: AnyTwin, texts: Sequence[str], batch_size: int = 32, side: str = "a", prefetch: int = 2
+) -> torch.Tensor:
+    """Embeddings of ``texts`` on the CPU, in input order.
+
+    Texts are encoded longest first, so each batch pads to similar lengths, and the next batches
+    are tokenized on a background thread while the model runs on the current one.
+    ``side="b"`` uses a half-twin's second (document) encoder.
+    """
+    texts = list(texts)
+    encoder = _side_encoder(model, side)
+    embed_side = model.embed_a if side == "a" else model.embed_b
+    if not hasattr(encoder, "tokenize"):
+        raise DataError("this model does not take texts")
+    if not texts:
+        return torch.zeros(0, int(getattr(encoder, "output_dim", 0)))
+    lengths = [len(t) if isinstance(t, str) else 0 for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    was_training = model.training
+    model.eval()
+    out = torch.empty(len(texts), int(getattr(encoder, "output_dim", 0)) or 1)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = [pool.submit(encoder.tokenize, [texts[i] for i in c]) for c in chunks[:prefetch]]
+            for n, chunk in enumerate(chunks):
+                batch = pending[n].result()
+                if n + prefetch < len(chunks):
+                    pending.append(pool.submit(encoder.tokenize, [texts[i] for i in chunks[n + prefetch]]))
+                z = embed_side(batch).float().cpu()
+                if z.shape[1] != out.shape[1]:
+                    out = torch.empty(len(texts), z.shape[1])
+                out[torch.tensor(chunk)] = z
+    finally:
+        model.train(was_training)
+    return out
+
+
+def is_text_model(model: AnyTwin) -> bool:
+    return model.config is not None and model.config.input.kind == "text"
+
+
+@torch.no_grad()
+def embed(
+    model: AnyTwin, inputs: Sequence[Input] | torch.Tensor, batch_size: int = 256, side: str = "a"
+) -> torch.Tensor:
+    """Embeddings of files, tensors or (for text models) texts, batched, on the CPU.
+    ``side="b"`` uses a half-twin's second encoder."""
+    if is_text_model(model) and not isinstance(inputs, torch.Tensor):
+        spec = model.config.input_b if side == "b" and model.config.input_b else model.config.input
+        return embed_texts(model, [read_input(t, spec) for t in inputs], min(batch_size, 64), side)  # type: ignore[misc]
     if isinstance(inputs, torch.Tensor):
         batch = inputs
     else:
@@ -75,9 +136,8 @@ def embed(model: AnyTwin, inputs: Sequence[Input] | torch.Tensor, batch_size: in
         batch = torch.stack([read_input(i, spec) if spec else torch.as_tensor(i).float() for i in inputs])
     device = model_device(model)
     model.eval()
-    return torch.cat(
-        [model.embed(batch[i : i + batch_size].to(device)).cpu() for i in range(0, len(batch), batch_size)]
-    )
+    embed_side = model.embed_a if side == "a" else model.embed_b
+    return torch.cat([embed_side(batch[i : i + batch_size].to(device)).cpu() for i in range(0, len(batch), batch_size)])
 
 
 @dataclass
@@ -88,10 +148,15 @@ class Verification:
     threshold: float | None
     same: bool | None
     rule: str
+    notes: list[str] = field(default_factory=list)
+    """E.g. that a text was longer than the model's ``max_length`` and was truncated."""
 
     def to_dict(self) -> dict[str, Any]:
         key = "distance" if self.is_distance else "score"
-        return {key: self.value, "threshold": self.threshold, "same": self.same, "rule": self.rule}
+        out = {key: self.value, "threshold": self.threshold, "same": self.same, "rule": self.rule}
+        if self.notes:
+            out["notes"] = self.notes
+        return out
 
 
 @torch.no_grad()
@@ -102,13 +167,29 @@ def verify(model: AnyTwin, a: Input, b: Input, threshold: float | None = None) -
     xb = read_input(b, model.config.input_b or spec) if spec else torch.as_tensor(b).float()
     device = model_device(model)
     model.eval()
-    value = float(model(xa.unsqueeze(0).to(device), xb.unsqueeze(0).to(device))[0])
+    notes = []
+    if isinstance(xa, str):
+        value = float(model([xa], [xb])[0])
+        notes = truncation_notes(model, {"A": xa}, "a") + truncation_notes(model, {"B": xb}, "b")
+    else:
+        value = float(model(xa.unsqueeze(0).to(device), xb.unsqueeze(0).to(device))[0])
     is_distance = model.comparator.is_distance
     rule = "same if distance <= threshold" if is_distance else "same if score >= threshold"
     if threshold is None and model.calibration is not None:
         threshold = model.calibration.native_threshold()
     same = None if threshold is None else (value <= threshold if is_distance else value >= threshold)
-    return Verification(value, is_distance, threshold, same, rule)
+    return Verification(value, is_distance, threshold, same, rule, notes)
+
+
+def truncation_notes(model: AnyTwin, texts: dict[str, str], side: str = "a") -> list[str]:
+    """A note for each named text longer than the encoder's ``max_length`` (it was truncated)."""
+    encoder = _side_encoder(model, side)
+    limit = getattr(encoder, "max_length", None)
+    if limit is None or not hasattr(encoder, "count_tokens"):
+        return []
+    counts = encoder.count_tokens(list(texts.values()))
+    return [f"{name}: {n} tokens, truncated to the model's max_length {limit}"
+            for name, n in zip(texts, counts) if n > limit]  # fmt: skip
 
 
 def embed_files(

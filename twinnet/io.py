@@ -12,6 +12,8 @@ Saved model layout::
       weights.safetensors   the parameters and buffers
       calibration.json      decision thresholds chosen on validation data (optional)
       metrics.json          validation metrics of this model (optional)
+      assets/encoder/       what an encoder needs besides weights (text models: tokenizer files,
+      assets/encoder_b/     the transformer's architecture, a vocabulary), as JSON/text files
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from twinnet._version import __version__
 from twinnet.calibrate import Calibration
 from twinnet.config import ModelConfig, format_validation_error
 from twinnet.errors import ConfigError, ModelFormatError
-from twinnet.model import AnyTwin, build_model
+from twinnet.model import AnyTwin, build_model, encoders_by_role
 
 FORMAT = "twinnet-model"
 FORMAT_VERSION = 1
@@ -122,7 +124,11 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_manifest(directory: Path, kind: str = FORMAT, extra: dict[str, Any] | None = None) -> None:
-    files = {f.name: sha256_file(f) for f in sorted(directory.iterdir()) if f.is_file() and f.name != MANIFEST}
+    files = {
+        f.relative_to(directory).as_posix(): sha256_file(f)
+        for f in sorted(directory.rglob("*"))
+        if f.is_file() and f.name != MANIFEST
+    }
     write_json(
         directory / MANIFEST,
         {
@@ -158,6 +164,8 @@ def read_manifest(directory: Path, kind: str = FORMAT, verify: bool = True) -> d
             f"(reads versions up to {FORMAT_VERSION}; made by twinnet {manifest.get('twinnet_version')})"
         )
     for name, digest in manifest.get("files", {}).items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ModelFormatError(f"{manifest_path}: file name {name!r} points outside the model directory")
         f = directory / name
         if not f.is_file():
             raise ModelFormatError(f"{directory}: incomplete, {name} is missing")
@@ -203,6 +211,9 @@ def save(
     with atomic_directory(path) as tmp:
         write_json(tmp / "config.json", config.model_dump(mode="json"))
         save_model(model, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        for role, encoder in encoders_by_role(model).items():
+            if hasattr(encoder, "export_assets"):
+                encoder.export_assets(tmp / "assets" / role)
         if calibration is not None:
             write_json(tmp / "calibration.json", calibration.to_json())
         if metrics:
@@ -230,7 +241,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", verify: bool =
     except ValidationError as err:
         raise ModelFormatError(format_validation_error(err, f"{directory}/config.json")) from None
     try:
-        model = build_model(config)
+        model = build_model(config, assets=directory / "assets")
     except ConfigError as err:
         raise ModelFormatError(f"{directory}: cannot rebuild the model: {err}") from None
     try:

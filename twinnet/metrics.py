@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, roc_curve
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 
@@ -126,6 +127,65 @@ def calc_recall_at_k(
     top = sim.topk(min(max(ks), sim.shape[1]), dim=1).indices
     hit = g[top] == q.unsqueeze(1)
     return {k: float(hit[:, :k].any(1).float().mean()) for k in ks}
+
+
+def calc_average_precision(scores: ArrayLike, same: ArrayLike) -> float:
+    """Area under the precision-recall curve, with "same" as the positive class (scikit-learn)."""
+    s, y = _check(scores, same)
+    return float(average_precision_score(y, s))
+
+
+def calc_f1(scores: ArrayLike, same: ArrayLike, threshold: float) -> float:
+    """F1 of "same" decisions ``score >= threshold``."""
+    s, y = _check(scores, same)
+    return float(f1_score(y, s >= threshold))
+
+
+def calc_best_f1(scores: ArrayLike, same: ArrayLike) -> tuple[float, float]:
+    """The highest F1 over all thresholds, and its threshold (an oracle figure: it looks at the labels)."""
+    s, y = _check(scores, same)
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    tp = np.cumsum(y_sorted)
+    fp = np.cumsum(~y_sorted)
+    last = np.r_[np.nonzero(np.diff(s_sorted))[0], len(s) - 1]  # accept everything down to a distinct score
+    f1 = 2 * tp[last] / (tp[last] + fp[last] + y.sum())
+    best = int(np.argmax(f1))
+    return float(f1[best]), float(s_sorted[last[best]])
+
+
+def calc_correlations(similarity: ArrayLike, gold: ArrayLike) -> dict[str, float]:
+    """Spearman and Pearson correlation of predicted similarities with gold scores (SciPy)."""
+    s = _np(similarity).astype(np.float64).ravel()
+    g = _np(gold).astype(np.float64).ravel()
+    if len(s) != len(g):
+        raise ValueError(f"{len(s)} similarities but {len(g)} gold scores")
+    if len(s) < 3:
+        raise ValueError("correlations need at least 3 pairs")
+    return {"spearman": float(spearmanr(s, g).statistic), "pearson": float(pearsonr(s, g).statistic)}
+
+
+def calc_retrieval(
+    similarity: ArrayLike, relevant: Sequence[set[int]], ks: Sequence[int] = (1, 5, 10), mrr_at: int = 10
+) -> dict[str, float]:
+    """Recall@k (share of a query's relevant documents among its top k, averaged over queries) and
+    MRR@``mrr_at`` (mean of 1 / rank of the first relevant document, 0 beyond ``mrr_at``).
+
+    ``similarity`` is ``(queries, documents)``; ``relevant[q]`` holds query ``q``'s document indices.
+    """
+    sim = torch.as_tensor(_np(similarity))
+    if sim.shape[0] != len(relevant):
+        raise ValueError(f"{sim.shape[0]} queries but {len(relevant)} relevance sets")
+    if any(not r for r in relevant):
+        raise ValueError("every query needs at least one relevant document")
+    depth = min(max(max(ks), mrr_at), sim.shape[1])
+    top = sim.topk(depth, dim=1).indices.numpy()
+    hits = np.array([[d in rel for d in row] for row, rel in zip(top, relevant)])
+    n_rel = np.array([len(r) for r in relevant])
+    out = {f"recall@{k}": float((hits[:, :k].sum(1) / n_rel).mean()) for k in ks}
+    first = np.where(hits[:, :mrr_at].any(1), hits[:, :mrr_at].argmax(1) + 1, np.inf)
+    out[f"mrr@{mrr_at}"] = float((1.0 / first).mean())
+    return out
 
 
 def calc_verification_metrics(

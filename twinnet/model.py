@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,8 +90,11 @@ class TwinNetwork(_TwinBase):
     embed_a = embed
     embed_b = embed
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    def forward(self, x1: torch.Tensor | list[str], x2: torch.Tensor | list[str]) -> torch.Tensor:
         """Native comparator values (distance or probability of "same") for row pairs."""
+        if isinstance(x1, list) and isinstance(x2, list):  # texts: one tokenized batch for both
+            z = self.embed(x1 + x2)
+            return self.comparator(z[: len(x1)], z[len(x1) :])
         if x1.shape[1:] == x2.shape[1:]:
             # One encoder pass over both halves: faster, and BatchNorm sees one batch.
             z = self.embed(torch.cat([x1, x2]))
@@ -153,21 +160,44 @@ def _share_submodule(a: nn.Module, b: nn.Module, name: str) -> None:
 AnyTwin = TwinNetwork | HalfTwinNetwork
 
 
-def _encoder(spec: ComponentConfig, config: ModelConfig, input_spec) -> tuple[nn.Module, int]:
-    enc = build_encoder(spec.name, spec.params, input_spec.encoder_args())
+def encoders_by_role(model: AnyTwin) -> dict[str, nn.Module]:
+    """The model's encoders under their config names (``encoder``, and ``encoder_b`` for half-twins)."""
+    if isinstance(model, HalfTwinNetwork):
+        return {"encoder": model.encoder_a, "encoder_b": model.encoder_b}
+    return {"encoder": model.encoder}
+
+
+def _encoder(
+    spec: ComponentConfig, input_spec: Any, assets: Path | None, texts: Sequence[str] | None
+) -> tuple[nn.Module, int]:
+    args = input_spec.encoder_args()
+    if assets is not None and assets.is_dir():
+        args["assets"] = assets
+    if texts is not None:
+        args["fit_texts"] = texts
+    enc = build_encoder(spec.name, spec.params, args)
     dim = infer_output_dim(enc, torch.zeros(2, *input_spec.example_shape()))
     return enc, dim
 
 
-def build_model(config: ModelConfig) -> AnyTwin:
-    """Build a twin (or half-twin, when ``encoder_b`` is set) network from its config."""
-    encoder, dim = _encoder(config.encoder, config, config.input)
+def build_model(
+    config: ModelConfig, *, assets: str | Path | None = None, texts: Sequence[str] | None = None
+) -> AnyTwin:
+    """Build a twin (or half-twin, when ``encoder_b`` is set) network from its config.
+
+    ``texts`` are training texts, for encoders that build a vocabulary from them (``small_text``);
+    ``assets`` is a saved model's asset folder (what :func:`twinnet.load` passes).
+    """
+    root = Path(assets) if assets is not None else None
+    encoder, dim = _encoder(config.encoder, config.input, root / "encoder" if root else None, texts)
     if config.encoder_b is None:
         if config.share:
             raise ConfigError("model.share: only meaningful for a half-twin (set model.encoder_b)")
         comparator = build_comparator(config.comparator.name, config.comparator.params, dim)
         return TwinNetwork(encoder, comparator, config.normalize, config=config)
-    encoder_b, dim_b = _encoder(config.encoder_b, config, config.input_b or config.input)
+    encoder_b, dim_b = _encoder(
+        config.encoder_b, config.input_b or config.input, root / "encoder_b" if root else None, texts
+    )
     if dim_b != dim:
         raise ConfigError(f"model.encoder_b: embedding size {dim_b} differs from model.encoder's {dim}")
     comparator = build_comparator(config.comparator.name, config.comparator.params, dim)

@@ -17,8 +17,20 @@ from torch import nn
 from twinnet.calibrate import Calibration
 from twinnet.data.items import ItemSet
 from twinnet.data.pairs import Pairs, balanced_pairs
+from twinnet.data.text import TextItemSet
 from twinnet.errors import DataError
-from twinnet.metrics import calc_far_frr, calc_mean_ci95, calc_verification_metrics
+from twinnet.metrics import (
+    calc_accuracy,
+    calc_average_precision,
+    calc_best_f1,
+    calc_correlations,
+    calc_f1,
+    calc_far_frr,
+    calc_mean_ci95,
+    calc_retrieval,
+    calc_roc_auc,
+    calc_verification_metrics,
+)
 from twinnet.runtime import numpy_rng
 
 
@@ -35,6 +47,10 @@ def embed_batches(
 ) -> torch.Tensor:
     """Embeddings of ``items`` (or of ``indices`` into them), in eval mode, returned on the CPU."""
     idx = np.arange(len(items)) if indices is None else np.asarray(indices)
+    if isinstance(items, TextItemSet):
+        from twinnet.inference import embed_texts
+
+        return embed_texts(model, items.load(idx), min(batch_size, 64), side)
     device = model_device(model)
     embed = model.embed_a if side == "a" else model.embed_b
     was_training = model.training
@@ -317,3 +333,131 @@ def evaluate_runs(model: nn.Module, runs: Sequence[Any]) -> NWayResult:
         per_run.append(float((predicted == np.asarray(run.answer)).mean()))
     mean, ci = calc_mean_ci95(per_run)
     return NWayResult(mean, ci, int(runs[0].support.shape[0]), 1, len(runs))
+
+
+# -- protocols on given pairs (text similarity, paraphrase, duplicates, retrieval) -------------------
+
+
+def pair_similarities(model: nn.Module, items: ItemSet, pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
+    """Native comparator values and similarities (larger = more alike) of ``pairs``; each item is
+    embedded once (by the first encoder for ``a`` items and the second for ``b`` items)."""
+    emb_a = embed_batches(model, items, side="a")
+    emb_b = emb_a if not hasattr(model, "encoder_b") else embed_batches(model, items, side="b")
+    native = score_pairs(model, emb_a, emb_b, pairs)
+    return native, (-native if model.comparator.is_distance else native)
+
+
+@dataclass
+class CorrelationResult:
+    """Graded similarity (STS): Spearman and Pearson correlation of model similarity with gold scores."""
+
+    spearman: float
+    pearson: float
+    n_pairs: int
+    primary_metric: str = "spearman"
+
+    @property
+    def primary(self) -> float:
+        return self.spearman
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"protocol": "sts", "n_pairs": self.n_pairs, "spearman": self.spearman, "pearson": self.pearson}
+
+
+def evaluate_sts(model: nn.Module, items: ItemSet, pairs: Pairs) -> CorrelationResult:
+    """STS protocol: correlation of the comparator's similarity (cosine for text models) with
+    ``pairs.score``. Spearman is the primary metric (only the order of similarities matters)."""
+    if pairs.score is None:
+        raise DataError("the sts protocol needs graded pairs (a score per pair, e.g. STS-B); these have labels only")
+    _, sim = pair_similarities(model, items, pairs)
+    c = calc_correlations(sim, pairs.score)
+    return CorrelationResult(c["spearman"], c["pearson"], len(pairs))
+
+
+@dataclass
+class PairClassificationResult:
+    """Paraphrase / duplicate detection on labelled pairs: decisions at the calibrated threshold
+    (accuracy, F1, FAR, FRR), threshold-free figures (average precision, ROC AUC), and, marked as
+    oracle, the best accuracy and F1 any threshold would give on these very pairs."""
+
+    metrics: dict[str, float]
+    n_pairs: int
+    threshold: float | None
+    primary_metric: str = "f1"
+
+    @property
+    def primary(self) -> float:
+        return self.metrics.get(self.primary_metric, self.metrics["average_precision"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"protocol": "pairs", "n_pairs": self.n_pairs, "threshold": self.threshold, **self.metrics}
+
+
+def evaluate_pairs(
+    model: nn.Module, items: ItemSet, pairs: Pairs, calibration: Calibration | None = None
+) -> PairClassificationResult:
+    """Pairs protocol: with a ``calibration`` (chosen on held-out *training* pairs and stored in the
+    model) the decisions at its default threshold give accuracy and F1."""
+    _, sim = pair_similarities(model, items, pairs)
+    same = pairs.same
+    metrics = {"average_precision": calc_average_precision(sim, same), "roc_auc": calc_roc_auc(sim, same)}
+    best_f1, _ = calc_best_f1(sim, same)
+    metrics["oracle_best_f1"] = best_f1
+    metrics["oracle_best_accuracy"] = calc_verification_metrics(sim, same, ())["best_accuracy"]
+    metrics["positive_share"] = float(np.mean(same))
+    threshold = None
+    if calibration is not None:
+        t = calibration.thresholds[calibration.default].value  # in the similarity scale
+        far, frr = calc_far_frr(sim, same, t)
+        metrics.update({"accuracy": calc_accuracy(sim, same, t), "f1": calc_f1(sim, same, t), "far": far, "frr": frr})
+        threshold = calibration.native_threshold()
+    result = PairClassificationResult(metrics, len(pairs), threshold)
+    if calibration is None:
+        result.primary_metric = "average_precision"
+    return result
+
+
+@dataclass
+class RetrievalResult:
+    """Query → document retrieval: recall@k and MRR@10 over the queries."""
+
+    metrics: dict[str, float]
+    n_queries: int
+    n_documents: int
+    primary_metric: str = "mrr@10"
+
+    @property
+    def primary(self) -> float:
+        return self.metrics[self.primary_metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"protocol": "retrieval", "n_queries": self.n_queries, "n_documents": self.n_documents, **self.metrics}
+
+
+@torch.no_grad()
+def evaluate_retrieval(
+    model: nn.Module, items: ItemSet, pairs: Pairs, ks: Sequence[int] = (1, 5, 10), batch_size: int = 1024
+) -> RetrievalResult:
+    """Retrieval protocol on pairs: every distinct ``a`` item with at least one positive pair is a
+    query, every distinct ``b`` item a document of the corpus, and a query's relevant documents are
+    its positive partners. Queries are embedded by the first encoder, documents by the second."""
+    positive = {}
+    for a, b in zip(pairs.a[pairs.same].tolist(), pairs.b[pairs.same].tolist()):
+        positive.setdefault(a, set()).add(b)
+    if not positive:
+        raise DataError(
+            "the retrieval protocol needs positive pairs (label 1, or a score above the positive threshold)"
+        )
+    queries = np.array(sorted(positive))
+    documents = np.unique(pairs.b)
+    column = {int(d): i for i, d in enumerate(documents)}
+    relevant = [{column[d] for d in positive[int(q)]} for q in queries]
+    q_emb = embed_batches(model, items, queries, side="a")
+    d_emb = embed_batches(model, items, documents, side="b")
+    device = model_device(model)
+    d_dev = d_emb.to(device)
+    sims = torch.cat([
+        model.comparator.pairwise_similarity(q_emb[i : i + batch_size].to(device), d_dev).float().cpu()
+        for i in range(0, len(q_emb), batch_size)
+    ])  # fmt: skip
+    return RetrievalResult(calc_retrieval(sims, relevant, ks), len(queries), len(documents))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,3 +34,14 @@ def generator(seed: int, *parts: int) -> torch.Generator:
 
 def numpy_rng(seed: int, *parts: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *parts]))
+
+
+def data_root() -> Path:
+    """Where the shared real data sets are: ``$TWINNET_DATA``, else ``../shared/data`` (beside the checkout)."""
+    return Path(os.environ.get("TWINNET_DATA") or Path("..") / "shared" / "data")
+
+
+def expand_data_path(path: str) -> str:
+    """Replace ``${TWINNET_DATA}`` (or ``$TWINNET_DATA``) in a config path with :func:`data_root`."""
+    root = str(data_root())
+    return path.replace("${TWINNET_DATA}", root).replace("$TWINNET_DATA", root)

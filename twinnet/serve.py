@@ -1,6 +1,8 @@
 """The REST service: a thin FastAPI layer over a model and (optionally) a gallery.
 
-- Inputs: images as multipart uploads or base64 in JSON, vectors as JSON lists.
+- Inputs: images as multipart uploads or base64 in JSON, vectors as JSON lists, texts (text
+  models) as JSON strings or UTF-8 uploads; texts over the encoder's ``max_length`` tokens are
+  truncated, and texts over ``max_text_chars`` characters are refused with 413.
 - Auth: an ``X-API-Key`` header (or ``Authorization: Bearer KEY``), compared in constant time
   with every configured key; without keys the service refuses to start unless told ``no_auth``
   on a loopback address. ``/health`` and the OpenAPI pages need no key.
@@ -35,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twinnet.data.images import decode_image, to_float
 from twinnet.errors import ConfigError, TwinnetError
+from twinnet.inference import embed_texts
 from twinnet.protocols import model_device
 
 API_KEY_ENV = "TWINNET_API_KEYS"
@@ -50,6 +53,7 @@ class ServiceSettings:
     max_batch: int = 64
     max_top_k: int = 100
     max_inputs: int = 64
+    max_text_chars: int = 100_000
 
 
 class ServiceError(Exception):
@@ -111,12 +115,15 @@ class MicroBatcher:
             self._task.cancel()
         self.executor.shutdown(wait=False)
 
-    async def embed(self, inputs: torch.Tensor, side: str = "a") -> np.ndarray:
+    async def embed(self, inputs: torch.Tensor | list[str], side: str = "a") -> np.ndarray:
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((inputs, side, future))
         return await future
 
-    def _forward(self, batch: torch.Tensor, side: str) -> np.ndarray:
+    def _forward(self, batch: torch.Tensor | list[str], side: str) -> np.ndarray:
+        if isinstance(batch, list):  # texts: sorted by length and tokenized ahead, as in embed_texts
+            with torch.no_grad():
+                return embed_texts(self.model, batch, side=side).numpy().astype(np.float32)
         device = model_device(self.model)
         embed = self.model.embed_a if side == "a" else self.model.embed_b
         with torch.no_grad():
@@ -144,9 +151,9 @@ class MicroBatcher:
                 if not group:
                     continue
                 try:
-                    out = await loop.run_in_executor(
-                        self.executor, self._forward, torch.cat([g[0] for g in group]), side
-                    )
+                    inputs = [g[0] for g in group]
+                    batch = [t for texts in inputs for t in texts] if isinstance(inputs[0], list) else torch.cat(inputs)
+                    out = await loop.run_in_executor(self.executor, self._forward, batch, side)
                     self.batches += 1
                     self.items += len(out)
                     start = 0
@@ -253,8 +260,19 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
 
     # -- input parsing ------------------------------------------------------------------------------
 
-    def decode_bytes(data: bytes, name: str, side: str = "a") -> torch.Tensor:
+    def decode_text(value: str, name: str) -> str:
+        if len(value) > settings.max_text_chars:
+            raise ServiceError(413, "too_large", f"{name}: {len(value)} characters, over the limit of "
+                                                 f"{settings.max_text_chars}")  # fmt: skip
+        return value
+
+    def decode_bytes(data: bytes, name: str, side: str = "a") -> torch.Tensor | str:
         s = spec_b if side == "b" else spec
+        if s.kind == "text":  # an uploaded text file
+            try:
+                return decode_text(data.decode("utf-8"), name)
+            except UnicodeDecodeError:
+                raise ServiceError(400, "bad_text", f"{name}: not UTF-8 text") from None
         if not data:
             raise ServiceError(400, "empty_input", f"{name}: empty")
         if s.kind == "vector":
@@ -275,8 +293,12 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             raise ServiceError(400, "bad_image", f"{name}: unreadable or truncated image ({err})") from None
 
-    def decode_json_value(value: Any, name: str, side: str = "a") -> torch.Tensor:
+    def decode_json_value(value: Any, name: str, side: str = "a") -> torch.Tensor | str:
         s = spec_b if side == "b" else spec
+        if s.kind == "text":
+            if not isinstance(value, str):
+                raise ServiceError(400, "bad_input", f"{name}: expected a text (a JSON string)")
+            return decode_text(value, name)
         if isinstance(value, str):
             try:
                 raw = base64.b64decode(value, validate=True)
@@ -329,12 +351,12 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
             415, "unsupported_media_type", f"{content_type}: send multipart/form-data or application/json"
         )
 
-    async def inputs_named(request: Request, name: str, *, many: bool, side: str = "a") -> torch.Tensor:
+    async def inputs_named(request: Request, name: str, *, many: bool, side: str = "a") -> torch.Tensor | list[str]:
         fields, files = await read_body(request)
         return inputs_from(fields, files, name, many=many, side=side)
 
     def inputs_from(fields: dict[str, Any], files: dict[str, list[bytes]], name: str, *, many: bool,
-                    side: str = "a") -> torch.Tensor:  # fmt: skip
+                    side: str = "a") -> torch.Tensor | list[str]:  # fmt: skip
         if name in files:
             tensors = [decode_bytes(b, f"{name}[{i}]", side) for i, b in enumerate(files[name])]
         elif name in fields:
@@ -349,7 +371,9 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
             raise ServiceError(413, "too_many_inputs", f"{name}: at most {settings.max_inputs} inputs per request")
         if not many and len(tensors) > 1:
             raise ServiceError(400, "bad_input", f"{name}: one input expected")
-        return torch.stack(tensors)
+        if isinstance(tensors[0], str):
+            return list(tensors)  # type: ignore[arg-type]
+        return torch.stack(tensors)  # type: ignore[arg-type]
 
     def need_gallery() -> Any:
         if gallery is None:
@@ -378,6 +402,8 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
             raise ServiceError(422, "invalid_request", f"{name}: not a number") from None
 
     # -- endpoints ----------------------------------------------------------------------------------
+
+    template_side = "b" if hasattr(model, "encoder_b") else "a"  # half-twins: the gallery holds second inputs
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -435,8 +461,8 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
         if not isinstance(metadata, dict):
             raise ServiceError(400, "bad_metadata", "metadata: must be a JSON object")
         replace = str(fields.get("replace", "false")).lower() in ("1", "true", "yes")
-        x = inputs_from(fields, files, "inputs", many=True)
-        vectors = await batcher.embed(x)
+        x = inputs_from(fields, files, "inputs", many=True, side=template_side)
+        vectors = await batcher.embed(x, template_side)
         added = await run_in_threadpool(
             lambda: g.enroll(identity, vectors, metadata, replace=replace, precomputed=True)
         )

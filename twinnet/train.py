@@ -41,6 +41,7 @@ from twinnet.data.pairs import Pairs, PairSampler, balanced_pairs, read_pairs_fi
 from twinnet.data.samplers import PKBatchSampler
 from twinnet.data.signatures import read_offline_signatures, read_online_signatures
 from twinnet.data.splits import split_by_class
+from twinnet.data.text import TextItemSet, TextPairs, read_text_pair_file
 from twinnet.data.transforms import RandomAffine
 from twinnet.errors import ConfigError, DataError, TrainingError
 from twinnet.io import (
@@ -52,10 +53,17 @@ from twinnet.io import (
     save_tree,
     write_json,
 )
-from twinnet.losses import LOSSES, EmbeddingLoss, PairLoss
-from twinnet.metrics import calc_mean_ci95, calc_verification_metrics
+from twinnet.losses import LOSSES, EmbeddingLoss, PairLoss, RankingLoss
+from twinnet.metrics import calc_correlations, calc_mean_ci95, calc_verification_metrics
 from twinnet.model import AnyTwin, HalfTwinNetwork, build_model
-from twinnet.protocols import classify_episodes, embed_batches, native_thresholds, sample_episodes, score_pairs
+from twinnet.protocols import (
+    classify_episodes,
+    embed_batches,
+    native_thresholds,
+    pair_similarities,
+    sample_episodes,
+    score_pairs,
+)
 from twinnet.runtime import generator, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -78,8 +86,9 @@ class TrainResult:
 
 @dataclass
 class _Batch:
-    inputs: torch.Tensor
+    inputs: torch.Tensor | list[str]
     same: torch.Tensor | None = None  # pair batches: first half vs second half of `inputs`
+    score: torch.Tensor | None = None  # graded pair batches (STS): gold similarity in [0, 1]
     labels: torch.Tensor | None = None  # labelled batches
     instances: torch.Tensor | None = None  # instance ids of the views, with train.instance_weight
     n_items: int = 0
@@ -179,7 +188,24 @@ class Trainer:
             torch.set_num_threads(self.config.threads)
         loss.check_comparator(model.comparator)
         c = self.config
-        if isinstance(loss, PairLoss):
+        self.is_text = isinstance(train_items, TextItemSet)
+        if self.is_text and self.augment is not None:
+            raise ConfigError("data.augment: image augmentation does not apply to texts; set enabled: false")
+        needs_score = isinstance(loss, PairLoss) and loss.target == "score"
+        if needs_score and (train_pairs is None or train_pairs.score is None):
+            raise ConfigError(
+                f"loss {type(loss).__name__} learns from graded scores (e.g. STS-B); this training data has "
+                "labels only: use contrastive, online_contrastive or multiple_negatives_ranking"
+            )
+        if isinstance(loss, RankingLoss):
+            if train_pairs is None:
+                raise ConfigError(f"loss {type(loss).__name__} trains from (query, positive) pairs: give a pairs file")
+            positives = train_pairs[train_pairs.same]
+            if len(positives) < 2:
+                raise ConfigError(f"loss {type(loss).__name__} needs at least 2 positive training pairs")
+            self.fixed_pairs = positives
+            self.steps_per_epoch = -(-len(positives) // c.batch_size)
+        elif isinstance(loss, PairLoss):
             if train_pairs is not None:
                 self.fixed_pairs = train_pairs
                 self.steps_per_epoch = -(-len(train_pairs) // c.batch_size)
@@ -206,7 +232,7 @@ class Trainer:
             )  # fmt: skip
             self.steps_per_epoch = len(self.pk_sampler)
         else:
-            raise ConfigError(f"{type(loss).__name__} is neither a PairLoss nor an EmbeddingLoss")
+            raise ConfigError(f"{type(loss).__name__} is neither a PairLoss, an EmbeddingLoss nor a RankingLoss")
         self._setup_validation(val_pairs)
         self.optimizer = self._make_optimizer()
         self.state = _State()
@@ -262,7 +288,7 @@ class Trainer:
         def augment(x: torch.Tensor) -> torch.Tensor:
             return self.augment(x, aug_gen) if self.augment else x
 
-        if isinstance(self.loss, PairLoss):
+        if isinstance(self.loss, (PairLoss, RankingLoss)):
             if self.fixed_pairs is not None:
                 order = np.random.default_rng([seed, 6, epoch]).permutation(len(self.fixed_pairs))
                 bs = self.config.batch_size
@@ -271,9 +297,11 @@ class Trainer:
                 batches = self.pair_sampler.epoch(epoch)
 
             def pair_job(p: Pairs) -> Callable[[], _Batch]:
+                score = None if p.score is None else torch.from_numpy(p.score)
                 return lambda: _Batch(
-                    augment(items.load(np.concatenate([p.a, p.b]))), same=torch.from_numpy(p.same), n_items=2 * len(p)
-                )
+                    augment(items.load(np.concatenate([p.a, p.b]))), same=torch.from_numpy(p.same), score=score,
+                    n_items=2 * len(p),
+                )  # fmt: skip
 
             return [pair_job(p) for p in batches]
 
@@ -292,16 +320,19 @@ class Trainer:
         return [pk_job(idx) for idx in self.pk_sampler.epoch(epoch)]
 
     def _loss(self, batch: _Batch) -> torch.Tensor:
-        x = batch.inputs.to(self.device, non_blocking=True)
-        if isinstance(self.loss, PairLoss):
+        x = batch.inputs if isinstance(batch.inputs, list) else batch.inputs.to(self.device, non_blocking=True)
+        if isinstance(self.loss, (PairLoss, RankingLoss)):
             if isinstance(self.model, HalfTwinNetwork):  # first half through f, second through g
                 n = len(x) // 2
                 z1, z2 = self.model.embed_a(x[:n]), self.model.embed_b(x[n:])
             else:  # one encoder pass over both halves
                 z1, z2 = self.model.embed(x).chunk(2)
             comparator = self.model.comparator
+            if isinstance(self.loss, RankingLoss):
+                return self.loss(z1, z2, comparator)
             values = comparator.logits(z1, z2) if self.loss.input == "logits" else comparator(z1, z2)
-            return self.loss(values, batch.same.to(self.device))
+            target = batch.score if self.loss.target == "score" else batch.same
+            return self.loss(values, target.to(self.device))
         z = self.model.embed(x)
         c = self.config
         total = c.class_weight * self.loss(z, batch.labels.to(self.device), self.model.comparator)
@@ -316,28 +347,37 @@ class Trainer:
         if self.val_items is None:
             return {}
         v = self.config.validation
-        emb = embed_batches(self.model, self.val_items)
-        native = score_pairs(self.model, emb, emb, self.val_pairs)
-        scores = -native if self.model.comparator.is_distance else native
+        if isinstance(self.model, HalfTwinNetwork) or self.is_text:
+            emb = None  # pair_similarities embeds each side with its own encoder
+            native, scores = pair_similarities(self.model, self.val_items, self.val_pairs)
+        else:
+            emb = embed_batches(self.model, self.val_items)
+            native = score_pairs(self.model, emb, emb, self.val_pairs)
+            scores = -native if self.model.comparator.is_distance else native
         out: dict[str, Any] = native_thresholds(
             calc_verification_metrics(scores, self.val_pairs.same, v.far_targets), self.model.comparator.is_distance
         )
-        if v.metric == "signature":
+        if v.metric == "spearman":
+            if self.val_pairs.score is None:
+                raise ConfigError("train.validation.metric: spearman needs graded validation pairs (e.g. STS-B)")
+            out.update(calc_correlations(scores, self.val_pairs.score))
+            out["primary"] = out["spearman"]
+        elif v.metric == "signature":
             from twinnet.signatures import evaluate_signatures
 
             signature = evaluate_signatures(self.model, self.val_items)
             out["signature_eer"] = signature.eer
             out["primary"] = 1.0 - signature.eer
         elif self.val_episodes is not None:
+            emb = embed_batches(self.model, self.val_items) if emb is None else emb
             acc, ci = calc_mean_ci95(classify_episodes(self.model.comparator, emb, self.val_episodes))
             out[f"oneshot_{v.ways}way_{v.shots}shot"] = acc
             out[f"oneshot_{v.ways}way_{v.shots}shot_ci95"] = ci
             out["primary"] = acc
         else:
             out["primary"] = out["roc_auc"]
-        out["primary_metric"] = {"oneshot": "oneshot accuracy", "signature": "1 - signature EER"}.get(
-            v.metric, "roc_auc"
-        )
+        out["primary_metric"] = {"oneshot": "oneshot accuracy", "signature": "1 - signature EER",
+                                 "spearman": "spearman"}.get(v.metric, "roc_auc")  # fmt: skip
         self._val_native = native
         return out
 
@@ -554,6 +594,8 @@ def load_training_data(config: Config) -> tuple[ItemSet, ItemSet | None, Pairs |
         raise ConfigError("data.path: no training data given (use --data DIR)")
     path = Path(d.path)
     spec = config.model.input
+    if spec.kind == "text":
+        return _load_text_data(config)
     if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt"):
         pairs_file = read_pairs_file(path)
         data, kept = load_images(pairs_file.paths, spec, d.skip_bad_images)
@@ -592,13 +634,36 @@ def load_training_data(config: Config) -> tuple[ItemSet, ItemSet | None, Pairs |
     return train, val, None, None
 
 
+def _read_text_pairs(path: str | Path, config: Config) -> TextPairs:
+    d = config.data
+    fmt = "auto" if d.format == "auto" else d.format
+    if fmt not in ("auto", "sts", "mrpc", "text_pairs"):
+        raise ConfigError(f"data.format: {d.format!r} does not hold texts; use auto, sts, mrpc or text_pairs")
+    return read_text_pair_file(path, fmt, score_max=d.score_max, positive_score=d.positive_score)
+
+
+def _load_text_data(config: Config) -> tuple[ItemSet, ItemSet | None, Pairs | None, Pairs | None]:
+    """Text pairs for training and validation: ``data.val_path`` (e.g. STS-B dev, for early
+    stopping), else ``data.val_classes`` of the training pairs held out (seeded)."""
+    d = config.data
+    train = _read_text_pairs(d.path, config)
+    if d.val_path:
+        val = _read_text_pairs(d.val_path, config)
+    elif d.val_classes > 0:
+        train, val = train.split(d.val_classes, config.train.seed)
+    else:
+        return train.items, None, train.pairs, None
+    return train.items, val.items, train.pairs, val.pairs
+
+
 def train_from_config(
     config: Config, run_dir: str | Path, *, resume: bool = False, console: Console | None = None
 ) -> TrainResult:
     """Load the data, build model and loss, train, calibrate and save: what ``twinnet train`` does."""
     train_items, val_items, train_pairs, val_pairs = load_training_data(config)
     seed_everything(config.train.seed)  # before building, so initial weights are reproducible too
-    model = build_model(config.model)
+    texts = train_items.data if isinstance(train_items, TextItemSet) else None  # vocabularies are built from these
+    model = build_model(config.model, texts=texts)
     loss = build_loss(config)
     trainer = Trainer(
         model, loss, train_items, config.train, val_items=val_items, augment=config.data.augment,

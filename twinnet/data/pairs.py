@@ -18,17 +18,19 @@ from twinnet.runtime import numpy_rng
 
 @dataclass(frozen=True)
 class Pairs:
-    """Index pairs into an item set: ``a[i]`` and ``b[i]`` with ``same[i]`` (bool)."""
+    """Index pairs into an item set: ``a[i]`` and ``b[i]`` with ``same[i]`` (bool), and for graded
+    data (STS) ``score[i]``, the gold similarity scaled to [0, 1]."""
 
     a: np.ndarray
     b: np.ndarray
     same: np.ndarray
+    score: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.a)
 
     def __getitem__(self, key: slice | np.ndarray) -> Pairs:
-        return Pairs(self.a[key], self.b[key], self.same[key])
+        return Pairs(self.a[key], self.b[key], self.same[key], None if self.score is None else self.score[key])
 
 
 class _ClassIndex:

@@ -1,13 +1,14 @@
 """Encoders: modules that map one input to an embedding vector.
 
 Importing this package registers the built-in encoders (``conv4``, ``koch``, ``mlp``, ``signet``,
-``tdnn``, ``gru``).
+``tdnn``, ``gru``, ``text``, ``small_text``).
 """
 
 from twinnet.encoders.conv import Conv4Encoder, KochEncoder
 from twinnet.encoders.mlp import MLPEncoder
 from twinnet.encoders.registry import ENCODERS, build_encoder, register_encoder
 from twinnet.encoders.signature import GRUEncoder, SigNetEncoder, TDNNEncoder
+from twinnet.encoders.text import SmallTextEncoder, TransformerTextEncoder, WordVocabulary
 
 __all__ = [
     "ENCODERS",
@@ -16,7 +17,10 @@ __all__ = [
     "KochEncoder",
     "MLPEncoder",
     "SigNetEncoder",
+    "SmallTextEncoder",
     "TDNNEncoder",
+    "TransformerTextEncoder",
+    "WordVocabulary",
     "build_encoder",
     "register_encoder",
 ]

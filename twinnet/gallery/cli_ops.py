@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,77 @@ from twinnet.gallery.gallery import Gallery
 from twinnet.inference import expand_inputs
 
 
-def enroll_inputs(g: Gallery, identity: str, inputs: list[Path], metadata: dict[str, Any] | None, replace: bool) -> int:
+def takes_text(g: Gallery) -> bool:
+    config = getattr(g.model, "config", None)
+    return config is not None and config.input.kind == "text"
+
+
+def query_inputs(g: Gallery, inputs: list[str]) -> tuple[list[Any], list[str]]:
+    """What to embed for INPUT arguments, and how to name them: texts for a text model, else files."""
+    if takes_text(g):
+        return list(inputs), [t if len(t) <= 60 else t[:57] + "..." for t in inputs]
     files = expand_inputs(inputs)
-    return g.enroll(identity, files, metadata, replace=replace, sources=[str(f) for f in files])
+    return files, [str(f) for f in files]
+
+
+def enroll_inputs(g: Gallery, identity: str, inputs: list[str], metadata: dict[str, Any] | None, replace: bool) -> int:
+    items, names = query_inputs(g, inputs)
+    return g.enroll(identity, items, metadata, replace=replace, sources=names)
+
+
+def read_documents(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(id, text, metadata)`` rows of a JSON Lines file (``{"id", "text", "metadata"?}``) or a
+    TSV file (``id<TAB>text``); errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"documents file not found: {path}")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err})") from None
+    rows = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        if path.suffix.lower() == ".jsonl":
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("text"), str):
+                raise DataError(f"{where}: expected an object with string fields id and text")
+            metadata = row.get("metadata") or {}
+            if not isinstance(metadata, dict):
+                raise DataError(f"{where}: metadata must be a JSON object")
+            rows.append((row["id"], row["text"], metadata))
+        else:
+            identity, sep, text = line.partition("\t")
+            if not sep or not identity.strip():
+                raise DataError(f"{where}: expected ID<TAB>TEXT")
+            rows.append((identity, text, {}))
+    if not rows:
+        raise DataError(f"{path}: no documents")
+    return rows
+
+
+def enroll_documents(g: Gallery, path: Path, replace: bool = False, batch_size: int = 256) -> dict[str, int]:
+    """Enrol each document of a JSONL/TSV file as an identity (its text is its one template;
+    several rows with one id give that id several templates)."""
+    if not takes_text(g):
+        raise DataError("--documents: this gallery's model does not take texts")
+    report: dict[str, int] = {}
+    rows = read_documents(path)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        vectors = g.embed([text for _, text, _ in chunk], side="b" if hasattr(g.model, "encoder_b") else "a")
+        for (identity, text, metadata), vector in zip(chunk, vectors):
+            first = identity not in report
+            report[identity] = report.get(identity, 0) + g.enroll(
+                identity, vector[None], metadata or None, replace=replace and first, sources=[text[:200]],
+                precomputed=True,
+            )  # fmt: skip
+    return report
 
 
 def enroll_folder(g: Gallery, folder: Path, replace: bool = False) -> dict[str, int]:

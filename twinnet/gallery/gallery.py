@@ -88,7 +88,7 @@ class Gallery:
         self.store = TemplateStore(path / "templates.sqlite")
         self._lock = threading.RLock()
         self._dirty_index = False
-        self.metric: Metric = "ip" if self.comparator_name == "cosine" else "l2"
+        self.metric: Metric = "ip" if self.comparator_name in ("cosine", "cosine_distance") else "l2"
         self._rescore = self.comparator_name in ("weighted_l1", "mlp")
         self._index = self._open_index()
 
@@ -183,6 +183,8 @@ class Gallery:
         if self.comparator_name == "mahalanobis" and self.model is not None:
             L = self.model.comparator.L.detach().cpu().numpy()
             return np.ascontiguousarray(vectors @ L.T, dtype=np.float32)
+        if self.metric == "ip":  # inner product of unit vectors = cosine, whether or not the model normalises
+            return _unit_rows(vectors)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def _open_index(self) -> Any:
@@ -222,10 +224,15 @@ class Gallery:
 
     # -- embedding ----------------------------------------------------------------------------------
 
-    def embed(self, inputs: Sequence[Any] | np.ndarray | torch.Tensor, precomputed: bool | None = None) -> np.ndarray:
+    def embed(
+        self, inputs: Sequence[Any] | np.ndarray | torch.Tensor, precomputed: bool | None = None, side: str = "a"
+    ) -> np.ndarray:
         """Embeddings of ``inputs``: embedded with the model, or taken as they are when
         ``precomputed`` (``None``: precomputed if the gallery has no model, or if ``inputs`` is a
-        float ``(n, dim)`` array and the model does not itself take ``dim``-vectors)."""
+        float ``(n, dim)`` array and the model does not itself take ``dim``-vectors).
+
+        With a half-twin, templates (documents) are embedded by the second encoder (``side="b"``)
+        and queries by the first: a query→document model searches a gallery of documents."""
         if precomputed is None:
             spec = self.model.config.input if self.model is not None and self.model.config is not None else None
             model_takes_same_shape = spec is not None and spec.kind == "vector" and spec.features == self.dim
@@ -240,7 +247,7 @@ class Gallery:
             return np.ascontiguousarray(array)
         from twinnet.inference import embed
 
-        return embed(self.model, inputs).numpy().astype(np.float32)
+        return embed(self.model, inputs, side=side).numpy().astype(np.float32)
 
     # -- writes -------------------------------------------------------------------------------------
 
@@ -254,7 +261,7 @@ class Gallery:
         """
         if not isinstance(identity, str) or not identity.strip():
             raise DataError("identity must be a non-empty string")
-        vectors = self.embed(inputs, precomputed)
+        vectors = self.embed(inputs, precomputed, side="b" if hasattr(self.model, "encoder_b") else "a")
         if len(vectors) == 0:
             raise DataError(f"enrolling {identity!r}: no inputs")
         with self._lock:
@@ -318,7 +325,7 @@ class Gallery:
 
     @property
     def is_distance(self) -> bool:
-        return self.comparator_name not in ("cosine", "weighted_l1", "mlp")
+        return self.comparator_name not in ("cosine", "weighted_l1", "mlp")  # cosine_distance is a distance
 
     def default_threshold(self) -> float | None:
         calibration = getattr(self.model, "calibration", None)
@@ -327,7 +334,7 @@ class Gallery:
     def _native(self, similarity: np.ndarray) -> np.ndarray:
         """Index similarities → the comparator's native values."""
         if self.metric == "ip":
-            return similarity
+            return 1.0 - similarity if self.comparator_name == "cosine_distance" else similarity
         squared = np.maximum(-similarity, 0.0)
         return squared if self.comparator_name == "squared_euclidean" else np.sqrt(squared)
 
@@ -401,7 +408,7 @@ class Gallery:
             if self._rescore or self.comparator_name == "mahalanobis":
                 values = self._comparator_scores(q[None], np.ascontiguousarray(templates))[0]
             elif self.metric == "ip":
-                values = templates @ q
+                values = self._native(_unit_rows(templates) @ _unit_rows(q[None])[0])
             else:
                 squared = ((templates - q) ** 2).sum(1)
                 values = squared if self.comparator_name == "squared_euclidean" else np.sqrt(squared)
@@ -415,6 +422,11 @@ class Gallery:
 
     def verify(self, x: Any, identity: str, threshold: float | None = None) -> GalleryVerification:
         return self.verify_batch(_as_batch(x), [identity], threshold)[0]
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    v = np.asarray(vectors, dtype=np.float32)
+    return np.ascontiguousarray(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
 
 
 def _as_batch(x: Any) -> Any:

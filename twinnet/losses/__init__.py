@@ -1,16 +1,25 @@
 """Losses for twin networks; one per module, selectable by name through :data:`LOSSES`."""
 
-from twinnet.losses.base import LOSSES, EmbeddingLoss, PairLoss, check_same
+from twinnet.losses.base import LOSSES, EmbeddingLoss, PairLoss, RankingLoss, check_same
 from twinnet.losses.bce import BinaryCrossEntropyLoss
 from twinnet.losses.contrastive import ContrastiveLoss
+from twinnet.losses.cosent import CoSENTLoss
+from twinnet.losses.cosine_regression import CosineRegressionLoss
+from twinnet.losses.online_contrastive import OnlineContrastiveLoss
+from twinnet.losses.ranking import MultipleNegativesRankingLoss
 from twinnet.losses.triplet import TripletLoss
 
 __all__ = [
     "LOSSES",
     "BinaryCrossEntropyLoss",
+    "CoSENTLoss",
     "ContrastiveLoss",
+    "CosineRegressionLoss",
     "EmbeddingLoss",
+    "MultipleNegativesRankingLoss",
+    "OnlineContrastiveLoss",
     "PairLoss",
+    "RankingLoss",
     "TripletLoss",
     "check_same",
 ]

@@ -1,0 +1,156 @@
+"""Text-pair losses and metrics against independent (NumPy / brute-force / scikit-learn) references."""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score
+
+import twinnet.losses.cosent
+import twinnet.losses.cosine_regression
+import twinnet.losses.online_contrastive
+import twinnet.losses.ranking
+from twinnet.compare import CosineDistance, CosineSimilarity
+from twinnet.errors import ConfigError
+from twinnet.losses import (
+    LOSSES,
+    CoSENTLoss,
+    CosineRegressionLoss,
+    MultipleNegativesRankingLoss,
+    OnlineContrastiveLoss,
+)
+from twinnet.metrics import calc_best_f1, calc_correlations, calc_retrieval
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        twinnet.losses.cosent,
+        twinnet.losses.cosine_regression,
+        twinnet.losses.online_contrastive,
+        twinnet.losses.ranking,
+    ],
+)
+def test_docstring_examples_hold(module):
+    failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert tried > 0 and failures == 0
+
+
+def cosent_reference(cos: np.ndarray, score: np.ndarray, scale: float) -> float:
+    terms = [scale * (cos[j] - cos[i]) for i, j in itertools.product(range(len(cos)), repeat=2) if score[i] > score[j]]
+    return math.log(1.0 + sum(math.exp(t) for t in terms))
+
+
+def test_cosent_matches_brute_force():
+    rng = np.random.default_rng(0)
+    cos = rng.uniform(-1, 1, 12)
+    score = rng.integers(0, 6, 12) / 5.0  # ties must contribute nothing
+    got = CoSENTLoss(scale=20.0)(torch.tensor(cos), torch.tensor(score)).item()
+    assert got == pytest.approx(cosent_reference(cos, score, 20.0), rel=1e-9)
+    # all scores equal: no ordered pair, log(1) = 0
+    assert CoSENTLoss()(torch.tensor(cos), torch.full((12,), 0.4, dtype=torch.float64)).item() == 0.0
+
+
+def test_cosent_gradient_orders_similarities():
+    cos = torch.tensor([0.2, 0.8], requires_grad=True)  # wrong order: pair 0 is the more similar
+    CoSENTLoss()(cos, torch.tensor([1.0, 0.0])).backward()
+    assert cos.grad[0] < 0 < cos.grad[1]
+
+
+def test_cosine_regression_is_mse():
+    cos, score = torch.tensor([0.9, -0.2, 0.5]), torch.tensor([1.0, 0.0, 0.3])
+    expected = np.mean((cos.numpy() - score.numpy()) ** 2)
+    assert CosineRegressionLoss()(cos, score).item() == pytest.approx(expected)
+
+
+def test_score_losses_refuse_labels():
+    with pytest.raises(TypeError, match="float tensor"):
+        CoSENTLoss()(torch.tensor([0.1, 0.2]), torch.tensor([True, False]))
+
+
+def mnrl_reference(a: np.ndarray, b: np.ndarray, scale: float) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    logits = scale * a @ b.T
+    log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    return float(-np.mean(np.diag(log_softmax)))
+
+
+def test_multiple_negatives_ranking_matches_numpy():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(6, 8)), rng.normal(size=(6, 8))
+    loss = MultipleNegativesRankingLoss(scale=20.0)
+    got = loss(torch.tensor(a), torch.tensor(b), CosineSimilarity()).item()
+    assert got == pytest.approx(mnrl_reference(a, b, 20.0), rel=1e-9)
+    both = MultipleNegativesRankingLoss(scale=20.0, symmetric=True)(
+        torch.tensor(a), torch.tensor(b), CosineSimilarity()
+    )
+    assert both.item() == pytest.approx((mnrl_reference(a, b, 20.0) + mnrl_reference(b, a, 20.0)) / 2, rel=1e-9)
+
+
+def online_contrastive_reference(d: np.ndarray, same: np.ndarray, margin: float) -> float:
+    pos, neg = d[same], d[~same]
+    hard_pos = [x for x in pos if x > neg.min()]
+    hard_neg = [x for x in neg if x < pos.max()]
+    return sum(x * x for x in hard_pos) + sum(max(0.0, margin - x) ** 2 for x in hard_neg)
+
+
+def test_online_contrastive_selects_hard_pairs():
+    rng = np.random.default_rng(2)
+    d = rng.uniform(0, 1, 20)
+    same = rng.random(20) < 0.5
+    got = OnlineContrastiveLoss(margin=0.5, reduction="sum")(torch.tensor(d), torch.tensor(same)).item()
+    assert got == pytest.approx(online_contrastive_reference(d, same, 0.5))
+    mean = OnlineContrastiveLoss(margin=0.5)(torch.tensor(d), torch.tensor(same)).item()
+    assert mean == pytest.approx(got / 20)
+    # perfectly separated batch: positives all closer than negatives beyond the margin -> no loss
+    easy = torch.tensor([0.0, 0.1, 0.9, 1.0])
+    assert OnlineContrastiveLoss(margin=0.5)(easy, torch.tensor([True, True, False, False])).item() == 0.0
+
+
+def test_losses_check_their_comparator():
+    with pytest.raises(ConfigError, match="similarity comparator"):
+        LOSSES.build("cosent", {}).check_comparator(CosineDistance())
+    with pytest.raises(ConfigError, match="distance comparator"):
+        LOSSES.build("online_contrastive", {}).check_comparator(CosineSimilarity())
+    LOSSES.build("online_contrastive", {}).check_comparator(CosineDistance())
+
+
+def test_cosine_distance_comparator():
+    a, b = torch.randn(5, 4), torch.randn(5, 4)
+    cd = CosineDistance()
+    torch.testing.assert_close(cd(a, b), 1 - torch.nn.functional.cosine_similarity(a, b))
+    torch.testing.assert_close(cd.pairwise(a, b).diagonal(), cd(a, b))
+    assert cd.is_distance
+
+
+def test_best_f1_matches_brute_force():
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.normal(size=200), 1)  # ties
+    same = rng.random(200) < 0.4
+    best, threshold = calc_best_f1(scores, same)
+    brute = max(f1_score(same, scores >= t) for t in np.unique(scores))
+    assert best == pytest.approx(brute)
+    assert f1_score(same, scores >= threshold) == pytest.approx(best)
+
+
+def test_retrieval_metrics_by_hand():
+    sim = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.1], [0.0, 0.1, 0.2]])
+    relevant = [{0}, {0, 2}, {1}]
+    m = calc_retrieval(sim, relevant, ks=(1, 2), mrr_at=2)
+    # q0: top [0,2] -> hit at rank 1; q1: top [1,0] -> 1 of 2 relevant in top 2, first hit rank 2;
+    # q2: top [2,1] -> hit at rank 2
+    assert m["recall@1"] == pytest.approx((1 + 0 + 0) / 3)
+    assert m["recall@2"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert m["mrr@2"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+
+
+def test_correlations():
+    x = np.arange(10.0)
+    c = calc_correlations(x, x**3)
+    assert c["spearman"] == pytest.approx(1.0) and c["pearson"] < 1.0
