@@ -76,8 +76,9 @@ def test_generic_csv_tsv_jsonl(tmp_path):
     assert p.pairs.same.tolist() == [True, False] and p.pairs.score is None
 
     tsv = tmp_path / "p.tsv"
-    tsv.write_text("sentence1\tsentence2\tscore\nA\tB\t4\nC\tD\t1\n", encoding="utf-8")
+    tsv.write_text('sentence1\tsentence2\tscore\n"Quoted" start\tB\t4\nC\tD "x\t1\n', encoding="utf-8")
     p = read_text_pair_file(tsv, score_max=5)
+    assert p.texts_a == ['"Quoted" start', "C"] and p.texts_b == ["B", 'D "x']  # TSV: quotes are text
     np.testing.assert_allclose(p.pairs.score, [0.8, 0.2])
     assert p.pairs.same.tolist() == [True, False]
 

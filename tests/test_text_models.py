@@ -117,6 +117,11 @@ def test_word_vocabulary_is_deterministic():
     assert v.encode("a b c d", 2) == [v.ids["a"], v.UNK]
     assert WordVocabulary.from_json(v.to_json()).words == v.words
     assert len(WordVocabulary.fit(texts, max_size=4)) == 4
+    hashed = WordVocabulary.fit(texts, oov_buckets=100)
+    assert len(hashed) == len(v) + 100
+    a, b = hashed.encode("zebra", 5), hashed.encode("a zebra", 5)
+    assert a[0] >= len(hashed.words) and b[1] == a[0]  # the same unseen word, the same bucket
+    assert WordVocabulary.from_json(hashed.to_json()).encode("zebra", 5) == a
 
 
 def test_small_text_encoder_round_trip(tmp_path):

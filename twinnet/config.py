@@ -191,6 +191,9 @@ class TrainConfig(_Strict):
     augmented views, and the loss is also applied with each item's two views as the only positives
     (self-supervised instance discrimination), weighted by this. It keeps embeddings general when
     there are few training classes; it needs ``data.augment.enabled``."""
+    group_by_length: bool = True
+    """Text pairs: batch pairs of similar length together (shuffled by windows and batches), so
+    batches pad less; ``false`` gives plain random batches."""
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4

@@ -207,7 +207,8 @@ def _column(header: list[str], names: Sequence[str]) -> int | None:
 
 
 def read_text_pairs(path: str | Path, score_max: float = 1.0, positive_score: float = 0.5) -> TextPairs:
-    """Generic pairs: CSV (``.csv``), TSV (``.tsv``/``.txt``) with a header row, or JSON Lines
+    """Generic pairs: CSV (``.csv``, fields may be quoted), TSV (``.tsv``/``.txt``, no quoting) with
+    a header row, or JSON Lines
     (``.jsonl``), with fields ``text_a``, ``text_b`` and either ``label`` (1/0, true/false) or
     ``score`` (0..``score_max``, scaled to [0, 1]; ``same`` is ``score >= positive_score``).
     ``sentence1``/``sentence2``, ``query``/``document`` and ``question1``/``question2`` are
@@ -241,8 +242,11 @@ def read_text_pairs(path: str | Path, score_max: float = 1.0, positive_score: fl
             else:
                 raise DataError(f"{where}: missing field label (or score)")
         return builder.build()
-    delimiter = "," if path.suffix.lower() == ".csv" else "\t"
-    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    # CSV fields may be quoted; TSV fields are taken as they are (quotes are text, as in GLUE's TSVs)
+    if path.suffix.lower() == ".csv":
+        reader = csv.reader(text.splitlines())
+    else:
+        reader = csv.reader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
     try:
         header = next(reader)
     except StopIteration:

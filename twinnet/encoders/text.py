@@ -16,6 +16,7 @@ import json
 import os
 import re
 import unicodedata
+import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -268,17 +269,31 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 
 class WordVocabulary:
     """Words (and punctuation marks) to ids: 0 is padding, 1 unknown. Built from training texts,
-    most frequent first, so the same texts always give the same vocabulary."""
+    most frequent first, so the same texts always give the same vocabulary.
+
+    With ``oov_buckets > 0``, a word outside the vocabulary goes to one of that many hash buckets
+    (CRC-32 of the word) instead of ``[UNK]``: two texts sharing a rare word still share a token,
+    which matters when the training texts are few."""
 
     PAD, UNK = 0, 1
 
-    def __init__(self, words: Sequence[str], lowercase: bool = True) -> None:
+    def __init__(self, words: Sequence[str], lowercase: bool = True, oov_buckets: int = 0) -> None:
         self.words = ["[PAD]", "[UNK]", *words]
         self.lowercase = lowercase
+        self.oov_buckets = int(oov_buckets)
         self.ids = {w: i for i, w in enumerate(self.words)}
 
     def __len__(self) -> int:
-        return len(self.words)
+        """Embedding rows needed: the words, then the OOV buckets."""
+        return len(self.words) + self.oov_buckets
+
+    def _id(self, word: str) -> int:
+        found = self.ids.get(word)
+        if found is not None:
+            return found
+        if self.oov_buckets:
+            return len(self.words) + zlib.crc32(word.encode("utf-8")) % self.oov_buckets
+        return self.UNK
 
     def split(self, text: str) -> list[str]:
         text = unicodedata.normalize("NFKC", text)
@@ -286,29 +301,31 @@ class WordVocabulary:
 
     @classmethod
     def fit(
-        cls, texts: Sequence[str], max_size: int = 30000, min_count: int = 1, lowercase: bool = True
-    ) -> WordVocabulary:
+        cls, texts: Sequence[str], max_size: int = 30000, min_count: int = 1, lowercase: bool = True,
+        oov_buckets: int = 0,
+    ) -> WordVocabulary:  # fmt: skip
         probe = cls([], lowercase)
         counts = Counter(w for t in texts for w in probe.split(t))
         ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
-        return cls(ranked[: max(0, max_size - 2)], lowercase)
+        return cls(ranked[: max(0, max_size - 2)], lowercase, oov_buckets)
 
     def encode(self, text: str, max_length: int) -> list[int]:
-        ids = [self.ids.get(w, self.UNK) for w in self.split(text)[:max_length]]
+        ids = [self._id(w) for w in self.split(text)[:max_length]]
         return ids or [self.UNK]  # an empty text is one unknown token, so it still has an embedding
 
     def to_json(self) -> dict[str, Any]:
-        return {"lowercase": self.lowercase, "words": self.words[2:]}
+        return {"lowercase": self.lowercase, "oov_buckets": self.oov_buckets, "words": self.words[2:]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WordVocabulary:
-        return cls(data["words"], bool(data.get("lowercase", True)))
+        return cls(data["words"], bool(data.get("lowercase", True)), int(data.get("oov_buckets", 0)))
 
 
 @register_encoder("small_text")
 class SmallTextEncoder(nn.Module):
-    """Word embeddings and a bidirectional GRU, mean- and max-pooled: a text encoder trained from
-    scratch, for when no pretrained model fits, and for fast tests.
+    """Word embeddings and a bidirectional GRU, mean- and max-pooled, beside the plain mean of the
+    word embeddings (a bag-of-words path, so even an untrained model sees which words two texts
+    share): a text encoder trained from scratch, for when no pretrained model fits, and for fast tests.
 
     Its vocabulary comes from the training texts (``fit_texts``, passed by
     :func:`twinnet.build_model` ``(config, texts=…)``, which ``twinnet train`` does).
@@ -325,6 +342,7 @@ class SmallTextEncoder(nn.Module):
         min_count: int = 1,
         max_length: int = 64,
         lowercase: bool = True,
+        oov_buckets: int = 10000,
         fit_texts: Sequence[str] | None = None,
         assets: str | Path | None = None,
     ) -> None:
@@ -336,7 +354,7 @@ class SmallTextEncoder(nn.Module):
                 raise ModelFormatError(f"{assets}: unreadable vocabulary ({err})") from None
             self.vocabulary = WordVocabulary.from_json(data)
         elif fit_texts is not None:
-            self.vocabulary = WordVocabulary.fit(fit_texts, max_vocab, min_count, lowercase)
+            self.vocabulary = WordVocabulary.fit(fit_texts, max_vocab, min_count, lowercase, oov_buckets)
         else:
             raise ConfigError(
                 "small_text builds its vocabulary from the training texts: build the model with "
@@ -347,7 +365,7 @@ class SmallTextEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.rnn = nn.GRU(token_dim, hidden, layers, batch_first=True, bidirectional=True,
                           dropout=dropout if layers > 1 else 0.0)  # fmt: skip
-        self.head = nn.Linear(4 * hidden, embedding_dim)
+        self.head = nn.Linear(4 * hidden + token_dim, embedding_dim)
         self.output_dim = embedding_dim
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -368,7 +386,10 @@ class SmallTextEncoder(nn.Module):
         x = self.dropout(self.embedding(ids))
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         h, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=ids.shape[1])
-        return self.head(_masked_pool(h.transpose(1, 2), lengths.to(ids.device)))
+        lengths = lengths.to(ids.device)
+        mask = (ids != WordVocabulary.PAD).unsqueeze(-1).to(x.dtype)
+        bag = (x * mask).sum(1) / lengths.unsqueeze(1).clamp_min(1)
+        return self.head(torch.cat([_masked_pool(h.transpose(1, 2), lengths), bag], 1))
 
     def export_assets(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,231 @@
+"""Text twins on real data: STS Benchmark and MRPC, with the packaged all-MiniLM-L6-v2.
+
+1. Baseline: STS-B dev Spearman of the pretrained model, by sentence-transformers ``encode`` +
+   cosine (the reference) and by twinnet's ``sts`` protocol; they must agree to 3 decimals.
+2. Encode speed: sentences/s of twinnet's ``embed_texts`` vs sentence-transformers ``encode`` on
+   the 3,000 STS-B dev sentences, same model, same batch size (32), alternating runs, median.
+3. Fine-tuning: ``configs/stsb.yaml`` (CoSENT on sts-train; dev only for early stopping and the
+   final report): STS-B dev Spearman and minutes.
+4. MRPC: msr_paraphrase_train.txt split 80/20 by pair (seeded); ``configs/mrpc.yaml`` on the 80%
+   (10% of it held out to choose the epoch and calibrate the threshold); accuracy / F1 on the 20% at
+   that threshold, against the untrained model calibrated on the same held-out pairs.
+5. From scratch: ``configs/text-small.yaml`` (word GRU) on sts-train, STS-B dev Spearman.
+
+Writes ``bench/results/text.json``.
+
+    python bench/text.py [--skip-finetune] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from _common import write_result
+from rich.console import Console
+from rich.table import Table
+
+from twinnet.calibrate import calibrate
+from twinnet.config import load_config
+from twinnet.data.text import TextPairs, read_text_pair_file
+from twinnet.encoders.text import default_text_model
+from twinnet.inference import embed_texts
+from twinnet.io import load
+from twinnet.metrics import calc_correlations
+from twinnet.model import build_model
+from twinnet.protocols import evaluate_pairs, evaluate_sts, pair_similarities
+from twinnet.runtime import seed_everything
+from twinnet.train import train_from_config
+
+REPO = Path(__file__).resolve().parents[1]
+console = Console(stderr=True)
+
+
+def data_dir(arg: Path | None) -> Path:
+    return arg or Path(os.environ.get("TWINNET_DATA", REPO.parent / "shared" / "data"))
+
+
+def pretrained_model() -> Any:
+    cfg = load_config(REPO / "configs" / "stsb.yaml")
+    seed_everything(0)
+    return build_model(cfg.model).eval()
+
+
+def baseline_and_speed(dev: TextPairs, repeats: int) -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(default_text_model()), device="cpu")
+    ours = pretrained_model()
+    sentences = dev.texts_a + dev.texts_b
+    gold = dev.pairs.score
+    n = len(dev)
+
+    def st_encode() -> torch.Tensor:
+        return reference.encode(sentences, batch_size=32, convert_to_tensor=True)
+
+    def twin_encode() -> torch.Tensor:
+        with torch.inference_mode():
+            return embed_texts(ours, sentences, batch_size=32)
+
+    st_encode(), twin_encode()  # warm-up: first calls allocate and load kernels
+    st_times, twin_times = [], []
+    for _ in range(repeats):
+        for fn, times in ((st_encode, st_times), (twin_encode, twin_times)):
+            t0 = time.perf_counter()
+            emb = fn()
+            times.append(time.perf_counter() - t0)
+            if fn is st_encode:
+                st_emb = emb
+            else:
+                twin_emb = emb
+    st_cos = torch.nn.functional.cosine_similarity(st_emb[:n], st_emb[n:]).numpy()
+    reference_spearman = calc_correlations(st_cos, gold)["spearman"]
+    ours_spearman = evaluate_sts(ours, dev.items, dev.pairs).spearman
+    st_rate = len(sentences) / statistics.median(st_times)
+    twin_rate = len(sentences) / statistics.median(twin_times)
+    return {
+        "stsb_dev_spearman_pretrained": ours_spearman,
+        "stsb_dev_spearman_pretrained_sentence_transformers": reference_spearman,
+        "baseline_reproduced_to_3_decimals": round(ours_spearman, 3) == round(reference_spearman, 3),
+        "max_abs_embedding_difference": float((twin_emb - st_emb).abs().max()),
+        "encode": {
+            "sentences": len(sentences), "batch_size": 32, "repeats": repeats,
+            "twinnet_sentences_per_s": twin_rate, "sentence_transformers_sentences_per_s": st_rate,
+            "twinnet_seconds": twin_times, "sentence_transformers_seconds": st_times,
+        },  # fmt: skip
+        "encode_speed_ratio_vs_sentence_transformers": twin_rate / st_rate,
+    }
+
+
+def finetune_stsb(work: Path, dev: TextPairs) -> dict[str, Any]:
+    cfg = load_config(REPO / "configs" / "stsb.yaml", ["train.progress=false"])
+    started = time.perf_counter()
+    result = train_from_config(cfg, work / "stsb", console=console)
+    minutes = (time.perf_counter() - started) / 60
+    model = load(result.model_dir)
+    final = evaluate_sts(model, dev.items, dev.pairs)
+    return {
+        "stsb_dev_spearman_finetuned": final.spearman,
+        "stsb_dev_pearson_finetuned": final.pearson,
+        "finetune_minutes": minutes,
+        "finetune": {"config": "configs/stsb.yaml", "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                     "history": [{k: r[k] for k in ("epoch", "train_loss", "val_spearman", "seconds", "items_per_s")}
+                                 for r in result.history]},
+    }  # fmt: skip
+
+
+def write_pairs(pairs: TextPairs, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("text_a\ttext_b\tlabel\n")
+        for a, b, same in zip(pairs.texts_a, pairs.texts_b, pairs.pairs.same.tolist()):
+            if "\t" in a + b or "\n" in a + b:
+                raise ValueError("texts with tabs or newlines cannot be written as TSV")
+            f.write(f"{a}\t{b}\t{int(same)}\n")
+
+
+def mrpc(work: Path, root: Path) -> dict[str, Any]:
+    pairs = read_text_pair_file(root / "mrpc" / "msr_paraphrase_train.txt")
+    train, test = pairs.split(0.2, seed=0)
+    write_pairs(train, work / "mrpc-train.tsv")
+    write_pairs(test, work / "mrpc-test.tsv")
+    cfg = load_config(REPO / "configs" / "mrpc.yaml", [f"data.path={work / 'mrpc-train.tsv'}", "train.progress=false"])
+    # the untrained baseline, calibrated on the very pairs the trainer holds out for validation
+    _, held = read_text_pair_file(work / "mrpc-train.tsv").split(cfg.data.val_classes, cfg.train.seed)
+    base = pretrained_model()
+    base.comparator = build_model(cfg.model).comparator  # cosine distance, as the fine-tuned model
+    native, _ = pair_similarities(base, held.items, held.pairs)
+    base_cal = calibrate(native, held.pairs.same, base.comparator.is_distance)
+    untrained = evaluate_pairs(base, test.items, test.pairs, base_cal).to_dict()
+    started = time.perf_counter()
+    result = train_from_config(cfg, work / "mrpc", console=console)
+    minutes = (time.perf_counter() - started) / 60
+    model = load(result.model_dir)
+    tuned = evaluate_pairs(model, test.items, test.pairs, model.calibration).to_dict()
+    return {
+        "mrpc": {"accuracy": tuned["accuracy"], "f1": tuned["f1"], "untrained_accuracy": untrained["accuracy"],
+                 "untrained_f1": untrained["f1"], "finetuned": tuned, "untrained": untrained,
+                 "train_pairs": len(train), "test_pairs": len(test), "minutes": minutes,
+                 "best_epoch": result.best_epoch},
+    }  # fmt: skip
+
+
+def small_text(work: Path, dev: TextPairs) -> dict[str, Any]:
+    cfg = load_config(REPO / "configs" / "text-small.yaml", ["train.progress=false"])
+    train = read_text_pair_file(Path(cfg.data.path))
+    seed_everything(cfg.train.seed)
+    untrained = build_model(cfg.model, texts=train.items.data).eval()
+    before = evaluate_sts(untrained, dev.items, dev.pairs).spearman
+    started = time.perf_counter()
+    result = train_from_config(cfg, work / "small", console=console)
+    minutes = (time.perf_counter() - started) / 60
+    after = evaluate_sts(load(result.model_dir), dev.items, dev.pairs).spearman
+    return {"small_text": {"stsb_dev_spearman_untrained": before, "stsb_dev_spearman_trained": after,
+                           "minutes": minutes, "best_epoch": result.best_epoch}}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None, help="the shared data folder (default $TWINNET_DATA)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-finetune", action="store_true", help="baseline, speed and from-scratch only")
+    args = parser.parse_args()
+    root = data_dir(args.data)
+    os.environ["TWINNET_DATA"] = str(root)  # the configs name their files under ${TWINNET_DATA}
+    started = time.perf_counter()
+    dev = read_text_pair_file(root / "stsbenchmark" / "sts-dev.csv")
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="twinnet-text-bench-") as tmp:
+        work = Path(tmp)
+        console.print("baseline and encode speed …")
+        figures.update(baseline_and_speed(dev, args.repeats))
+        console.print("small from-scratch encoder …")
+        figures.update(small_text(work, dev))
+        if not args.skip_finetune:
+            console.print("fine-tuning on STS-B …")
+            figures.update(finetune_stsb(work, dev))
+            console.print("MRPC …")
+            figures.update(mrpc(work, root))
+    targets = {"stsb_dev_spearman_pretrained": "0.867 (sentence-transformers, same figure to 3 decimals)",
+               "stsb_dev_spearman_finetuned": ">= 0.89", "mrpc": "beat the untrained baseline",
+               "encode_speed_ratio_vs_sentence_transformers": ">= 1.0 (aim 1.5)",
+               "finetune_minutes": "<= 20"}  # fmt: skip
+    figures["targets"] = targets
+    path = write_result("text", figures, started)
+    table = Table(title="text twins (2 CPU cores)")
+    for col in ("measure", "result", "target"):
+        table.add_column(col)
+    table.add_row("STS-B dev Spearman, pretrained (twinnet / sentence-transformers)",
+                  f"{figures['stsb_dev_spearman_pretrained']:.4f} / "
+                  f"{figures['stsb_dev_spearman_pretrained_sentence_transformers']:.4f}", targets[
+                      "stsb_dev_spearman_pretrained"])  # fmt: skip
+    e = figures["encode"]
+    table.add_row("encode speed ratio (sentences/s twinnet / sentence-transformers)",
+                  f"{figures['encode_speed_ratio_vs_sentence_transformers']:.2f} "
+                  f"({e['twinnet_sentences_per_s']:.0f} / {e['sentence_transformers_sentences_per_s']:.0f})",
+                  targets["encode_speed_ratio_vs_sentence_transformers"])  # fmt: skip
+    s = figures["small_text"]
+    table.add_row("small_text from scratch, STS-B dev Spearman (untrained → trained)",
+                  f"{s['stsb_dev_spearman_untrained']:.4f} → {s['stsb_dev_spearman_trained']:.4f}", "")  # fmt: skip
+    if "finetune_minutes" in figures:
+        table.add_row("STS-B dev Spearman, fine-tuned", f"{figures['stsb_dev_spearman_finetuned']:.4f}",
+                      targets["stsb_dev_spearman_finetuned"])  # fmt: skip
+        table.add_row("fine-tuning minutes", f"{figures['finetune_minutes']:.1f}", targets["finetune_minutes"])
+        m = figures["mrpc"]
+        table.add_row("MRPC held-out accuracy / F1 (untrained → fine-tuned)",
+                      f"{m['untrained_accuracy']:.3f}/{m['untrained_f1']:.3f} → {m['accuracy']:.3f}/{m['f1']:.3f}",
+                      targets["mrpc"])  # fmt: skip
+    Console().print(table)
+    console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
