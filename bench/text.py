@@ -13,14 +13,19 @@
 
 Writes ``bench/results/text.json``.
 
-    python bench/text.py [--skip-finetune] [--repeats 3]
+    python bench/text.py [--parts baseline,small,stsb,mrpc] [--repeats 3]
+
+``--parts`` runs some of the parts and keeps the other parts' figures from the previous
+``bench/results/text.json`` (each part records its own command and minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +50,8 @@ from twinnet.runtime import seed_everything
 from twinnet.train import train_from_config
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS_FILE = REPO / "bench" / "results" / "text.json"
+PARTS = ("baseline", "small", "stsb", "mrpc")
 console = Console(stderr=True)
 
 
@@ -86,6 +93,21 @@ def baseline_and_speed(dev: TextPairs, repeats: int) -> dict[str, Any]:
                 st_emb = emb
             else:
                 twin_emb = emb
+    # For reference only (not twinnet's default): dynamic int8 quantization of the Linear layers.
+    import copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        int8 = copy.deepcopy(ours)
+        int8.encoder.transformer = torch.ao.quantization.quantize_dynamic(
+            int8.encoder.transformer, {torch.nn.Linear}, dtype=torch.qint8
+        )
+        embed_texts(int8, sentences[:256], batch_size=32)
+        t0 = time.perf_counter()
+        int8_emb = embed_texts(int8, sentences, batch_size=32)
+        int8_seconds = time.perf_counter() - t0
+    int8_cos = torch.nn.functional.cosine_similarity(int8_emb[:n], int8_emb[n:]).numpy()
     st_cos = torch.nn.functional.cosine_similarity(st_emb[:n], st_emb[n:]).numpy()
     reference_spearman = calc_correlations(st_cos, gold)["spearman"]
     ours_spearman = evaluate_sts(ours, dev.items, dev.pairs).spearman
@@ -97,11 +119,21 @@ def baseline_and_speed(dev: TextPairs, repeats: int) -> dict[str, Any]:
         "baseline_reproduced_to_3_decimals": round(ours_spearman, 3) == round(reference_spearman, 3),
         "max_abs_embedding_difference": float((twin_emb - st_emb).abs().max()),
         "encode": {
-            "sentences": len(sentences), "batch_size": 32, "repeats": repeats,
-            "twinnet_sentences_per_s": twin_rate, "sentence_transformers_sentences_per_s": st_rate,
-            "twinnet_seconds": twin_times, "sentence_transformers_seconds": st_times,
-        },  # fmt: skip
+            "sentences": len(sentences),
+            "batch_size": 32,
+            "repeats": repeats,
+            "twinnet_sentences_per_s": twin_rate,
+            "sentence_transformers_sentences_per_s": st_rate,
+            "twinnet_seconds": twin_times,
+            "sentence_transformers_seconds": st_times,
+        },
         "encode_speed_ratio_vs_sentence_transformers": twin_rate / st_rate,
+        "int8_reference": {
+            "note": "torch dynamic int8 quantization of the transformer's Linear layers; an approximation of "
+            "the model, measured for reference, not twinnet's default",
+            "speed_ratio_vs_sentence_transformers": (len(sentences) / int8_seconds) / st_rate,
+            "stsb_dev_spearman": calc_correlations(int8_cos, gold)["spearman"],
+        },
     }
 
 
@@ -175,7 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="the shared data folder (default $TWINNET_DATA)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-finetune", action="store_true", help="baseline, speed and from-scratch only")
+    parser.add_argument("--parts", default="baseline,small,stsb,mrpc", help="comma-separated parts to run")
     args = parser.parse_args()
     root = data_dir(args.data)
     os.environ["TWINNET_DATA"] = str(root)  # the configs name their files under ${TWINNET_DATA}
@@ -184,15 +216,29 @@ def main() -> None:
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="twinnet-text-bench-") as tmp:
         work = Path(tmp)
-        console.print("baseline and encode speed …")
-        figures.update(baseline_and_speed(dev, args.repeats))
-        console.print("small from-scratch encoder …")
-        figures.update(small_text(work, dev))
-        if not args.skip_finetune:
-            console.print("fine-tuning on STS-B …")
-            figures.update(finetune_stsb(work, dev))
-            console.print("MRPC …")
-            figures.update(mrpc(work, root))
+        parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            parser.error(f"unknown parts {sorted(unknown)}; known: {', '.join(PARTS)}")
+        previous = RESULTS_FILE.exists() and set(parts) != set(PARTS)
+        if previous:
+            old = json.loads(RESULTS_FILE.read_text())
+            figures.update({k: old[k] for k in old if k not in ("command", "machine", "seconds", "date", "parts")})
+        runs = dict(old.get("parts", {})) if previous else {}
+        for part in parts:
+            console.print(f"{part} …")
+            t0 = time.perf_counter()
+            if part == "baseline":
+                figures.update(baseline_and_speed(dev, args.repeats))
+            elif part == "small":
+                figures.update(small_text(work, dev))
+            elif part == "stsb":
+                figures.update(finetune_stsb(work, dev))
+            else:
+                figures.update(mrpc(work, root))
+            runs[part] = {"command": " ".join(["python", *sys.argv]), "minutes": (time.perf_counter() - t0) / 60,
+                          "date": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+        figures["parts"] = runs
     targets = {"stsb_dev_spearman_pretrained": "0.867 (sentence-transformers, same figure to 3 decimals)",
                "stsb_dev_spearman_finetuned": ">= 0.89", "mrpc": "beat the untrained baseline",
                "encode_speed_ratio_vs_sentence_transformers": ">= 1.0 (aim 1.5)",
@@ -214,7 +260,7 @@ def main() -> None:
     s = figures["small_text"]
     table.add_row("small_text from scratch, STS-B dev Spearman (untrained → trained)",
                   f"{s['stsb_dev_spearman_untrained']:.4f} → {s['stsb_dev_spearman_trained']:.4f}", "")  # fmt: skip
-    if "finetune_minutes" in figures:
+    if "finetune_minutes" in figures and "mrpc" in figures:
         table.add_row("STS-B dev Spearman, fine-tuned", f"{figures['stsb_dev_spearman_finetuned']:.4f}",
                       targets["stsb_dev_spearman_finetuned"])  # fmt: skip
         table.add_row("fine-tuning minutes", f"{figures['finetune_minutes']:.1f}", targets["finetune_minutes"])

@@ -94,3 +94,62 @@ def test_cli_train_generic_pairs_and_bad_file(tmp_path):
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     r = runner.invoke(app, [*args[:-2], "loss.name=cosent"])
     assert r.exit_code == 2 and "learns from graded scores" in r.output
+
+
+def _toy_pairs(tmp_path, n=160, seed=0):
+    """Queries are shuffled keyword sets of their documents: learnable in seconds."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(60)]
+    rows = []
+    for _ in range(n):
+        doc = list(rng.choice(words, 5, replace=False))
+        rows.append({"query": " ".join(rng.permutation(doc)[:3]), "document": " ".join(doc), "label": 1})
+    path = tmp_path / f"toy-{seed}.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_half_twin_small_text_with_in_batch_negatives(tmp_path):
+    from twinnet.protocols import evaluate_retrieval
+
+    overrides = ["model.encoder_b.name=small_text", "model.share=[embedding]", "loss.name=multiple_negatives_ranking",
+                 "train.epochs=4", "train.batch_size=16", "train.validation.metric=roc_auc", "data.val_path=null",
+                 "data.val_classes=0", f"data.path={_toy_pairs(tmp_path)}", "train.progress=false"]  # fmt: skip
+    cfg = load_config("configs/text-small.yaml", overrides)
+    cfg.model.encoder_b.params = dict(cfg.model.encoder.params)
+    from twinnet.train import train_from_config
+
+    test = read_text_pair_file(_toy_pairs(tmp_path, 80, seed=1))
+    seed_everything(0)
+    untrained = twinnet.build_model(cfg.model, texts=read_text_pair_file(cfg.data.path).items.data)
+    before = evaluate_retrieval(untrained, test.items, test.pairs).primary
+    result = train_from_config(cfg, tmp_path / "run")
+    model = twinnet.load(result.model_dir)
+    assert model.encoder_a.embedding is model.encoder_b.embedding
+    after = evaluate_retrieval(model, test.items, test.pairs)
+    assert after.primary > before + 0.05, (before, after.primary)
+    assert after.n_queries == 80 and after.primary_metric == "mrr@10"
+
+
+def test_triplet_loss_on_labelled_texts():
+    from twinnet.data.text import text_items
+    from twinnet.losses import TripletLoss
+
+    rng = np.random.default_rng(0)
+    topics = [[f"t{k}w{i}" for i in range(8)] for k in range(6)]
+    texts, labels = [], []
+    for k, vocab in enumerate(topics):
+        for _ in range(12):
+            texts.append(" ".join(rng.choice(vocab, 4)))
+            labels.append(k)
+    items = text_items(texts, labels)
+    train, val = items.subset(np.nonzero(np.array(labels) < 4)[0]), items.subset(np.nonzero(np.array(labels) >= 4)[0])
+    cfg = load_config("configs/text-small.yaml", ["train.progress=false"])
+    seed_everything(0)
+    model = twinnet.build_model(cfg.model, texts=texts)
+    config = cfg.train.model_copy(update={"epochs": 3, "samples_per_epoch": 256, "classes_per_batch": 4,
+                                          "items_per_class": 4, "lr": 3e-3})  # fmt: skip
+    config.validation.metric = "roc_auc"
+    config.validation.pairs = 200
+    result = Trainer(model, TripletLoss(margin=0.3, mining="batch_hard"), train, config, val_items=val).fit()
+    assert result.validation["roc_auc"] > 0.8  # unseen topics, recognised by their shared words

@@ -8,7 +8,7 @@ The public API::
                              val_items=val_items).fit()
     twinnet.save(model, "my-model")
     model = twinnet.load("my-model")
-    twinnet.verify(model, image_a, image_b)
+    twinnet.verify(model, image_a, image_b)          # or two texts, for a text model
 """
 
 from twinnet._version import __version__
@@ -16,6 +16,7 @@ from twinnet.calibrate import Calibration, Threshold, calibrate, calibrate_thres
 from twinnet.compare import (
     COMPARATORS,
     Comparator,
+    CosineDistance,
     CosineSimilarity,
     EuclideanDistance,
     MahalanobisDistance,
@@ -25,13 +26,29 @@ from twinnet.compare import (
 )
 from twinnet.config import Config, InputSpec, ModelConfig, TrainConfig, load_config
 from twinnet.data import ItemSet, from_arrays, image_folder, split_by_class, split_by_item
+from twinnet.data.text import TextItemSet, TextPairs, read_text_pair_file, text_items
 from twinnet.encoders import ENCODERS, register_encoder
 from twinnet.errors import ConfigError, DataError, ModelFormatError, TrainingError, TwinnetError
-from twinnet.inference import embed, verify
+from twinnet.inference import embed, embed_texts, verify
 from twinnet.io import load, save
-from twinnet.losses import LOSSES, BinaryCrossEntropyLoss, ContrastiveLoss, TripletLoss
+from twinnet.losses import (
+    LOSSES,
+    BinaryCrossEntropyLoss,
+    ContrastiveLoss,
+    CoSENTLoss,
+    CosineRegressionLoss,
+    MultipleNegativesRankingLoss,
+    OnlineContrastiveLoss,
+    TripletLoss,
+)
 from twinnet.model import HalfTwinNetwork, TwinNetwork, build_model
-from twinnet.protocols import evaluate_nway, evaluate_verification
+from twinnet.protocols import (
+    evaluate_nway,
+    evaluate_pairs,
+    evaluate_retrieval,
+    evaluate_sts,
+    evaluate_verification,
+)
 from twinnet.train import Trainer, TrainResult, train_from_config
 
 __all__ = [
@@ -40,10 +57,13 @@ __all__ = [
     "LOSSES",
     "BinaryCrossEntropyLoss",
     "Calibration",
+    "CoSENTLoss",
     "Comparator",
     "Config",
     "ConfigError",
     "ContrastiveLoss",
+    "CosineDistance",
+    "CosineRegressionLoss",
     "CosineSimilarity",
     "DataError",
     "EuclideanDistance",
@@ -54,7 +74,11 @@ __all__ = [
     "MahalanobisDistance",
     "ModelConfig",
     "ModelFormatError",
+    "MultipleNegativesRankingLoss",
+    "OnlineContrastiveLoss",
     "SquaredEuclideanDistance",
+    "TextItemSet",
+    "TextPairs",
     "Threshold",
     "TrainConfig",
     "TrainResult",
@@ -69,16 +93,22 @@ __all__ = [
     "calibrate",
     "calibrate_threshold",
     "embed",
+    "embed_texts",
     "evaluate_nway",
+    "evaluate_pairs",
+    "evaluate_retrieval",
+    "evaluate_sts",
     "evaluate_verification",
     "from_arrays",
     "image_folder",
     "load",
     "load_config",
+    "read_text_pair_file",
     "register_encoder",
     "save",
     "split_by_class",
     "split_by_item",
+    "text_items",
     "train_from_config",
     "verify",
 ]

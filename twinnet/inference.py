@@ -83,9 +83,11 @@ def embed_texts(
 ) -> torch.Tensor:
     """Embeddings of ``texts`` on the CPU, in input order.
 
-    Texts are encoded longest first, so each batch pads to similar lengths, and the next batches
-    are tokenized on a background thread while the model runs on the current one.
-    ``side="b"`` uses a half-twin's second (document) encoder.
+    Texts are encoded longest first, so each batch pads to similar lengths. On a CPU with several
+    threads, batches are shared out to one worker per thread, each running its batches with a
+    single intra-op thread (on 2 cores about 7% faster than one stream of 2-thread batches, whose
+    small matrix products synchronise often); otherwise the next batches are tokenized on a
+    background thread while the model runs. ``side="b"`` uses a half-twin's second (document) encoder.
     """
     texts = list(texts)
     encoder = _side_encoder(model, side)
@@ -100,6 +102,22 @@ def embed_texts(
     was_training = model.training
     model.eval()
     out = torch.empty(len(texts), int(getattr(encoder, "output_dim", 0)) or 1)
+    threads = torch.get_num_threads()
+    workers = min(4, threads) if model_device(model).type == "cpu" and len(chunks) >= 4 else 1
+    if workers > 1 and isinstance(getattr(encoder, "output_dim", None), int):
+
+        def work(k: int) -> None:
+            torch.set_num_threads(max(1, threads // workers))  # this worker thread's own setting
+            with torch.inference_mode():
+                for chunk in chunks[k::workers]:
+                    out[torch.tensor(chunk)] = embed_side(encoder.tokenize([texts[i] for i in chunk])).float().cpu()
+
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(work, range(workers)))
+        finally:
+            model.train(was_training)
+        return out
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = [pool.submit(encoder.tokenize, [texts[i] for i in c]) for c in chunks[:prefetch]]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import unicodedata
 import zlib
 from collections import Counter
@@ -194,6 +195,7 @@ class TransformerTextEncoder(nn.Module):
             raise ConfigError(
                 f"{source}: cannot load a tokenizer and transformer from this directory ({err})"
             ) from None
+        self._tokenizer_lock = threading.Lock()
         self.pooling: Pooling = settings["pooling"]
         self.normalize = bool(settings["normalize"])
         self.max_length = int(settings["max_length"])
@@ -221,12 +223,15 @@ class TransformerTextEncoder(nn.Module):
         texts = [t.strip() for t in check_texts(texts)]
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+        # A fast tokenizer sets its padding/truncation state on each call: concurrent calls clash.
+        with self._tokenizer_lock:
+            return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                    return_tensors="pt"))  # fmt: skip
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text before truncation (special tokens included)."""
-        ids = self.tokenizer([t.strip() for t in check_texts(texts)], add_special_tokens=True)["input_ids"]
+        with self._tokenizer_lock:
+            ids = self.tokenizer([t.strip() for t in check_texts(texts)], add_special_tokens=True)["input_ids"]
         return [len(x) for x in ids]
 
     def forward(self, texts: Sequence[str] | Mapping[str, torch.Tensor]) -> torch.Tensor:
