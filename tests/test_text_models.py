@@ -79,6 +79,13 @@ def test_saved_text_model_is_self_contained(minilm, tmp_path, monkeypatch):
     assert loaded.fingerprint == minilm.fingerprint
 
 
+def test_text_model_can_be_deep_copied(minilm):
+    import copy
+
+    clone = copy.deepcopy(minilm)
+    torch.testing.assert_close(embed_texts(clone, SENTENCES[:2]), embed_texts(minilm, SENTENCES[:2]))
+
+
 def test_pooling_and_projection_options():
     model = twinnet.build_model(text_config(encoder={"name": "text", "params": {"pooling": "cls", "projection": 64,
                                                                                "normalize": False}}))  # fmt: skip

@@ -218,6 +218,15 @@ class TransformerTextEncoder(nn.Module):
         self.dense = nn.Sequential(*layers)
         self.output_dim = dim
 
+    def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy: a lock cannot be copied, make a new one
+        state = self.__dict__.copy()
+        state.pop("_tokenizer_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._tokenizer_lock = threading.Lock()
+
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Token ids and attention mask for ``texts``, padded to the longest, truncated to ``max_length``."""
         texts = [t.strip() for t in check_texts(texts)]
