@@ -54,7 +54,7 @@ def test_gallery_commands(tmp_path, image_folder_factory):
         (("gallery", "list", model, "--gallery", tmp_path / "nope"), "gallery not found"),
         (("gallery", "enroll", model, "--gallery", g, "--id", "x", data / "class_0" / "img_0.png", "--metadata", "[1]"),
          "--metadata: must be a JSON object"),
-        (("gallery", "enroll", model, "--gallery", g), "give --id ID with INPUT files, or --folder"),
+        (("gallery", "enroll", model, "--gallery", g), "give --id ID with INPUTs, --folder DIR"),
     ]  # fmt: skip
     for args, message in cases:
         result = run(*args)
