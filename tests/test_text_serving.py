@@ -52,6 +52,15 @@ def test_cli_verify_texts(text_model_dir):
     assert json.loads(r.stdout)["same"] is False
 
 
+def test_cli_embed_text_lines(text_model_dir, tmp_path):
+    f = tmp_path / "texts.txt"
+    f.write_text("first text\n\nthird text\n", encoding="utf-8")
+    r = runner.invoke(app, ["embed", str(text_model_dir), str(f), "--out", str(tmp_path / "e.npy")])
+    assert r.exit_code == 0, r.output
+    assert np.load(tmp_path / "e.npy").shape == (3, 384)
+    assert (tmp_path / "e.txt").read_text(encoding="utf-8").splitlines() == [f"{f}:1", f"{f}:2", f"{f}:3"]
+
+
 def test_cli_evaluate_text_protocols(text_model_dir, tmp_path):
     f = tmp_path / "pairs.jsonl"
     rows = [{"text_a": q, "text_b": d, "label": 1} for q, d in [

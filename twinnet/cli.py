@@ -180,7 +180,9 @@ def verify(
 @friendly_errors
 def embed(
     model_path: Path = typer.Argument(..., metavar="MODEL"),
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Files, or folders of files."),
+    inputs: list[Path] = typer.Argument(
+        ..., metavar="INPUT...", help="Files, or folders of files; for a text model, text files (one text per line)."
+    ),
     out_file: Path = typer.Option(..., "--out", help="Where to write the (N, dim) float32 .npy array."),
     batch_size: int = typer.Option(256, "--batch-size"),
 ) -> None:

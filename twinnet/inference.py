@@ -210,27 +210,49 @@ def truncation_notes(model: AnyTwin, texts: dict[str, str], side: str = "a") -> 
             for name, n in zip(texts, counts) if n > limit]  # fmt: skip
 
 
+def read_text_lines(paths: Sequence[str | Path]) -> tuple[list[str], list[str]]:
+    """The lines of UTF-8 text files as texts, and their names ``FILE:LINE``."""
+    texts, names = [], []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise DataError(f"input not found: {p}")
+        try:
+            lines = p.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as err:
+            raise DataError(f"{p}: not UTF-8 text ({err})") from None
+        texts += lines
+        names += [f"{p}:{n}" for n in range(1, len(lines) + 1)]
+    if not texts:
+        raise DataError("no texts in the input files")
+    return texts, names
+
+
 def embed_files(
     model_path: str | Path, inputs: Sequence[str | Path], out_file: str | Path, batch_size: int = 256
 ) -> tuple[int, int]:
     """Embed files (folders expand to their files) with a saved model; write ``out_file`` (.npy,
     float32, one row per input) and ``out_file`` + ``.txt`` (the input names, one per line),
-    each written to a temporary file and renamed."""
+    each written to a temporary file and renamed. For a text model each input file holds texts,
+    one per line (UTF-8), and each line is an input, named ``FILE:LINE``."""
     import os
 
     from twinnet.io import load
 
-    model = load(model_path)
-    files = expand_inputs(inputs)
-    spec = _spec(model)
-    rows = []
-    for i in range(0, len(files), batch_size):
-        batch = torch.stack([read_input(f, spec) for f in files[i : i + batch_size]])
-        rows.append(embed(model, batch, batch_size))
-    array = torch.cat(rows).numpy().astype(np.float32)
     out_file = Path(out_file)
     if out_file.suffix != ".npy":
         raise DataError(f"--out {out_file}: the embeddings file must end in .npy")
+    model = load(model_path)
+    spec = _spec(model)
+    if spec.kind == "text":
+        texts, files = read_text_lines(inputs)
+        array = embed(model, texts).numpy().astype(np.float32)
+    else:
+        files = expand_inputs(inputs)
+        rows = []
+        for i in range(0, len(files), batch_size):
+            batch = torch.stack([read_input(f, spec) for f in files[i : i + batch_size]])
+            rows.append(embed(model, batch, batch_size))
+        array = torch.cat(rows).numpy().astype(np.float32)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(f".{out_file.name}.tmp")
     with open(tmp, "wb") as f:
