@@ -13,6 +13,7 @@ import torch
 
 from twinnet.config import InputSpec
 from twinnet.data.images import is_image_file, load_image, to_float
+from twinnet.data.text import read_utf8
 from twinnet.errors import DataError
 from twinnet.model import AnyTwin
 from twinnet.protocols import model_device
@@ -78,6 +79,7 @@ def _side_encoder(model: AnyTwin, side: str) -> Any:
 
 
 @torch.no_grad()
+@torch.no_grad()  # worker threads set their own mode: grad mode is per thread
 def embed_texts(
     model: AnyTwin, texts: Sequence[str], batch_size: int = 32, side: str = "a", prefetch: int = 2
 ) -> torch.Tensor:
@@ -99,38 +101,44 @@ def embed_texts(
     lengths = [len(t) if isinstance(t, str) else 0 for t in texts]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    was_training = model.training
-    model.eval()
-    out = torch.empty(len(texts), int(getattr(encoder, "output_dim", 0)) or 1)
+    dim = getattr(encoder, "output_dim", None)
     threads = torch.get_num_threads()
     workers = min(4, threads) if model_device(model).type == "cpu" and len(chunks) >= 4 else 1
-    if workers > 1 and isinstance(getattr(encoder, "output_dim", None), int):
+    was_training = model.training
+    model.eval()
+    try:
+        if workers > 1 and isinstance(dim, int):
+            out = torch.empty(len(texts), dim)
 
-        def work(k: int) -> None:
-            torch.set_num_threads(max(1, threads // workers))  # this worker thread's own setting
-            with torch.inference_mode():
-                for chunk in chunks[k::workers]:
-                    out[torch.tensor(chunk)] = embed_side(encoder.tokenize([texts[i] for i in chunk])).float().cpu()
+            def work(k: int) -> None:
+                torch.set_num_threads(max(1, threads // workers))  # this worker thread's own setting
+                with torch.inference_mode():
+                    for chunk in chunks[k::workers]:
+                        z = embed_side(encoder.tokenize([texts[i] for i in chunk]))
+                        out[torch.tensor(chunk)] = z.float().cpu()
 
-        try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 list(pool.map(work, range(workers)))
-        finally:
-            model.train(was_training)
-        return out
-    try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = [pool.submit(encoder.tokenize, [texts[i] for i in c]) for c in chunks[:prefetch]]
-            for n, chunk in enumerate(chunks):
-                batch = pending[n].result()
-                if n + prefetch < len(chunks):
-                    pending.append(pool.submit(encoder.tokenize, [texts[i] for i in chunks[n + prefetch]]))
-                z = embed_side(batch).float().cpu()
-                if z.shape[1] != out.shape[1]:
-                    out = torch.empty(len(texts), z.shape[1])
-                out[torch.tensor(chunk)] = z
+            return out
+        return _embed_prefetching(embed_side, encoder, texts, chunks, prefetch)
     finally:
         model.train(was_training)
+
+
+def _embed_prefetching(
+    embed_side: Any, encoder: Any, texts: list[str], chunks: list[list[int]], prefetch: int
+) -> torch.Tensor:
+    """One stream of batches; the next ``prefetch`` batches are tokenized on a background thread."""
+    rows: list[torch.Tensor] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(encoder.tokenize, [texts[i] for i in c]) for c in chunks[:prefetch]]
+        for n in range(len(chunks)):
+            batch = pending[n].result()
+            if n + prefetch < len(chunks):
+                pending.append(pool.submit(encoder.tokenize, [texts[i] for i in chunks[n + prefetch]]))
+            rows.append(embed_side(batch).float().cpu())
+    out = torch.empty(len(texts), rows[0].shape[1])
+    out[torch.tensor([i for c in chunks for i in c])] = torch.cat(rows)
     return out
 
 
@@ -214,12 +222,7 @@ def read_text_lines(paths: Sequence[str | Path]) -> tuple[list[str], list[str]]:
     """The lines of UTF-8 text files as texts, and their names ``FILE:LINE``."""
     texts, names = [], []
     for p in map(Path, paths):
-        if not p.is_file():
-            raise DataError(f"input not found: {p}")
-        try:
-            lines = p.read_text(encoding="utf-8-sig").splitlines()
-        except UnicodeDecodeError as err:
-            raise DataError(f"{p}: not UTF-8 text ({err})") from None
+        lines = read_utf8(p, "input").splitlines()
         texts += lines
         names += [f"{p}:{n}" for n in range(1, len(lines) + 1)]
     if not texts:

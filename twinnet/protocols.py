@@ -22,6 +22,7 @@ from twinnet.errors import DataError
 from twinnet.metrics import (
     calc_accuracy,
     calc_average_precision,
+    calc_best_accuracy,
     calc_best_f1,
     calc_correlations,
     calc_f1,
@@ -403,7 +404,7 @@ def evaluate_pairs(
     metrics = {"average_precision": calc_average_precision(sim, same), "roc_auc": calc_roc_auc(sim, same)}
     best_f1, _ = calc_best_f1(sim, same)
     metrics["oracle_best_f1"] = best_f1
-    metrics["oracle_best_accuracy"] = calc_verification_metrics(sim, same, ())["best_accuracy"]
+    metrics["oracle_best_accuracy"] = calc_best_accuracy(sim, same)[0]
     metrics["positive_share"] = float(np.mean(same))
     threshold = None
     if calibration is not None:

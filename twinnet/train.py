@@ -41,7 +41,7 @@ from twinnet.data.pairs import Pairs, PairSampler, balanced_pairs, read_pairs_fi
 from twinnet.data.samplers import PKBatchSampler
 from twinnet.data.signatures import read_offline_signatures, read_online_signatures
 from twinnet.data.splits import split_by_class
-from twinnet.data.text import TextItemSet, TextPairs, read_text_pair_file
+from twinnet.data.text import TEXT_FORMATS, TextItemSet, TextPairs, read_text_pair_file
 from twinnet.data.transforms import RandomAffine
 from twinnet.errors import ConfigError, DataError, TrainingError
 from twinnet.io import (
@@ -233,6 +233,9 @@ class Trainer:
             self.steps_per_epoch = len(self.pk_sampler)
         else:
             raise ConfigError(f"{type(loss).__name__} is neither a PairLoss, an EmbeddingLoss nor a RankingLoss")
+        if self.is_text and self.fixed_pairs is not None:  # for length-grouped batches: the longer text, in characters
+            chars = np.array([len(t) for t in train_items.data])
+            self._pair_lengths = np.maximum(chars[self.fixed_pairs.a], chars[self.fixed_pairs.b])
         self._setup_validation(val_pairs)
         self.optimizer = self._make_optimizer()
         self.state = _State()
@@ -294,7 +297,7 @@ class Trainer:
                 order = rng.permutation(len(self.fixed_pairs))
                 bs = self.config.batch_size
                 if self.is_text and self.config.group_by_length:
-                    order = _group_by_length(order, self._pair_lengths(), bs, rng)
+                    order = _group_by_length(order, self._pair_lengths, bs, rng)
                 batches = [self.fixed_pairs[order[i : i + bs]] for i in range(0, len(order), bs)]
             else:
                 batches = self.pair_sampler.epoch(epoch)
@@ -321,12 +324,6 @@ class Trainer:
             )
 
         return [pk_job(idx) for idx in self.pk_sampler.epoch(epoch)]
-
-    def _pair_lengths(self) -> np.ndarray:
-        if not hasattr(self, "_lengths"):
-            chars = np.array([len(t) for t in self.train_items.data])
-            self._lengths = np.maximum(chars[self.fixed_pairs.a], chars[self.fixed_pairs.b])
-        return self._lengths
 
     def _loss(self, batch: _Batch) -> torch.Tensor:
         x = batch.inputs if isinstance(batch.inputs, list) else batch.inputs.to(self.device, non_blocking=True)
@@ -658,10 +655,9 @@ def load_training_data(config: Config) -> tuple[ItemSet, ItemSet | None, Pairs |
 
 def _read_text_pairs(path: str | Path, config: Config) -> TextPairs:
     d = config.data
-    fmt = "auto" if d.format == "auto" else d.format
-    if fmt not in ("auto", "sts", "mrpc", "text_pairs"):
+    if d.format not in TEXT_FORMATS:
         raise ConfigError(f"data.format: {d.format!r} does not hold texts; use auto, sts, mrpc or text_pairs")
-    return read_text_pair_file(path, fmt, score_max=d.score_max, positive_score=d.positive_score)
+    return read_text_pair_file(path, d.format, score_max=d.score_max, positive_score=d.positive_score)
 
 
 def _load_text_data(config: Config) -> tuple[ItemSet, ItemSet | None, Pairs | None, Pairs | None]:

@@ -132,9 +132,12 @@ class _Builder:
         return TextPairs(text_items(texts), pairs, str(self.source), graded=bool(self.score))
 
 
-def _read_text(path: Path) -> str:
+def read_utf8(path: str | Path, what: str = "text pairs file") -> str:
+    """A UTF-8 text file (a byte-order mark is dropped), or a DataError saying ``{what} not found``
+    or that it is not UTF-8."""
+    path = Path(path)
     if not path.is_file():
-        raise DataError(f"text pairs file not found: {path}")
+        raise DataError(f"{what} not found: {path}")
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
@@ -166,7 +169,7 @@ def read_sts(path: str | Path, positive_score: float = 0.8) -> TextPairs:
     Quotes are text, not field delimiters. ``same`` is ``score >= positive_score`` (0.8 = 4 of 5)."""
     path = Path(path)
     builder = _Builder(path, positive_score)
-    for line_no, line in enumerate(_read_text(path).splitlines(), start=1):
+    for line_no, line in enumerate(read_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -184,7 +187,7 @@ def read_mrpc(path: str | Path) -> TextPairs:
     """MRPC (``msr_paraphrase_train.txt``/``_test.txt``): tab-separated with the header
     ``Quality #1 ID #2 ID #1 String #2 String``; ``Quality`` 1 = paraphrase."""
     path = Path(path)
-    lines = _read_text(path).splitlines()
+    lines = read_utf8(path).splitlines()
     if not lines or not lines[0].startswith("Quality"):
         raise DataError(f"{path}:1: expected the MRPC header 'Quality<TAB>#1 ID<TAB>#2 ID<TAB>#1 String<TAB>#2 String'")
     builder = _Builder(path, 0.5)
@@ -214,7 +217,7 @@ def read_text_pairs(path: str | Path, score_max: float = 1.0, positive_score: fl
     ``sentence1``/``sentence2``, ``query``/``document`` and ``question1``/``question2`` are
     accepted for the two texts."""
     path = Path(path)
-    text = _read_text(path)
+    text = read_utf8(path)
     builder = _Builder(path, positive_score)
     if path.suffix.lower() == ".jsonl":
         for line_no, line in enumerate(text.splitlines(), start=1):
@@ -279,7 +282,7 @@ def read_text_pairs(path: str | Path, score_max: float = 1.0, positive_score: fl
 def sniff_text_format(path: str | Path) -> str:
     """``sts``, ``mrpc`` or ``text_pairs``, from the file's first line."""
     path = Path(path)
-    first = next(iter(_read_text(path).splitlines()), "")
+    first = next(iter(read_utf8(path).splitlines()), "")
     if first.startswith("Quality\t"):
         return "mrpc"
     fields = first.split("\t")

@@ -227,11 +227,13 @@ class TransformerTextEncoder(nn.Module):
         super().__setstate__(state)
         self._tokenizer_lock = threading.Lock()
 
+    def _prepare(self, texts: Sequence[str]) -> list[str]:
+        texts = [t.strip() for t in check_texts(texts)]
+        return [t.lower() for t in texts] if self.lowercase else texts
+
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Token ids and attention mask for ``texts``, padded to the longest, truncated to ``max_length``."""
-        texts = [t.strip() for t in check_texts(texts)]
-        if self.lowercase:
-            texts = [t.lower() for t in texts]
+        texts = self._prepare(texts)
         # A fast tokenizer sets its padding/truncation state on each call: concurrent calls clash.
         with self._tokenizer_lock:
             return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
@@ -240,7 +242,7 @@ class TransformerTextEncoder(nn.Module):
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text before truncation (special tokens included)."""
         with self._tokenizer_lock:
-            ids = self.tokenizer([t.strip() for t in check_texts(texts)], add_special_tokens=True)["input_ids"]
+            ids = self.tokenizer(self._prepare(texts), add_special_tokens=True)["input_ids"]
         return [len(x) for x in ids]
 
     def forward(self, texts: Sequence[str] | Mapping[str, torch.Tensor]) -> torch.Tensor:

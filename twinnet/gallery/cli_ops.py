@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from twinnet.data.images import is_image_file
+from twinnet.data.text import read_utf8
 from twinnet.errors import DataError
 from twinnet.gallery.gallery import Gallery
 from twinnet.inference import expand_inputs
@@ -34,12 +35,7 @@ def read_documents(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
     """``(id, text, metadata)`` rows of a JSON Lines file (``{"id", "text", "metadata"?}``) or a
     TSV file (``id<TAB>text``); errors name the line."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"documents file not found: {path}")
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err})") from None
+    lines = read_utf8(path, "documents file").splitlines()
     rows = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
