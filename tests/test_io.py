@@ -130,7 +130,7 @@ def test_failed_write_leaves_previous_version_intact(tmp_path):
 
 
 _SAVER = """
-import sys, torch
+import os, sys, torch
 from pathlib import Path
 from twinnet.io import save
 from twinnet.model import build_model
@@ -142,7 +142,9 @@ i = 0
 while True:
     torch.manual_seed(i)
     save(build_model(cfg), target, metrics={"i": i})
-    marker.write_text(str(i))
+    # atomically, so a kill cannot leave the marker empty
+    marker.with_suffix(".tmp").write_text(str(i))
+    os.replace(marker.with_suffix(".tmp"), marker)
     i += 1
 """
 
