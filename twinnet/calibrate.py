@@ -1,8 +1,8 @@
 """Decision thresholds chosen on validation data and carried inside a saved model.
 
-A :class:`Calibration` stores thresholds in the comparator's *native* scale (a distance, or a
-probability of "same") together with the direction of the decision, so applying it needs no
-knowledge of how scores were oriented during calibration.
+A :class:`Calibration` keeps every threshold in one scale, the comparator's *native* one (a
+distance, or a probability of "same"), together with the comparator's :class:`Orientation`, so
+applying it needs nothing else: ``calibration.decide(values)``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from twinnet.compare import Orientation
 from twinnet.metrics import (
     ArrayLike,
     _np,
@@ -25,7 +26,7 @@ from twinnet.metrics import (
 
 @dataclass(frozen=True)
 class Threshold:
-    """A threshold on similarity scores (``score >= value`` means same) and what it achieved."""
+    """A decision threshold in the comparator's native scale, and what it achieved."""
 
     value: float
     criterion: str
@@ -36,12 +37,15 @@ class Threshold:
     frr: float
 
 
-def calibrate_threshold(scores: ArrayLike, same: ArrayLike, far: float | None = None) -> Threshold:
-    """Choose a threshold on similarity ``scores`` (larger = more alike) for ``same`` (bool).
+def calibrate_threshold(
+    native: ArrayLike, same: ArrayLike, orientation: Orientation, far: float | None = None
+) -> Threshold:
+    """Choose a threshold on native values for ``same`` (bool).
 
     With ``far=None`` the threshold maximises accuracy; with ``far=1e-3`` it is the most lenient
     one whose false-accept rate on these pairs is at most 1e-3.
     """
+    scores = orientation.to_similarity(_np(native).astype(np.float64))
     if far is None:
         _, value = calc_best_accuracy(scores, same)
         criterion = "best_accuracy"
@@ -49,57 +53,63 @@ def calibrate_threshold(scores: ArrayLike, same: ArrayLike, far: float | None = 
         _, value = calc_tar_at_far(scores, same, far)
         criterion = "far"
     measured_far, frr = calc_far_frr(scores, same, value)
-    return Threshold(value, criterion, far, calc_accuracy(scores, same, value), measured_far, frr)
+    return Threshold(
+        float(orientation.from_similarity(value)), criterion, far, calc_accuracy(scores, same, value), measured_far, frr
+    )
 
 
 @dataclass
 class Calibration:
     """Thresholds for a model's decisions, keyed by name (``best_accuracy``, ``far=0.001``, …)."""
 
-    is_distance: bool
-    """Native values are distances (decide same when ``distance <= threshold``)."""
+    orientation: Orientation
     thresholds: dict[str, Threshold]
     default: str = "best_accuracy"
     n_pairs: int = 0
     source: str = "validation"
     extra: dict[str, Any] = field(default_factory=dict)
+    """Protocol-specific thresholds (e.g. ``signature``: the protocol's EER threshold), keyed by the
+    calibration hook that made them."""
 
     def native_threshold(self, name: str | None = None) -> float:
-        t = self.thresholds[name or self.default].value
-        return -t if self.is_distance else t
+        return self.thresholds[name or self.default].value
 
     def decide(self, native: ArrayLike, name: str | None = None) -> np.ndarray:
         """Boolean "same" decisions for native comparator values."""
-        v = _np(native).astype(np.float64)
-        t = self.native_threshold(name)
-        return v <= t if self.is_distance else v >= t
+        return np.asarray(self.orientation.matches(_np(native).astype(np.float64), self.native_threshold(name)))
 
     @property
     def rule(self) -> str:
-        return "same if distance <= threshold" if self.is_distance else "same if score >= threshold"
+        return self.orientation.rule
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "is_distance": self.is_distance,
+            "orientation": self.orientation.to_json(),
             "rule": self.rule,
             "default": self.default,
             "n_pairs": self.n_pairs,
             "source": self.source,
-            "thresholds": {
-                k: {**asdict(t), "native_value": (-t.value if self.is_distance else t.value)}
-                for k, t in self.thresholds.items()
-            },
+            "thresholds": {k: asdict(t) for k, t in self.thresholds.items()},
             "extra": self.extra,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Calibration:
+        if "orientation" in data:
+            orientation = Orientation.from_json(data["orientation"])
+            legacy = False
+        else:  # format of twinnet ≤ 0.x: thresholds on similarities, with their native value beside
+            orientation = Orientation.from_json("distance" if data["is_distance"] else "score")
+            legacy = True
         thresholds = {}
         for k, t in data["thresholds"].items():
-            t = {key: value for key, value in t.items() if key != "native_value"}
+            t = dict(t)
+            native = t.pop("native_value", None)
+            if legacy and native is not None:
+                t["value"] = native
             thresholds[k] = Threshold(**t)
         return cls(
-            is_distance=bool(data["is_distance"]),
+            orientation=orientation,
             thresholds=thresholds,
             default=data.get("default", "best_accuracy"),
             n_pairs=int(data.get("n_pairs", 0)),
@@ -111,14 +121,13 @@ class Calibration:
 def calibrate(
     native: ArrayLike,
     same: ArrayLike,
-    is_distance: bool,
+    orientation: Orientation,
     far_targets: Sequence[float] = (1e-2, 1e-3),
     source: str = "validation",
 ) -> Calibration:
     """Calibrate thresholds at the best-accuracy point and at each target FAR."""
     v = _np(native).astype(np.float64)
-    scores = -v if is_distance else v
-    thresholds = {"best_accuracy": calibrate_threshold(scores, same)}
+    thresholds = {"best_accuracy": calibrate_threshold(v, same, orientation)}
     for far in far_targets:
-        thresholds[f"far={far:g}"] = calibrate_threshold(scores, same, far=far)
-    return Calibration(is_distance, thresholds, "best_accuracy", len(v), source)
+        thresholds[f"far={far:g}"] = calibrate_threshold(v, same, orientation, far=far)
+    return Calibration(orientation, thresholds, "best_accuracy", len(v), source)

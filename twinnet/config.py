@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from twinnet.errors import ConfigError
 
@@ -100,15 +100,17 @@ class AugmentConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    format: Literal["auto", "images", "offline_signatures", "online_signatures", "sts", "mrpc", "text_pairs"] = "auto"
-    """``auto``: a pairs file, a zip or an image folder by what ``path`` is (text models: STS-B, MRPC
-    or generic text pairs, by the file's first line); the signature formats read ``<writer>/`` +
+    format: str = "auto"
+    """A registered data format (``twinnet train --help`` lists them). ``auto``: recognised from
+    what ``path`` is: a pairs file, a zip or an image folder (text models: STS-B, MRPC or generic
+    text pairs, by the file's first line); the signature formats read ``<writer>/`` +
     ``<writer>_forg/`` image folders, or SVC2004 ``U<u>S<n>.TXT`` files; ``text_pairs`` is a
     CSV/TSV/JSONL file with ``text_a``, ``text_b`` and ``label`` or ``score``."""
     path: str | None = None
     """An image folder (one sub-folder per class, see ``class_depth``) or a pairs file."""
-    class_depth: int = 1
-    """How many folder levels name a class: 1 = ``root/class/img``, 2 = ``root/group/class/img``."""
+    class_depth: int | None = None
+    """How many folder levels name a class: 1 = ``root/class/img``, 2 = ``root/group/class/img``;
+    ``null``: 2 for Omniglot's layout, else 1."""
     val_classes: float = 0.2
     """Share of the classes (or groups, see ``split``) held out for validation: a split by class, so
     validation measures generalisation to identities never trained on."""
@@ -130,6 +132,16 @@ class DataConfig(_Strict):
     """Leave out unreadable images (with a warning) instead of stopping with an error."""
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        from twinnet.data.sources import format_names
+
+        names = format_names()
+        if v not in names:
+            raise ValueError(f"{v!r} is not a registered data format; known: {', '.join(names)}")
+        return v
+
     @field_validator("path", "val_path")
     @classmethod
     def _data_root(cls, v: str | None) -> str | None:
@@ -150,21 +162,58 @@ class LossConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+#: ``train.validation.metric`` of earlier configs → the protocol it meant.
+LEGACY_VALIDATION_METRICS = {"roc_auc": "verification", "oneshot": "nway", "signature": "signature",
+                             "spearman": "sts"}  # fmt: skip
+
+
 class ValidationConfig(_Strict):
-    metric: Literal["roc_auc", "oneshot", "signature", "spearman"] = "roc_auc"
-    """The primary metric for early stopping and for choosing the best checkpoint: ROC AUC on
-    balanced pairs, N-way one-shot accuracy, or 1 − EER of the signature protocol (references
-    enrolled per validation writer, their other genuine signatures vs the skilled forgeries), or
-    the Spearman correlation of similarity with graded validation scores (STS)."""
+    protocol: str = "verification"
+    """The registered evaluation protocol run on the validation data after each epoch: its primary
+    metric (in its direction) chooses the best checkpoint and drives early stopping.
+    ``verification`` (ROC AUC on balanced pairs), ``nway`` (N-way K-shot accuracy), ``signature``
+    (EER of the writer-independent protocol), ``sts`` (Spearman of similarity with graded scores), …
+    (``twinnet evaluate --help`` lists them all)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """The protocol's options, e.g. ``{ways: 20, shots: 1, episodes: 400, within_groups: true}``."""
     pairs: int = 2000
-    """Balanced same/different validation pairs for ``roc_auc`` and calibration."""
-    ways: int = 5
-    shots: int = 1
-    episodes: int = 200
-    within_groups: bool = False
-    """One-shot episodes draw their classes from one group (e.g. one Omniglot alphabet)."""
+    """Balanced same/different validation pairs, for calibration (and ``verification``)."""
     far_targets: list[float] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3])
     """False-accept rates at which thresholds are calibrated and TAR is reported."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_metric(cls, data: Any) -> Any:
+        """Earlier configs said ``metric: oneshot`` with ``ways``/``shots``/``episodes``/
+        ``within_groups`` beside it; they mean ``protocol: nway`` with those as ``params``."""
+        if not isinstance(data, dict) or "metric" not in data:
+            return data
+        data = dict(data)
+        metric = data.pop("metric")
+        if metric not in LEGACY_VALIDATION_METRICS:
+            raise ValueError(f"metric: {metric!r} is not one of {', '.join(LEGACY_VALIDATION_METRICS)} "
+                             "(newer configs name a protocol: train.validation.protocol)")  # fmt: skip
+        if "protocol" in data:
+            raise ValueError("give train.validation.protocol or the older metric, not both")
+        data["protocol"] = LEGACY_VALIDATION_METRICS[metric]
+        params = dict(data.get("params") or {})
+        for key in ("ways", "shots", "episodes", "within_groups"):
+            if key in data:
+                value = data.pop(key)
+                if data["protocol"] == "nway":
+                    params[key] = value
+        data["params"] = params
+        return data
+
+    @field_validator("protocol")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from twinnet.protocols.base import protocol_names
+
+        names = protocol_names()
+        if v not in names:
+            raise ValueError(f"{v!r} is not a registered protocol; known: {', '.join(names)}")
+        return v
 
 
 class EarlyStoppingConfig(_Strict):

@@ -25,3 +25,7 @@ class ModelFormatError(TwinnetError):
 
 class TrainingError(TwinnetError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class NotFoundError(DataError):
+    """Something named does not exist (an identity in a gallery, a checkpoint): a 404 in the service."""

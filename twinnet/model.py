@@ -4,23 +4,44 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from twinnet.calibrate import Calibration
-from twinnet.compare import Comparator, build_comparator
-from twinnet.config import ComponentConfig, ModelConfig
+from twinnet.compare import Comparator, Orientation, build_comparator
+from twinnet.config import ComponentConfig, InputSpec, ModelConfig
 from twinnet.encoders import build_encoder
 from twinnet.encoders.registry import infer_output_dim
-from twinnet.errors import ConfigError
+from twinnet.errors import ConfigError, DataError
+
+Side = Literal["a", "b"]
+"""Which input of a pair: ``a`` (the first, a query) or ``b`` (the second, a document or template)."""
+
+SIDES: tuple[Side, Side] = ("a", "b")
+
+
+@runtime_checkable
+class TakesTexts(Protocol):
+    """An encoder of texts: it tokenizes a list of strings into the batch its ``forward`` takes."""
+
+    def tokenize(self, texts: Sequence[str]) -> Any: ...
 
 
 class _TwinBase(nn.Module):
-    """What twins and half-twins share: the comparator, normalisation, and what travels with a
-    trained model (its config, calibration, metrics and weight fingerprint)."""
+    """What twins and half-twins share: the comparator, normalisation, what travels with a trained
+    model (its config, calibration, metrics and weight fingerprint), and the one API that says
+    which encoder and input specification each side of a pair uses.
+
+    Callers never inspect a model's attributes to find its sides: they ask ``embed(x, side)``,
+    ``encoder_for(side)``, ``input_spec(side)``, ``takes_texts(side)`` and ``is_half_twin``.
+    Galleries hold side-``b`` embeddings (templates, documents) and are queried with side ``a``;
+    for a twin both sides are the same encoder.
+    """
+
+    is_half_twin: ClassVar[bool] = False
 
     def _init_head(
         self, encoder: nn.Module, comparator: Comparator | str, normalize: bool, config: ModelConfig | None
@@ -39,13 +60,86 @@ class _TwinBase(nn.Module):
         self.calibration: Calibration | None = None
         self.metrics: dict = {}
         self.fingerprint: str | None = None
+        self._embedding_dim: int | None = None
 
     def _norm(self, z: torch.Tensor) -> torch.Tensor:
         return F.normalize(z, dim=-1) if self.normalize else z
 
+    # -- sides --------------------------------------------------------------------------------------
+
+    def encoder_for(self, side: Side = "a") -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def embed(self, x: Any, side: Side = "a") -> torch.Tensor:
+        """Embeddings of a batch through the encoder of ``side`` (normalised if the model normalises)."""
+        return self._norm(self.encoder_for(side)(x))
+
+    def embed_a(self, x: Any) -> torch.Tensor:
+        return self.embed(x, "a")
+
+    def embed_b(self, x: Any) -> torch.Tensor:
+        return self.embed(x, "b")
+
+    def embed_pair(self, x_a: Any, x_b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of row pairs: ``x_a`` through side a, ``x_b`` through side b."""
+        return self.embed(x_a, "a"), self.embed(x_b, "b")
+
+    def forward(self, x_a: Any, x_b: Any) -> torch.Tensor:
+        """Native comparator values (distance or probability of "same") for row pairs."""
+        return self.comparator(*self.embed_pair(x_a, x_b))
+
+    def input_spec(self, side: Side = "a") -> InputSpec:
+        """What an input of ``side`` is (image size, text, …); hand-built models have none."""
+        _check_side(side)
+        if self.config is None:
+            raise DataError("this model has no input specification (it was built without a config); pass tensors")
+        if side == "b" and self.config.input_b is not None:
+            return self.config.input_b
+        return self.config.input
+
+    def takes_texts(self, side: Side = "a") -> bool:
+        return isinstance(self.encoder_for(side), TakesTexts)
+
+    def tokenize(self, texts: Sequence[str], side: Side = "a") -> Any:
+        encoder = self.encoder_for(side)
+        if not isinstance(encoder, TakesTexts):
+            raise DataError("this model does not take texts")
+        return encoder.tokenize(texts)
+
+    @property
+    def device(self) -> torch.device:
+        try:
+            return next(self.parameters()).device
+        except StopIteration:
+            return torch.device("cpu")
+
+    @property
+    def embedding_dim(self) -> int:
+        """The size of the embeddings (from the encoder's ``output_dim``, else one probe pass)."""
+        if self._embedding_dim is None:
+            dim = getattr(self.encoder_for("a"), "output_dim", None)
+            if not isinstance(dim, int):
+                with torch.no_grad():
+                    was_training = self.training
+                    self.eval()
+                    probe = torch.zeros(1, *self.input_spec("a").example_shape(), device=self.device)
+                    dim = int(self.embed(probe).shape[1])
+                    self.train(was_training)
+            self._embedding_dim = dim
+        return self._embedding_dim
+
+    @property
+    def orientation(self) -> Orientation:
+        return self.comparator.orientation
+
     @property
     def is_distance(self) -> bool:
         return self.comparator.is_distance
+
+
+def _check_side(side: str) -> None:
+    if side not in SIDES:
+        raise ValueError(f"side must be 'a' or 'b', not {side!r}")
 
 
 class TwinNetwork(_TwinBase):
@@ -71,6 +165,8 @@ class TwinNetwork(_TwinBase):
             that :func:`twinnet.save` can rebuild it; ``None`` for hand-built networks.
     """
 
+    is_half_twin = False
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -83,25 +179,20 @@ class TwinNetwork(_TwinBase):
         self.encoder = encoder
         self._init_head(encoder, comparator, normalize, config)
 
-    # Both ``embed_a`` and ``embed_b`` exist so protocols treat twins and half-twins alike.
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self._norm(self.encoder(x))
+    def encoder_for(self, side: Side = "a") -> nn.Module:
+        _check_side(side)
+        return self.encoder
 
-    embed_a = embed
-    embed_b = embed
-
-    def forward(self, x1: torch.Tensor | list[str], x2: torch.Tensor | list[str]) -> torch.Tensor:
-        """Native comparator values (distance or probability of "same") for row pairs."""
-        if isinstance(x1, list) and isinstance(x2, list):  # texts: one tokenized batch for both
-            z = self.embed(x1 + x2)
-            return self.comparator(z[: len(x1)], z[len(x1) :])
-        if x1.shape[1:] == x2.shape[1:]:
-            # One encoder pass over both halves: faster, and BatchNorm sees one batch.
-            z = self.embed(torch.cat([x1, x2]))
-            z1, z2 = z[: len(x1)], z[len(x1) :]
+    def embed_pair(self, x_a: Any, x_b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """One encoder pass over both halves where they fit in one batch: faster, and BatchNorm
+        sees one batch."""
+        if isinstance(x_a, list) and isinstance(x_b, list):  # texts: one tokenized batch for both
+            z = self.embed(x_a + x_b)
+        elif isinstance(x_a, torch.Tensor) and isinstance(x_b, torch.Tensor) and x_a.shape[1:] == x_b.shape[1:]:
+            z = self.embed(torch.cat([x_a, x_b]))
         else:
-            z1, z2 = self.embed(x1), self.embed(x2)
-        return self.comparator(z1, z2)
+            return self.embed(x_a), self.embed(x_b)
+        return z[: len(x_a)], z[len(x_a) :]
 
 
 class HalfTwinNetwork(_TwinBase):
@@ -111,6 +202,8 @@ class HalfTwinNetwork(_TwinBase):
     ``share=["features"]`` makes ``g.features`` *the same module object* as ``f.features``
     (their shapes must agree), so those layers are trained by both branches.
     """
+
+    is_half_twin = True
 
     def __init__(
         self,
@@ -130,16 +223,10 @@ class HalfTwinNetwork(_TwinBase):
         self.share = list(share)
         self._init_head(encoder_a, comparator, normalize, config)
 
-    def embed_a(self, x: torch.Tensor) -> torch.Tensor:
-        return self._norm(self.encoder_a(x))
+    def encoder_for(self, side: Side = "a") -> nn.Module:
+        _check_side(side)
+        return self.encoder_a if side == "a" else self.encoder_b
 
-    def embed_b(self, x: torch.Tensor) -> torch.Tensor:
-        return self._norm(self.encoder_b(x))
-
-    embed = embed_a
-
-    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
-        return self.comparator(self.embed_a(x_a), self.embed_b(x_b))
 
 
 def _share_submodule(a: nn.Module, b: nn.Module, name: str) -> None:
@@ -162,9 +249,9 @@ AnyTwin = TwinNetwork | HalfTwinNetwork
 
 def encoders_by_role(model: AnyTwin) -> dict[str, nn.Module]:
     """The model's encoders under their config names (``encoder``, and ``encoder_b`` for half-twins)."""
-    if isinstance(model, HalfTwinNetwork):
-        return {"encoder": model.encoder_a, "encoder_b": model.encoder_b}
-    return {"encoder": model.encoder}
+    if model.is_half_twin:
+        return {"encoder": model.encoder_for("a"), "encoder_b": model.encoder_for("b")}
+    return {"encoder": model.encoder_for("a")}
 
 
 def _encoder(

@@ -43,11 +43,24 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
 
     def build(self, name: str, params: dict[str, Any] | None = None, *, field: str = "") -> T:
-        """Instantiate ``name`` with ``params``, naming any parameter it does not take."""
+        """Instantiate ``name`` with ``params``, naming any parameter it does not take.
+
+        Components raise plain ``ValueError`` (or ``TypeError``) for a bad argument; here that
+        becomes a one-line :class:`ConfigError` naming the config ``field`` it came from.
+        """
         factory = self.get(name)
         params = dict(params or {})
-        check_params(factory, params, field=field or f"{self.kind} {name!r}")
-        return factory(**params)
+        where = field or f"{self.kind} {name!r}"
+        check_params(factory, params, field=where)
+        try:
+            return factory(**params)
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"{where}: {err}") from None
+
+    def items(self) -> list[tuple[str, Callable[..., T]]]:
+        return sorted(self._entries.items())
 
 
 def check_params(factory: Callable[..., Any], params: dict[str, Any], *, field: str) -> None:

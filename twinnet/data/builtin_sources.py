@@ -1,0 +1,1 @@
+"""The built-in data formats (imported for their registrations)."""

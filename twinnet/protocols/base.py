@@ -1,0 +1,100 @@
+"""The evaluation-protocol interface and registry.
+
+A protocol is an object with a ``name``, a ``primary_metric`` and whether that metric is better when
+greater (``greater_is_better``). ``twinnet evaluate`` and the trainer's validation both use it:
+the trainer selects checkpoints and stops early on the primary metric, in the protocol's direction.
+Adding a protocol is one class plus ``@PROTOCOLS.register(name)``; its constructor's keyword
+arguments are its options (``--ways``, ``train.validation.params``), checked by name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from twinnet.data.sources import Dataset
+from twinnet.model import AnyTwin
+from twinnet.registry import Registry
+
+
+@dataclass
+class ProtocolResult:
+    """What a protocol measured: ``metrics`` (flat, JSON-able), and which of them is primary."""
+
+    protocol: str
+    metrics: dict[str, Any]
+    primary_metric: str
+    greater_is_better: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+    """Nested figures that are not metrics (e.g. the decisions at the calibrated threshold)."""
+
+    @property
+    def primary(self) -> float:
+        return float(self.metrics[self.primary_metric])
+
+    def improves_on(self, other: float | None, min_delta: float = 0.0) -> bool:
+        """Whether this result's primary metric beats ``other`` by more than ``min_delta``."""
+        if other is None:
+            return True
+        return self.primary > other + min_delta if self.greater_is_better else self.primary < other - min_delta
+
+    def __getitem__(self, key: str) -> Any:
+        return self.metrics[key]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, **self.metrics, **self.details, "primary_metric": self.primary_metric}
+
+
+class EvaluationProtocol(ABC):
+    """An evaluation protocol. Subclasses set ``name`` (by registration), ``primary_metric``,
+    ``greater_is_better`` and ``needs`` and implement :meth:`evaluate`."""
+
+    name: ClassVar[str] = ""
+    primary_metric: ClassVar[str] = ""
+    greater_is_better: ClassVar[bool] = True
+    #: What the data must hold: ``items`` (labelled items), ``pairs`` (given pairs) or ``runs``.
+    needs: ClassVar[str] = "items"
+    #: One line for ``twinnet evaluate --help`` and error messages.
+    summary: ClassVar[str] = ""
+
+    @abstractmethod
+    def evaluate(self, model: AnyTwin, data: Dataset) -> ProtocolResult:
+        """Measure ``model`` on ``data`` (at the model's calibrated threshold where one applies)."""
+
+    def calibrate(self, model: AnyTwin, data: Dataset) -> dict[str, Any] | None:
+        """Protocol-specific decision thresholds chosen on validation ``data`` (stored in the model's
+        ``calibration.extra[name]``), or None when the protocol has none of its own."""
+        return None
+
+    def result(self, metrics: dict[str, Any], primary_metric: str | None = None, **details: Any) -> ProtocolResult:
+        return ProtocolResult(self.name, metrics, primary_metric or self.primary_metric, self.greater_is_better,
+                              details)  # fmt: skip
+
+
+PROTOCOLS: Registry[EvaluationProtocol] = Registry("protocol")
+
+
+def register_protocol(name: str) -> Any:
+    """Class decorator: register a protocol under ``name`` (and set its ``name``)."""
+
+    def decorator(cls: type[EvaluationProtocol]) -> type[EvaluationProtocol]:
+        cls.name = name
+        PROTOCOLS.register(name)(cls)
+        return cls
+
+    return decorator
+
+
+def build_protocol(name: str, params: dict[str, Any] | None = None, *, field: str = "protocol") -> EvaluationProtocol:
+    """The protocol registered as ``name`` with its options ``params`` (unknown options are errors
+    naming ``field``)."""
+    import twinnet.protocols  # noqa: F401  (registers the built-in protocols)
+
+    return PROTOCOLS.build(name, params, field=f"{field} {name!r}" if params else field)
+
+
+def protocol_names() -> list[str]:
+    import twinnet.protocols  # noqa: F401
+
+    return PROTOCOLS.names()
