@@ -42,17 +42,17 @@ def evaluate_all(model_dir: Path, evaluation_zip: Path, episodes: int, seed: int
     emb = embed_batches(model, items)
     out: dict[str, Any] = {}
     r = evaluate_within_group(model, items, 20, episodes, seed=seed, embeddings=emb)
-    out["within_alphabet_20way_1shot"] = {"accuracy": r.accuracy, "ci95": r.ci95, "episodes": r.episodes}
+    out["within_alphabet_20way_1shot"] = {"accuracy": r["accuracy"], "ci95": r["ci95"], "episodes": r["episodes"]}
     for ways, shots in ((20, 1), (5, 1), (20, 5), (5, 5)):
         r = evaluate_nway(model, items, ways, shots, episodes, seed=seed, embeddings=emb)
-        out[f"random_{ways}way_{shots}shot"] = {"accuracy": r.accuracy, "ci95": r.ci95, "episodes": r.episodes}
+        out[f"random_{ways}way_{shots}shot"] = {"accuracy": r["accuracy"], "ci95": r["ci95"], "episodes": r["episodes"]}
     v, _, _ = evaluate_verification(
         model, items, n_pairs=20000, seed=seed, calibration=model.calibration, embeddings=emb
     )
     out["verification"] = {
-        "accuracy": v.calibrated["accuracy"], "roc_auc": v.metrics["roc_auc"], "eer": v.metrics["eer"],
+        "accuracy": v.details["calibrated"]["accuracy"], "roc_auc": v.metrics["roc_auc"], "eer": v.metrics["eer"],
         "best_accuracy_on_test_pairs": v.metrics["best_accuracy"], "pairs": v.n_pairs,
-        "threshold": v.calibrated["threshold"], "threshold_source": "validation alphabets",
+        "threshold": v.details["calibrated"]["threshold"], "threshold_source": "validation alphabets",
     }  # fmt: skip
     return out
 

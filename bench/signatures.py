@@ -26,7 +26,7 @@ from twinnet.config import load_config
 from twinnet.data.splits import split_by_class
 from twinnet.model import build_model
 from twinnet.runtime import seed_everything
-from twinnet.signatures import calibrate_signature_threshold, evaluate_signatures, signature_pair_accuracy
+from twinnet.protocols import calibrate_signature_threshold, evaluate_signatures, signature_pair_accuracy
 from twinnet.train import Trainer, build_loss, load_training_data
 
 REPO = Path(__file__).resolve().parents[1]

@@ -110,7 +110,7 @@ def baseline_and_speed(dev: TextPairs, repeats: int) -> dict[str, Any]:
     int8_cos = torch.nn.functional.cosine_similarity(int8_emb[:n], int8_emb[n:]).numpy()
     st_cos = torch.nn.functional.cosine_similarity(st_emb[:n], st_emb[n:]).numpy()
     reference_spearman = calc_correlations(st_cos, gold)["spearman"]
-    ours_spearman = evaluate_sts(ours, dev.items, dev.pairs).spearman
+    ours_spearman = evaluate_sts(ours, dev.items, dev.pairs)["spearman"]
     st_rate = len(sentences) / statistics.median(st_times)
     twin_rate = len(sentences) / statistics.median(twin_times)
     return {
@@ -145,7 +145,7 @@ def finetune_stsb(work: Path, dev: TextPairs) -> dict[str, Any]:
     model = load(result.model_dir)
     final = evaluate_sts(model, dev.items, dev.pairs)
     return {
-        "stsb_dev_spearman_finetuned": final.spearman,
+        "stsb_dev_spearman_finetuned": final["spearman"],
         "stsb_dev_pearson_finetuned": final.pearson,
         "finetune_minutes": minutes,
         "finetune": {"config": "configs/stsb.yaml", "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
@@ -174,7 +174,7 @@ def mrpc(work: Path, root: Path) -> dict[str, Any]:
     base = pretrained_model()
     base.comparator = build_model(cfg.model).comparator  # cosine distance, as the fine-tuned model
     native, _ = pair_similarities(base, held.items, held.pairs)
-    base_cal = calibrate(native, held.pairs.same, base.comparator.is_distance)
+    base_cal = calibrate(native, held.pairs.same, base.comparator.orientation)
     untrained = evaluate_pairs(base, test.items, test.pairs, base_cal).to_dict()
     started = time.perf_counter()
     result = train_from_config(cfg, work / "mrpc", console=console)
@@ -194,11 +194,11 @@ def small_text(work: Path, dev: TextPairs) -> dict[str, Any]:
     train = read_text_pair_file(Path(cfg.data.path))
     seed_everything(cfg.train.seed)
     untrained = build_model(cfg.model, texts=train.items.data).eval()
-    before = evaluate_sts(untrained, dev.items, dev.pairs).spearman
+    before = evaluate_sts(untrained, dev.items, dev.pairs)["spearman"]
     started = time.perf_counter()
     result = train_from_config(cfg, work / "small", console=console)
     minutes = (time.perf_counter() - started) / 60
-    after = evaluate_sts(load(result.model_dir), dev.items, dev.pairs).spearman
+    after = evaluate_sts(load(result.model_dir), dev.items, dev.pairs)["spearman"]
     return {"small_text": {"stsb_dev_spearman_untrained": before, "stsb_dev_spearman_trained": after,
                            "minutes": minutes, "best_epoch": result.best_epoch}}  # fmt: skip
 

@@ -111,7 +111,7 @@ def test_bad_inputs_exit_2_with_a_named_cause(tmp_path, trained):
         (["train", "--data", data, "--out", tmp_path / "r", "--config", tmp_path / "no.yaml"], "config file not found"),
         (["train", "--data", data, "--out", tmp_path / "r", "loss.name=nope"], "unknown loss 'nope'"),
         (["evaluate", tmp_path, "--data", data], "incomplete or not a twinnet model"),
-        (["evaluate", summary["model"], "--data", data, "--protocol", "magic"], "--protocol: 'magic'"),
+        (["evaluate", summary["model"], "--data", data, "--protocol", "magic"], "--protocol: unknown protocol 'magic'; known: "),
         (["verify", summary["model"], data / "class_0" / "img_0.png", tmp_path / "none.png"],
          "none.png: image file not found"),
         (["embed", summary["model"], tmp_path / "nothing", "--out", tmp_path / "e.npy"], "input not found"),

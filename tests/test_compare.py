@@ -33,7 +33,7 @@ def test_pairwise_agrees_with_rowwise_forward(name):
     for i in range(len(A)):
         torch.testing.assert_close(matrix[i], comp(A[i].expand_as(B), B))
     sim = comp.pairwise_similarity(A, B)
-    torch.testing.assert_close(sim, -matrix if comp.is_distance else matrix)
+    torch.testing.assert_close(sim, comp.orientation.to_similarity(matrix))
 
 
 def test_default_chunked_pairwise_handles_chunks():

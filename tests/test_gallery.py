@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from twinnet.config import ModelConfig
-from twinnet.errors import DataError
+from twinnet.errors import DataError, NotFoundError
 from twinnet.gallery import Gallery
 from twinnet.gallery.index import FaissIndex
 from twinnet.model import build_model
@@ -49,10 +49,12 @@ def test_enrol_identify_verify_remove_round_trip(tmp_path):
     assert g.remove("id05") == 2 and "id05" not in g
     assert all(m.identity != "id05" for m in g.identify(VECTORS[10], k=20).matches)
     assert [x["id"] for x in g.list(limit=2)] == ["id00", "id01"]
-    with pytest.raises(DataError, match="unknown identity 'nobody'"):
+    with pytest.raises(NotFoundError, match="unknown identity 'nobody'"):
         g.verify(probe, "nobody")
-    with pytest.raises(DataError, match="unknown identity"):
+    with pytest.raises(NotFoundError, match="unknown identity"):
         g.remove("nobody")
+    with pytest.raises(NotFoundError):
+        g.get("nobody")
     g.close()
 
 
@@ -137,7 +139,7 @@ def test_learned_comparators_are_rescored_exactly(tmp_path, comparator):
     with torch.no_grad():
         exact = model.comparator.pairwise(torch.from_numpy(queries), torch.from_numpy(emb)).numpy()
     for q, result in enumerate(g.identify_batch(queries, k=3)):
-        order = np.argsort(exact[q]) if g.is_distance else np.argsort(-exact[q])
+        order = model.comparator.orientation.rank(exact[q])
         assert [m.identity for m in result.matches] == [f"p{i}" for i in order[:3]]
         assert result.matches[0].value == pytest.approx(float(exact[q, order[0]]), rel=1e-4, abs=1e-5)
         v = g.verify(queries[q], "p7")
@@ -223,4 +225,25 @@ def test_vector_model_inputs_are_embedded_not_mistaken_for_embeddings(tmp_path):
     assert np.allclose(g.store.templates_of("a", 12), embedded, atol=1e-6)  # the model ran on the raw vector
     g.enroll("b", embedded, precomputed=True)
     assert np.allclose(g.store.templates_of("b", 12), embedded)
+    g.close()
+
+
+def test_half_twin_gallery_holds_side_b_and_is_queried_with_side_a(tmp_path):
+    torch.manual_seed(0)
+    mlp = {"name": "mlp", "params": {"hidden": [16], "embedding_dim": 8}}
+    config = {"input": {"kind": "vector", "features": 12}, "encoder": mlp, "encoder_b": mlp}
+    model = build_model(ModelConfig.model_validate(config)).eval()
+    raw = torch.from_numpy(rng.normal(size=(4, 12)).astype(np.float32))
+    g = Gallery.create(tmp_path / "g", model)
+    for i in range(4):
+        g.enroll(f"d{i}", raw[i : i + 1])
+    with torch.no_grad():
+        docs, queries = model.embed(raw, "b").numpy(), model.embed(raw, "a").numpy()
+    assert np.allclose(g.store.templates_of("d2", 8), docs[2:3], atol=1e-6)
+    assert not np.allclose(docs, queries, atol=1e-3)  # the two towers differ, so the check means something
+    values = np.linalg.norm(queries[:, None] - docs[None], axis=-1)
+    for q, result in enumerate(g.identify_batch(raw, k=4)):
+        assert [m.identity for m in result.matches] == [f"d{i}" for i in np.argsort(values[q])]
+        assert [m.value for m in result.matches] == pytest.approx(np.sort(values[q]).tolist(), abs=1e-4)
+    assert g.verify(raw[1], "d3").value == pytest.approx(float(values[1, 3]), abs=1e-4)
     g.close()

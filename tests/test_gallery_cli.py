@@ -18,7 +18,7 @@ def saved_model(path, seed=0):
     encoder = {"name": "conv4", "params": {"hidden": 8, "blocks": 3, "embedding_dim": 16}}
     model = build_model(ModelConfig.model_validate({"input": {"size": [16, 16]}, "encoder": encoder})).eval()
     rng = np.random.default_rng(0)
-    model.calibration = calibrate(rng.random(100) * 0.01, rng.random(100) < 0.5, is_distance=True)
+    model.calibration = calibrate(rng.random(100) * 0.01, rng.random(100) < 0.5, model.comparator.orientation)
     save(model, path)
     return path
 

@@ -11,6 +11,7 @@ import torch
 
 import twinnet
 from twinnet.calibrate import calibrate
+from twinnet.compare import DISTANCE
 from twinnet.config import ModelConfig
 from twinnet.errors import ConfigError, ModelFormatError
 from twinnet.io import atomic_directory, load, save
@@ -38,7 +39,7 @@ def _trained_model():
 def test_save_load_gives_identical_outputs_and_carries_calibration(tmp_path):
     model = _trained_model()
     rng = np.random.default_rng(0)
-    model.calibration = calibrate(rng.random(100), rng.random(100) < 0.5, is_distance=True)
+    model.calibration = calibrate(rng.random(100), rng.random(100) < 0.5, DISTANCE)
     save(model, tmp_path / "m", metrics={"roc_auc": 0.9})
     loaded = load(tmp_path / "m")
     x1, x2 = torch.rand(5, 1, 12, 12), torch.rand(5, 1, 12, 12)

@@ -3,6 +3,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from twinnet.calibrate import calibrate, calibrate_threshold
+from twinnet.compare import DISTANCE, SCORE
 from twinnet.metrics import (
     calc_best_accuracy,
     calc_eer,
@@ -78,10 +79,10 @@ def test_recall_at_k_hand_example():
 
 def test_calibration_round_trip_for_distances():
     distances = -SCORES  # a distance comparator: smaller = same
-    cal = calibrate(distances, SAME, is_distance=True, far_targets=[1e-2])
+    cal = calibrate(distances, SAME, DISTANCE, far_targets=[1e-2])
     decisions = cal.decide(distances)
     assert (decisions == SAME).mean() == pytest.approx(cal.thresholds["best_accuracy"].accuracy)
-    assert cal.native_threshold() == pytest.approx(-cal.thresholds["best_accuracy"].value)
+    assert cal.native_threshold() == pytest.approx(cal.thresholds["best_accuracy"].value)
     strict = cal.decide(distances, "far=0.01")
     assert strict[~SAME].mean() <= 0.01
     again = type(cal).from_json(cal.to_json())
@@ -89,5 +90,5 @@ def test_calibration_round_trip_for_distances():
 
 
 def test_calibrate_threshold_signature():
-    t = calibrate_threshold(SCORES, SAME, far=1e-3)
+    t = calibrate_threshold(SCORES, SAME, SCORE, far=1e-3)
     assert t.criterion == "far" and t.far <= 1e-3

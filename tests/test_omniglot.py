@@ -139,7 +139,7 @@ def test_official_run_folders(tmp_path):
     runs = load_runs(make_runs(tmp_path / "runs"), SPEC)
     assert [r.name for r in runs] == ["run01", "run02"] and runs[0].support.shape == (5, 1, 16, 16)
     result = evaluate_runs(PIXELS, runs)
-    assert result.accuracy == 1.0 and result.ways == 5  # test images are exact copies of their class
+    assert result["accuracy"] == 1.0 and result["ways"] == 5  # test images are exact copies of their class
     labels = tmp_path / "runs" / "run02" / "class_labels.txt"
     labels.write_text("run02/test/item01.png run02/training/class99.png\n")
     with pytest.raises(DataError, match=r"class_labels.txt:1: run02/training/class99.png is not among"):

@@ -20,11 +20,11 @@ from PIL import Image
 
 from twinnet.calibrate import calibrate
 from twinnet.config import ModelConfig
-from twinnet.errors import ConfigError
+from twinnet.errors import ConfigError, DataError, NotFoundError, TwinnetError
 from twinnet.gallery import Gallery
 from twinnet.io import load, save
 from twinnet.model import build_model
-from twinnet.serve import ServiceSettings, check_auth_settings, create_app
+from twinnet.serve import ServiceSettings, check_auth_settings, create_app, error_status
 
 KEY = "k" * 24
 
@@ -42,7 +42,7 @@ def model_dir(tmp_path_factory):
     encoder = {"name": "conv4", "params": {"hidden": 8, "blocks": 2, "embedding_dim": 12}}
     model = build_model(ModelConfig.model_validate({"input": {"size": [8, 8]}, "encoder": encoder})).eval()
     rng = np.random.default_rng(0)
-    model.calibration = calibrate(rng.random(200), rng.random(200) < 0.5, is_distance=True)
+    model.calibration = calibrate(rng.random(200), rng.random(200) < 0.5, model.comparator.orientation)
     path = tmp_path_factory.mktemp("m") / "model"
     save(model, path)
     return path
@@ -149,7 +149,8 @@ def test_bad_inputs_are_4xx_with_clear_errors(service):
         assert r.status_code == status, (code, r.text)
         assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
     r = httpx.delete(f"{url}/identities/nobody", headers=H)
-    assert r.status_code == 404 and "unknown identity 'nobody'" in r.json()["error"]["message"]
+    assert r.status_code == 404 and r.json()["error"] == {"code": "unknown_identity",
+                                                          "message": "unknown identity 'nobody'"}  # fmt: skip
     assert httpx.post(f"{url}/identify?top_k=0", files={"inputs": png(1)}, headers=H).status_code == 422
     assert httpx.post(f"{url}/enroll", data={"identity": ""}, files={"inputs": png(1)}, headers=H).status_code == 400
 
@@ -195,3 +196,39 @@ def test_serve_command_refuses_to_start_without_a_key(model_dir):
     proc = subprocess.run([sys.executable, "-m", "twinnet", "serve", str(model_dir), "--port", str(free_port())],
                           capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin"})  # fmt: skip
     assert proc.returncode == 2 and "no API keys" in proc.stderr and "Traceback" not in proc.stderr
+
+
+class RaisingGallery:
+    """A gallery whose ``remove`` raises a given error: what the service maps it to is then all
+    that a request can show."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def remove(self, identity: str) -> int:
+        raise self.error
+
+    def count(self) -> dict[str, int]:
+        return {"identities": 0, "templates": 0}
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (NotFoundError("no such person here"), 404, "unknown_identity"),  # a message without "unknown identity"
+        (DataError("unknown identity 'x'"), 400, "bad_input"),  # the old message text, but not a NotFoundError
+        (TwinnetError("anything"), 400, "bad_input"),
+    ],
+)
+def test_errors_map_to_statuses_by_type_not_by_message(model_dir, error, status, code):
+    from fastapi.testclient import TestClient
+
+    assert error_status(error) == (status, code)
+    app = create_app(load(model_dir), RaisingGallery(error), ServiceSettings(no_auth=True))
+    with TestClient(app) as client:
+        r = client.delete("/identities/someone")
+    assert r.status_code == status and r.headers["content-type"] == "application/json"
+    assert r.json() == {"error": {"code": code, "message": str(error)}}

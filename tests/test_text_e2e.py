@@ -36,12 +36,12 @@ def fit(config_name: str, overrides: list[str], train: TextPairs, dev: TextPairs
     cfg = load_config(f"configs/{config_name}", ["train.progress=false", "train.max_minutes=null", *overrides])
     seed_everything(cfg.train.seed)
     model = twinnet.build_model(cfg.model, texts=train.items.data)
-    before = evaluate_sts(model, dev.items, dev.pairs).spearman
+    before = evaluate_sts(model, dev.items, dev.pairs)["spearman"]
     trainer = Trainer(model, build_loss(cfg), train.items, cfg.train, val_items=dev.items, train_pairs=train.pairs,
                       val_pairs=dev.pairs, run_dir=tmp_path / "run", run_config=cfg)  # fmt: skip
     result = trainer.fit()
     loaded = twinnet.load(result.model_dir)
-    after = evaluate_sts(loaded, dev.items, dev.pairs).spearman
+    after = evaluate_sts(loaded, dev.items, dev.pairs)["spearman"]
     return before, after, result, loaded
 
 
@@ -80,7 +80,7 @@ def test_cli_train_generic_pairs_and_bad_file(tmp_path):
     data = tmp_path / "pairs.tsv"
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     args = ["train", "-c", "configs/text-small.yaml", "--data", str(data), "--out", str(tmp_path / "run"), "--json",
-            "-q", "data.val_path=null", "data.val_classes=0.25", "train.epochs=2", "train.validation.metric=roc_auc",
+            "-q", "data.val_path=null", "data.val_classes=0.25", "train.epochs=2", "train.validation.protocol=verification",
             "loss.name=online_contrastive", "model.comparator.name=cosine_distance"]  # fmt: skip
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
@@ -113,7 +113,7 @@ def test_half_twin_small_text_with_in_batch_negatives(tmp_path):
     from twinnet.protocols import evaluate_retrieval
 
     overrides = ["model.encoder_b.name=small_text", "model.share=[embedding]", "loss.name=multiple_negatives_ranking",
-                 "train.epochs=4", "train.batch_size=16", "train.validation.metric=roc_auc", "data.val_path=null",
+                 "train.epochs=4", "train.batch_size=16", "train.validation.protocol=verification", "data.val_path=null",
                  "data.val_classes=0", f"data.path={_toy_pairs(tmp_path)}", "train.progress=false"]  # fmt: skip
     cfg = load_config("configs/text-small.yaml", overrides)
     cfg.model.encoder_b.params = dict(cfg.model.encoder.params)
@@ -149,7 +149,7 @@ def test_triplet_loss_on_labelled_texts():
     before = evaluate_verification(model, val, n_pairs=200, seed=1)[0].metrics["roc_auc"]
     config = cfg.train.model_copy(update={"epochs": 4, "samples_per_epoch": 256, "classes_per_batch": 6,
                                           "items_per_class": 4, "lr": 3e-3})  # fmt: skip
-    config.validation.metric = "roc_auc"
+    config.validation.protocol = "verification"
     config.validation.pairs = 200
     Trainer(model, TripletLoss(margin=0.3, mining="batch_hard"), train, config, val_items=val).fit()
     after = evaluate_verification(model, val, n_pairs=200, seed=1)[0].metrics["roc_auc"]

@@ -7,6 +7,8 @@ import json
 import httpx
 import numpy as np
 import pytest
+import torch
+from fastapi.testclient import TestClient
 from test_serve import Server
 from typer.testing import CliRunner
 
@@ -35,8 +37,8 @@ def text_model_dir(tmp_path_factory):
                                          "comparator": {"name": "cosine"}})  # fmt: skip
     model = twinnet.build_model(config).eval()
     rng = np.random.default_rng(0)
-    model.calibration = calibrate(np.r_[rng.uniform(0.5, 1, 50), rng.uniform(-0.1, 0.5, 50)],
-                                  np.r_[np.ones(50, bool), np.zeros(50, bool)], is_distance=False)  # fmt: skip
+    native = np.r_[rng.uniform(0.5, 1, 50), rng.uniform(-0.1, 0.5, 50)]
+    model.calibration = calibrate(native, np.r_[np.ones(50, bool), np.zeros(50, bool)], model.comparator.orientation)
     path = tmp_path_factory.mktemp("text") / "model"
     twinnet.save(model, path)
     return path
@@ -129,4 +131,67 @@ def test_service_takes_texts(text_model_dir, tmp_path):
         assert r.status_code == 400 and r.json()["error"]["code"] == "bad_text"
         r = httpx.post(f"{url}/verify", json={"a": "x", "b": "y"})
         assert r.status_code == 401
+    gallery.close()
+
+
+QUERIES = ["Who is playing the guitar?", "Did the stock market drop?", "What is she chopping?", "Who scored?"]
+
+
+def small_text_half_twin() -> twinnet.HalfTwinNetwork:
+    """A query → document half-twin of two small (untrained) GRU text encoders, whose document
+    tower is perturbed so that embedding a document with the wrong tower gives other values."""
+    torch.manual_seed(0)
+    small = {"name": "small_text", "params": {"embedding_dim": 32, "token_dim": 16, "hidden": 16}}
+    config = ModelConfig.model_validate({"input": {"kind": "text", "max_length": 12}, "encoder": small,
+                                         "encoder_b": small, "comparator": {"name": "cosine"}})  # fmt: skip
+    model = twinnet.build_model(config, texts=[t for _, t in DOCUMENTS] + QUERIES).eval()
+    with torch.no_grad():
+        for p in model.encoder_for("b").parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    return model
+
+
+def test_http_verify_of_a_half_twin_equals_twinnet_verify_with_the_document_tower_for_b():
+    model = small_text_half_twin()
+    a, b = QUERIES[0], DOCUMENTS[0][1]
+    z_a = twinnet.embed(model, [a], side="a")
+    with torch.no_grad():
+        right = float(model.comparator(z_a, twinnet.embed(model, [b], side="b"))[0])
+        wrong = float(model.comparator(z_a, twinnet.embed(model, [b], side="a"))[0])
+    assert abs(right - wrong) > 1e-2, "the towers must differ for this test to mean anything"
+    threshold = (right + wrong) / 2  # the two towers give opposite decisions at it
+    model.calibration = calibrate(np.array([right, wrong]), np.array([True, False]), model.comparator.orientation)
+    long_a = " ".join(["guitar"] * 30)  # over max_length: both report the truncation
+    with TestClient(create_app(model, None, ServiceSettings(no_auth=True))) as client:
+        for text_a, t in ((a, None), (a, threshold), (long_a, threshold)):
+            r = client.post("/verify" if t is None else f"/verify?threshold={t!r}", json={"a": text_a, "b": b})
+            assert r.status_code == 200, r.text
+            got, expected = r.json(), twinnet.verify(model, text_a, b, t).to_dict()
+            assert got.keys() == expected.keys() and got.pop("score") == pytest.approx(expected.pop("score"), abs=1e-6)
+            assert got == expected
+    assert twinnet.verify(model, a, b).value == pytest.approx(right, abs=1e-6)
+    assert "notes" in expected and expected["notes"][0].startswith("A: 30 tokens")
+    decided = twinnet.verify(model, a, b, threshold)
+    assert decided.same == bool(model.comparator.matches(right, threshold))
+    assert decided.same != bool(model.comparator.matches(wrong, threshold))
+
+
+def test_half_twin_service_enrols_documents_with_side_b_and_queries_with_side_a(tmp_path):
+    model = small_text_half_twin()
+    gallery = Gallery.create(tmp_path / "g", model)
+    with TestClient(create_app(model, gallery, ServiceSettings(no_auth=True))) as client:
+        for identity, text in DOCUMENTS:
+            r = client.post("/enroll", json={"identity": identity, "inputs": [text]})
+            assert r.status_code == 200, r.text
+        r = client.post(f"/identify?top_k={len(DOCUMENTS)}", json={"inputs": QUERIES})
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+    docs = twinnet.embed(model, [t for _, t in DOCUMENTS], side="b")
+    assert np.allclose(gallery.store.templates_of("market", 32), docs[1:2].numpy(), atol=1e-5)
+    with torch.no_grad():
+        scores = model.comparator.pairwise(twinnet.embed(model, QUERIES, side="a"), docs).numpy()
+    for q, result in enumerate(results):
+        order = model.comparator.orientation.rank(scores[q])
+        assert [m["identity"] for m in result["matches"]] == [DOCUMENTS[i][0] for i in order]
+        assert [m["score"] for m in result["matches"]] == pytest.approx(scores[q, order].tolist(), abs=1e-5)
     gallery.close()

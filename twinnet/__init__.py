@@ -15,17 +15,21 @@ from twinnet._version import __version__
 from twinnet.calibrate import Calibration, Threshold, calibrate, calibrate_threshold
 from twinnet.compare import (
     COMPARATORS,
+    DISTANCE,
+    SCORE,
     Comparator,
     CosineDistance,
     CosineSimilarity,
     EuclideanDistance,
     MahalanobisDistance,
     MLPMetric,
+    Orientation,
     SquaredEuclideanDistance,
     WeightedL1,
 )
 from twinnet.config import Config, InputSpec, ModelConfig, TrainConfig, load_config
 from twinnet.data import ItemSet, from_arrays, image_folder, split_by_class, split_by_item
+from twinnet.data.sources import DATA_SOURCES, Dataset, DataSource, ReadOptions, read_dataset
 from twinnet.data.text import TextItemSet, TextPairs, read_text_pair_file, text_items
 from twinnet.encoders import ENCODERS, register_encoder
 from twinnet.errors import ConfigError, DataError, ModelFormatError, TrainingError, TwinnetError
@@ -43,18 +47,27 @@ from twinnet.losses import (
 )
 from twinnet.model import HalfTwinNetwork, TwinNetwork, build_model
 from twinnet.protocols import (
+    PROTOCOLS,
+    EvaluationProtocol,
+    ProtocolResult,
+    build_protocol,
     evaluate_nway,
     evaluate_pairs,
     evaluate_retrieval,
     evaluate_sts,
     evaluate_verification,
+    register_protocol,
 )
 from twinnet.train import Trainer, TrainResult, train_from_config
 
 __all__ = [
     "COMPARATORS",
+    "DATA_SOURCES",
+    "DISTANCE",
     "ENCODERS",
     "LOSSES",
+    "PROTOCOLS",
+    "SCORE",
     "BinaryCrossEntropyLoss",
     "Calibration",
     "CoSENTLoss",
@@ -66,7 +79,10 @@ __all__ = [
     "CosineRegressionLoss",
     "CosineSimilarity",
     "DataError",
+    "DataSource",
+    "Dataset",
     "EuclideanDistance",
+    "EvaluationProtocol",
     "HalfTwinNetwork",
     "InputSpec",
     "ItemSet",
@@ -76,6 +92,9 @@ __all__ = [
     "ModelFormatError",
     "MultipleNegativesRankingLoss",
     "OnlineContrastiveLoss",
+    "Orientation",
+    "ProtocolResult",
+    "ReadOptions",
     "SquaredEuclideanDistance",
     "TextItemSet",
     "TextPairs",
@@ -90,6 +109,7 @@ __all__ = [
     "WeightedL1",
     "__version__",
     "build_model",
+    "build_protocol",
     "calibrate",
     "calibrate_threshold",
     "embed",
@@ -103,8 +123,10 @@ __all__ = [
     "image_folder",
     "load",
     "load_config",
+    "read_dataset",
     "read_text_pair_file",
     "register_encoder",
+    "register_protocol",
     "save",
     "split_by_class",
     "split_by_item",

@@ -101,49 +101,64 @@ def train(
         out.print(f"model saved to {result.model_dir}")
 
 
+def _protocol_help() -> str:
+    from twinnet.protocols import PROTOCOLS
+
+    return "; ".join(f"{name}: {factory.summary}" for name, factory in PROTOCOLS.items())  # type: ignore[attr-defined]
+
+
+def _format_help() -> str:
+    from twinnet.data.sources import format_names
+
+    return " | ".join(format_names())
+
+
 @app.command()
 @friendly_errors
 def evaluate(
-    model_path: Path = typer.Argument(..., metavar="MODEL", help="Saved model (or run) directory."),
+    model_path: Path = typer.Argument(
+        ..., metavar="MODEL", help="Saved model (or run) directory; or a config file, to evaluate its model untrained."
+    ),
     data: Path = typer.Option(
         ..., "--data", help="Image folder or zip of test classes, a pairs file (images or texts), or run folders."
     ),
-    protocol: str = typer.Option(
-        "verification",
-        "--protocol",
-        help="verification | oneshot (= nway) | within-alphabet | omniglot-runs | signature; "
-        "text models: sts | pairs | retrieval",
-    ),
-    text_format: str = typer.Option("auto", "--format", help="Text pairs: auto | sts | mrpc | text_pairs."),
-    references: int = typer.Option(5, "--references", help="signature: genuine references enrolled per writer."),
-    aggregate: str = typer.Option("min", "--aggregate", help="signature: min (nearest reference) or mean distance."),
+    protocol: str = typer.Option("verification", "--protocol", help="A registered protocol. " + _protocol_help()),
+    data_format: str = typer.Option("auto", "--format", help="Data format: " + _format_help()),
+    references: int = typer.Option(None, "--references", help="signature: genuine references enrolled per writer."),
+    aggregate: str = typer.Option(None, "--aggregate", help="signature: min (nearest reference) or mean distance."),
     pairs_file: Path = typer.Option(None, "--pairs-file", help="signature: SigComp-style pairs CSV for pair accuracy."),
-    ways: int = typer.Option(5, "--ways", help="N of N-way episodes."),
-    shots: int = typer.Option(1, "--shots", help="K of K-shot episodes."),
-    episodes: int = typer.Option(1000, "--episodes", help="Number of episodes."),
-    pairs: int = typer.Option(4000, "--pairs", help="Balanced pairs for verification on a folder."),
-    prototype: str = typer.Option("nearest", "--prototype", help="K>1: nearest shot or class mean."),
+    ways: int = typer.Option(None, "--ways", help="N of N-way episodes (default 5; 20 within-alphabet)."),
+    shots: int = typer.Option(None, "--shots", help="K of K-shot episodes (default 1)."),
+    episodes: int = typer.Option(None, "--episodes", help="Number of episodes (default 1000)."),
+    pairs: int = typer.Option(None, "--pairs", help="verification: balanced pairs drawn from a folder (default 4000)."),
+    prototype: str = typer.Option(None, "--prototype", help="K>1: nearest shot or class mean."),
     class_depth: int = typer.Option(
         None, "--class-depth", help="Folder levels that name a class (default 1; 2 for Omniglot)."
     ),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(None, "--seed", help="Seed of sampled pairs, episodes or references (default 0)."),
     skip_bad: bool = typer.Option(False, "--skip-bad"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Evaluate a saved model: verification (ROC AUC, EER, TAR@FAR), N-way K-shot accuracy, or for
-    text models STS correlation, pair classification at the calibrated threshold, or retrieval."""
-    from twinnet.evaluate import evaluate_path
+    """Evaluate a model with a registered protocol: verification (ROC AUC, EER, TAR@FAR), N-way K-shot
+    accuracy, signatures, or for text models STS correlation, pair classification, retrieval."""
+    from twinnet.data.sources import ReadOptions
+    from twinnet.evaluate import evaluate_model, load_model_or_config
 
-    result = evaluate_path(
-        model_path, data, protocol=protocol, ways=ways, shots=shots, episodes=episodes, n_pairs=pairs,
-        prototype=prototype, class_depth=class_depth, seed=seed, skip_bad=skip_bad,
-        references=references, aggregate=aggregate, pairs_file=pairs_file, text_format=text_format,
-    )  # fmt: skip
+    given = {"references": references, "aggregate": aggregate, "pairs_file": None if pairs_file is None else
+             str(pairs_file), "ways": ways, "shots": shots, "episodes": episodes, "n_pairs": pairs,
+             "prototype": prototype, "seed": seed}  # fmt: skip
+    params = {k: v for k, v in given.items() if v is not None}
+    model = load_model_or_config(model_path)
+    result = evaluate_model(model, data, protocol, params, format=data_format,
+                            options=ReadOptions(class_depth=class_depth, skip_bad=skip_bad)).to_dict()  # fmt: skip
+    result["source"] = str(data)
     if as_json:
         _print_json(result)
         return
     rows = {k: v for k, v in result.items() if not isinstance(v, dict)}
-    rows.update({f"calibrated {k}": v for k, v in result.get("calibrated", {}).items()})
+    for name, nested in result.items():
+        if isinstance(nested, dict):
+            rows.update({f"{name} {k}": v for k, v in nested.items()})
     if "ci95" in result:
         rows["accuracy"] = f"{result['accuracy']:.4f} ± {result['ci95']:.4f} (95% CI)"
         rows.pop("ci95")

@@ -102,8 +102,8 @@ class Verification:
         return self.orientation.rule
 
     def to_dict(self) -> dict[str, Any]:
-        out = {self.orientation.value_name: self.value, "threshold": self.threshold, "same": self.same,
-               "rule": self.rule}  # fmt: skip
+        out: dict[str, Any] = {self.orientation.value_name: self.value, "threshold": self.threshold,
+                               "same": self.same, "rule": self.rule}  # fmt: skip
         if self.notes:
             out["notes"] = self.notes
         return out
@@ -141,9 +141,10 @@ def truncation_notes(model: AnyTwin, texts: dict[str, str], side: Side = "a") ->
     """A note for each named text longer than the encoder's ``max_length`` (it was truncated)."""
     encoder = model.encoder_for(side)
     limit = getattr(encoder, "max_length", None)
-    if limit is None or not hasattr(encoder, "count_tokens"):
+    count_tokens = getattr(encoder, "count_tokens", None)  # text encoders that truncate say how
+    if limit is None or not callable(count_tokens):
         return []
-    counts = encoder.count_tokens(list(texts.values()))
+    counts = count_tokens(list(texts.values()))
     return [f"{name}: {n} tokens, truncated to the model's max_length {limit}"
             for name, n in zip(texts, counts) if n > limit]  # fmt: skip
 
@@ -176,14 +177,15 @@ def embed_files(
         raise DataError(f"--out {out_file}: the embeddings file must end in .npy")
     model = load(model_path)
     spec = model.input_spec("a")
+    names: list[str] | list[Path]
     if model.takes_texts("a"):
-        texts, files = read_text_lines(inputs)
+        texts, names = read_text_lines(inputs)
         array = embed(model, texts).numpy().astype(np.float32)
     else:
-        files = expand_inputs(inputs)
+        files = names = expand_inputs(inputs)
         rows = []
         for i in range(0, len(files), batch_size):
-            batch = torch.stack([read_input(f, spec) for f in files[i : i + batch_size]])
+            batch = torch.stack([read_input(f, spec) for f in files[i : i + batch_size]])  # type: ignore[misc]
             rows.append(embed_batches(model, batch, batch_size=batch_size))
         array = torch.cat(rows).numpy().astype(np.float32)
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -191,8 +193,8 @@ def embed_files(
     with open(tmp, "wb") as f:
         np.save(f, array)
     os.replace(tmp, out_file)
-    names = out_file.with_suffix(".txt")
-    tmp_names = names.with_name(f".{names.name}.tmp")
-    tmp_names.write_text("".join(f"{p}\n" for p in files), encoding="utf-8")
-    os.replace(tmp_names, names)
+    names_file = out_file.with_suffix(".txt")
+    tmp_names = names_file.with_name(f".{names_file.name}.tmp")
+    tmp_names.write_text("".join(f"{p}\n" for p in names), encoding="utf-8")
+    os.replace(tmp_names, names_file)
     return array.shape[0], array.shape[1]

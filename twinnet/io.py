@@ -212,8 +212,9 @@ def save(
         write_json(tmp / "config.json", config.model_dump(mode="json"))
         save_model(model, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         for role, encoder in encoders_by_role(model).items():
-            if hasattr(encoder, "export_assets"):
-                encoder.export_assets(tmp / "assets" / role)
+            export = getattr(encoder, "export_assets", None)  # encoders with files besides weights (text)
+            if callable(export):
+                export(tmp / "assets" / role)
         if calibration is not None:
             write_json(tmp / "calibration.json", calibration.to_json())
         if metrics:

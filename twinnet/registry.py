@@ -36,11 +36,12 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 
-    def get(self, name: str) -> Callable[..., T]:
+    def get(self, name: str, *, field: str = "") -> Callable[..., T]:
         try:
             return self._entries[name]
         except KeyError:
-            raise ConfigError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
+            prefix = f"{field}: " if field else ""
+            raise ConfigError(f"{prefix}unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
 
     def build(self, name: str, params: dict[str, Any] | None = None, *, field: str = "") -> T:
         """Instantiate ``name`` with ``params``, naming any parameter it does not take.
@@ -48,7 +49,7 @@ class Registry(Generic[T]):
         Components raise plain ``ValueError`` (or ``TypeError``) for a bad argument; here that
         becomes a one-line :class:`ConfigError` naming the config ``field`` it came from.
         """
-        factory = self.get(name)
+        factory = self.get(name, field=field)
         params = dict(params or {})
         where = field or f"{self.kind} {name!r}"
         check_params(factory, params, field=where)

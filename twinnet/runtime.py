@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import os
 import random
+from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
 import torch
+
+
+class Stream(IntEnum):
+    """The purposes of a run's random streams, each mixed into its seed (``generator(seed, Stream.X,
+    epoch)``): named here, in one place, so no two purposes share a stream by accident. The values
+    are part of what makes a run reproducible: never renumber them."""
+
+    TRAIN_PAIRS = 1
+    PK_BATCHES = 2
+    VALIDATION_PAIRS = 3
+    AUGMENT = 5
+    PAIR_ORDER = 6
+    EVAL_PAIRS = 7
+    DROPOUT = 8
+    EPISODES = 11
+    WITHIN_GROUP_EPISODES = 13
+    SIGNATURE_REFERENCES = 21
+    TEXT_SPLIT = 21  # the text pair split and the signature references never meet in one run
 
 
 def pick_device(requested: str = "auto") -> torch.device:

@@ -36,9 +36,11 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twinnet.data.images import decode_image, to_float
-from twinnet.errors import ConfigError, TwinnetError
-from twinnet.inference import embed_texts
-from twinnet.protocols import model_device
+from twinnet.embedding import embed_batches
+from twinnet.errors import ConfigError, NotFoundError, TwinnetError
+from twinnet.gallery.gallery import QUERY_SIDE, TEMPLATE_SIDE, Gallery
+from twinnet.inference import compare_embeddings, decide, truncation_notes
+from twinnet.model import SIDES, AnyTwin, Side
 
 API_KEY_ENV = "TWINNET_API_KEYS"
 
@@ -64,6 +66,22 @@ class ServiceError(Exception):
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+#: What each kind of user error becomes, most specific first: decided by the exception's type,
+#: so rewording a message never changes a status.
+ERROR_STATUS: tuple[tuple[type[TwinnetError], int, str], ...] = (
+    (NotFoundError, 404, "unknown_identity"),
+    (TwinnetError, 400, "bad_input"),
+)
+
+
+def error_status(err: TwinnetError) -> tuple[int, str]:
+    """The HTTP status and error code for a user error."""
+    for kind, status, code in ERROR_STATUS:
+        if isinstance(err, kind):
+            return status, code
+    return 400, "bad_input"
 
 
 class BodyLimit:
@@ -98,7 +116,7 @@ class MicroBatcher:
     """Collects embedding requests for up to ``window`` seconds (or ``max_batch`` inputs) and runs
     them through the model as one batch on a single worker thread."""
 
-    def __init__(self, model: Any, window_s: float, max_batch: int) -> None:
+    def __init__(self, model: AnyTwin, window_s: float, max_batch: int) -> None:
         self.model, self.window_s, self.max_batch = model, window_s, max_batch
         self.queue: asyncio.Queue | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twinnet-model")
@@ -115,19 +133,13 @@ class MicroBatcher:
             self._task.cancel()
         self.executor.shutdown(wait=False)
 
-    async def embed(self, inputs: torch.Tensor | list[str], side: str = "a") -> np.ndarray:
+    async def embed(self, inputs: torch.Tensor | list[str], side: Side = QUERY_SIDE) -> np.ndarray:
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((inputs, side, future))
         return await future
 
-    def _forward(self, batch: torch.Tensor | list[str], side: str) -> np.ndarray:
-        if isinstance(batch, list):  # texts: sorted by length and tokenized ahead, as in embed_texts
-            with torch.no_grad():
-                return embed_texts(self.model, batch, side=side).numpy().astype(np.float32)
-        device = model_device(self.model)
-        embed = self.model.embed_a if side == "a" else self.model.embed_b
-        with torch.no_grad():
-            return embed(batch.to(device)).cpu().numpy().astype(np.float32)
+    def _forward(self, batch: torch.Tensor | list[str], side: Side) -> np.ndarray:
+        return embed_batches(self.model, batch, side=side, batch_size=max(1, len(batch))).numpy().astype(np.float32)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -146,7 +158,7 @@ class MicroBatcher:
                     break
                 pending.append(item)
                 size += len(item[0])
-            for side in ("a", "b"):
+            for side in SIDES:
                 group = [p for p in pending if p[1] == side]
                 if not group:
                     continue
@@ -198,17 +210,18 @@ def check_auth_settings(settings: ServiceSettings, host: str) -> None:
         raise ConfigError("API keys must be at least 16 characters")
 
 
-def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings | None = None) -> Any:
-    """The FastAPI application for ``model`` (and ``gallery``, for identify/enroll)."""
+def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: ServiceSettings | None = None) -> Any:
+    """The FastAPI application for ``model`` (and ``gallery``, for identify/enroll).
+
+    Inputs ``a`` (queries) and ``b`` (templates, documents) are decoded and embedded by the model's
+    own side for each; a half-twin's second encoder embeds what a gallery holds."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from starlette.concurrency import run_in_threadpool
 
     settings = settings or ServiceSettings()
     batcher = MicroBatcher(model, settings.batch_window_ms / 1000.0, settings.max_batch)
-    spec = model.config.input
-    spec_b = model.config.input_b or spec
-    is_distance = model.comparator.is_distance
+    specs = {side: model.input_spec(side) for side in SIDES}  # how each side's inputs are decoded
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
@@ -228,10 +241,8 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
 
     @app.exception_handler(TwinnetError)
     async def _twinnet_error(_: Request, err: TwinnetError) -> JSONResponse:
-        message = str(err)
-        if message.startswith("unknown identity"):
-            return error_response(404, "unknown_identity", message)
-        return error_response(400, "bad_input", message)
+        status, code = error_status(err)
+        return error_response(status, code, str(err))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -266,8 +277,8 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
                                                  f"{settings.max_text_chars}")  # fmt: skip
         return value
 
-    def decode_bytes(data: bytes, name: str, side: str = "a") -> torch.Tensor | str:
-        s = spec_b if side == "b" else spec
+    def decode_bytes(data: bytes, name: str, side: Side) -> torch.Tensor | str:
+        s = specs[side]
         if s.kind == "text":  # an uploaded text file
             try:
                 return decode_text(data.decode("utf-8"), name)
@@ -293,8 +304,8 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             raise ServiceError(400, "bad_image", f"{name}: unreadable or truncated image ({err})") from None
 
-    def decode_json_value(value: Any, name: str, side: str = "a") -> torch.Tensor | str:
-        s = spec_b if side == "b" else spec
+    def decode_json_value(value: Any, name: str, side: Side) -> torch.Tensor | str:
+        s = specs[side]
         if s.kind == "text":
             if not isinstance(value, str):
                 raise ServiceError(400, "bad_input", f"{name}: expected a text (a JSON string)")
@@ -351,12 +362,12 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
             415, "unsupported_media_type", f"{content_type}: send multipart/form-data or application/json"
         )
 
-    async def inputs_named(request: Request, name: str, *, many: bool, side: str = "a") -> torch.Tensor | list[str]:
+    async def inputs_named(request: Request, name: str, *, many: bool, side: Side) -> torch.Tensor | list[str]:
         fields, files = await read_body(request)
         return inputs_from(fields, files, name, many=many, side=side)
 
     def inputs_from(fields: dict[str, Any], files: dict[str, list[bytes]], name: str, *, many: bool,
-                    side: str = "a") -> torch.Tensor | list[str]:  # fmt: skip
+                    side: Side) -> torch.Tensor | list[str]:  # fmt: skip
         if name in files:
             tensors = [decode_bytes(b, f"{name}[{i}]", side) for i, b in enumerate(files[name])]
         elif name in fields:
@@ -403,8 +414,6 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
 
     # -- endpoints ----------------------------------------------------------------------------------
 
-    template_side = "b" if hasattr(model, "encoder_b") else "a"  # half-twins: the gallery holds second inputs
-
     @app.get("/health")
     async def health() -> dict[str, Any]:
         counts = await run_in_threadpool(gallery.count) if gallery is not None else None
@@ -413,35 +422,36 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
 
     @app.post("/embed")
     async def embed(request: Request) -> dict[str, Any]:
-        x = await inputs_named(request, "inputs", many=True)
-        vectors = await batcher.embed(x)
+        x = await inputs_named(request, "inputs", many=True, side=QUERY_SIDE)
+        vectors = await batcher.embed(x, QUERY_SIDE)
         return {"embeddings": vectors.tolist(), "dim": int(vectors.shape[1])}
 
     @app.post("/verify")
     async def verify(request: Request) -> dict[str, Any]:
-        fields, files = await read_body(request)
-        a = inputs_from(fields, files, "a", many=False)
-        b = inputs_from(fields, files, "b", many=False, side="b" if model.config.input_b else "a")
-        side_b = "b" if model.config.input_b else "a"
-        ea, eb = await asyncio.gather(batcher.embed(a), batcher.embed(b, side_b))
-        with torch.no_grad():
-            device = model_device(model)
-            value = float(model.comparator(torch.from_numpy(ea).to(device), torch.from_numpy(eb).to(device))[0])
         threshold = float_param(request, "threshold")
-        if threshold is None and model.calibration is not None:
-            threshold = model.calibration.native_threshold()
-        same = None if threshold is None else (value <= threshold if is_distance else value >= threshold)
-        key = "distance" if is_distance else "score"
-        rule = "same if distance <= threshold" if is_distance else "same if score >= threshold"
-        return {key: value, "threshold": threshold, "same": same, "rule": rule}
+        fields, files = await read_body(request)
+        a = inputs_from(fields, files, "a", many=False, side="a")
+        b = inputs_from(fields, files, "b", many=False, side="b")
+        ea, eb = await asyncio.gather(batcher.embed(a, "a"), batcher.embed(b, "b"))
+
+        def decided() -> dict[str, Any]:  # the comparator runs off the event loop, as the encoders do
+            value = float(compare_embeddings(model, torch.from_numpy(ea), torch.from_numpy(eb))[0])
+            result = decide(model, value, threshold)
+            # texts: say which were truncated, as twinnet.verify does
+            for name, side, x in (("A", "a", a), ("B", "b", b)):
+                if isinstance(x, list):
+                    result.notes += truncation_notes(model, {name: x[0]}, side)
+            return result.to_dict()
+
+        return await run_in_threadpool(decided)
 
     @app.post("/identify")
     async def identify(request: Request) -> dict[str, Any]:
         g = need_gallery()
         k = int_param(request, "top_k", 5, 1, settings.max_top_k)
         threshold = float_param(request, "threshold")
-        x = await inputs_named(request, "inputs", many=True)
-        vectors = await batcher.embed(x)
+        x = await inputs_named(request, "inputs", many=True, side=QUERY_SIDE)
+        vectors = await batcher.embed(x, QUERY_SIDE)
         results = await run_in_threadpool(lambda: g.identify_batch(vectors, k, threshold, precomputed=True))
         return {"results": [r.to_dict() for r in results]}
 
@@ -461,8 +471,8 @@ def create_app(model: Any, gallery: Any | None = None, settings: ServiceSettings
         if not isinstance(metadata, dict):
             raise ServiceError(400, "bad_metadata", "metadata: must be a JSON object")
         replace = str(fields.get("replace", "false")).lower() in ("1", "true", "yes")
-        x = inputs_from(fields, files, "inputs", many=True, side=template_side)
-        vectors = await batcher.embed(x, template_side)
+        x = inputs_from(fields, files, "inputs", many=True, side=TEMPLATE_SIDE)
+        vectors = await batcher.embed(x, TEMPLATE_SIDE)
         added = await run_in_threadpool(
             lambda: g.enroll(identity, vectors, metadata, replace=replace, precomputed=True)
         )
@@ -500,7 +510,6 @@ def serve(model_path: str | Path, gallery_path: str | Path | None, host: str, po
     """Load the model (and gallery) and run the service with uvicorn until interrupted."""
     import uvicorn
 
-    from twinnet.gallery import Gallery
     from twinnet.io import load
 
     check_auth_settings(settings, host)

@@ -19,7 +19,9 @@ from PIL import Image, UnidentifiedImageError
 
 from twinnet.config import InputSpec
 from twinnet.data.images import IMAGE_EXTENSIONS, decode_image
-from twinnet.data.items import ItemSet, image_folder
+from twinnet.data.items import ItemSet, image_folder, load_images
+from twinnet.data.pairs import read_pairs_file
+from twinnet.data.sources import DATA_SOURCES, Dataset, DataSource, ReadOptions
 from twinnet.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ def _drawers(names: list[str]) -> np.ndarray | None:
     found = [_DRAWER.match(PurePosixPath(n).name) for n in names]
     if not found or not all(found):
         return None
-    return np.asarray([int(m.group(1)) for m in found], dtype=np.int64)
+    return np.asarray([int(m.group(1)) for m in found if m is not None], dtype=np.int64)
 
 
 def zip_image_folder(path: str | Path, spec: InputSpec, class_depth: int = 1, skip_bad: bool = False) -> ItemSet:
@@ -126,3 +128,38 @@ def with_rotated_classes(items: ItemSet, turns: tuple[int, ...] = (0, 1, 2, 3)) 
     class_names = [f"{c}@rot{90 * k}" for k in turns for c in items.class_names]
     attributes = {k: np.concatenate([v] * len(turns)) for k, v in items.attributes.items()}
     return ItemSet(data, labels, class_names, names, groups, attributes)
+
+
+# -- data sources ---------------------------------------------------------------------------------
+
+
+@DATA_SOURCES.register("images")
+class ImageFolderSource(DataSource):
+    """A folder (or zip) of class sub-folders of images; ``class_depth`` levels name a class
+    (default: 2 for Omniglot's ``alphabet/character/`` layout, recognised by its file names, else 1)."""
+
+    def sniff(self, path: Path, spec: InputSpec) -> bool:
+        return spec.kind != "text" and (path.is_dir() or path.suffix.lower() == ".zip")
+
+    def read(self, path: Path, spec: InputSpec, options: ReadOptions) -> Dataset:
+        depth = options.class_depth
+        if depth is None:
+            depth = 2 if looks_like_omniglot(path) else 1
+        return Dataset(read_items(path, spec, depth, options.skip_bad))
+
+
+@DATA_SOURCES.register("image_pairs")
+class ImagePairsSource(DataSource):
+    """A CSV/TSV pairs file of images: rows ``a,b,label`` (label 1/0, true/false or
+    same/different), paths relative to the file. Every image must be readable."""
+
+    def sniff(self, path: Path, spec: InputSpec) -> bool:
+        return spec.kind != "text" and path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt")
+
+    def read(self, path: Path, spec: InputSpec, options: ReadOptions) -> Dataset:
+        pairs_file = read_pairs_file(path)
+        images, kept = load_images(pairs_file.paths, spec, options.skip_bad)
+        if len(kept) != len(pairs_file.paths):
+            raise DataError(f"{path}: some images of the pairs could not be read; pairs files need every image")
+        items = ItemSet(images, np.zeros(len(images), np.int64), ["?"], [str(p) for p in pairs_file.paths])
+        return Dataset(items, pairs_file.pairs)

@@ -1,1 +1,11 @@
-"""The built-in data formats (imported for their registrations)."""
+"""The built-in data formats: importing this module registers them (one import per format module)."""
+
+from twinnet.data import archives, omniglot, signatures, text
+
+#: format modules → the formats they register
+MODULES = {
+    archives: ("images", "image_pairs"),
+    omniglot: ("omniglot_runs",),
+    signatures: ("offline_signatures", "online_signatures"),
+    text: ("sts", "mrpc", "text_pairs"),
+}

@@ -132,6 +132,16 @@ def download_omniglot(
     for name in names:
         report[name] = download_file(
             base_url.rstrip("/") + "/" + name, Path(to) / name, OMNIGLOT_FILES[name],
-            progress=(lambda done, total, n=name: progress(n, done, total)) if progress else None,
+            progress=_progress_of(name, progress),
         )  # fmt: skip
     return report
+
+
+def _progress_of(
+    name: str, progress: Callable[[str, int, int | None], None] | None
+) -> Callable[[int, int | None], None] | None:
+    """``progress`` bound to one file's name."""
+    if progress is None:
+        return None
+    report = progress
+    return lambda done, total: report(name, done, total)

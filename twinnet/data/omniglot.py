@@ -13,10 +13,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from twinnet.config import InputSpec
 from twinnet.data.images import load_image, to_float
+from twinnet.data.items import ItemSet
+from twinnet.data.sources import DATA_SOURCES, Dataset, DataSource, ReadOptions
 from twinnet.errors import DataError
 
 OFFICIAL_BASE_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
@@ -97,3 +100,18 @@ def load_runs(root: str | Path, spec: InputSpec) -> list[OneShotRun]:
             answer,
         ))  # fmt: skip
     return runs
+
+
+@DATA_SOURCES.register("omniglot_runs")
+class OneShotRunsSource(DataSource):
+    """A folder of official one-shot runs (``runNN/class_labels.txt``, ``training/``, ``test/``)."""
+
+    priority = 10  # a runs folder is also a folder of sub-folders: recognise it first
+
+    def sniff(self, path: Path, spec: InputSpec) -> bool:
+        return path.is_dir() and any((p / "class_labels.txt").is_file() for p in path.iterdir() if p.is_dir())
+
+    def read(self, path: Path, spec: InputSpec, options: ReadOptions) -> Dataset:
+        runs = load_runs(path, spec)
+        empty = ItemSet(torch.zeros(0, *spec.example_shape()), np.zeros(0, np.int64), [])
+        return Dataset(empty, runs=runs)

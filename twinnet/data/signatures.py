@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from twinnet.config import InputSpec
 from twinnet.data.images import is_image_file
 from twinnet.data.items import ItemSet
+from twinnet.data.sources import DATA_SOURCES, Dataset, DataSource, ReadOptions
 from twinnet.errors import DataError
 
 # -- offline ---------------------------------------------------------------------------------------
@@ -209,3 +210,43 @@ def read_online_signatures(folder: str | Path, length: int = 256) -> ItemSet:
         data, [index[u] for u, _, _ in entries], [n <= 20 for _, n, _ in entries], [str(p) for _, _, p in entries],
         [f"U{u}" for u in users],
     )  # fmt: skip
+
+
+def _offline_root(path: Path) -> Path:
+    if path.is_dir() and (path / "train").is_dir() and not any(p.name.endswith("_forg") for p in path.iterdir()):
+        return path / "train"
+    return path
+
+
+@DATA_SOURCES.register("offline_signatures")
+class OfflineSignatureSource(DataSource):
+    """Signature images per writer, SigComp2011 layout: ``<writer>/`` genuine and ``<writer>_forg/``
+    skilled forgeries (the shipped folder's ``train/`` is found by itself). Items are labelled by
+    writer, grouped by writer, with ``genuine`` per item; after training, the ``signature``
+    protocol's threshold is calibrated on the validation writers."""
+
+    priority = 5
+    calibration_protocols = ("signature",)
+
+    def sniff(self, path: Path, spec: InputSpec) -> bool:
+        root = _offline_root(path)
+        return spec.kind == "image" and root.is_dir() and any(p.name.endswith("_forg") for p in root.iterdir())
+
+    def read(self, path: Path, spec: InputSpec, options: ReadOptions) -> Dataset:
+        return Dataset(read_offline_signatures(path, spec, options.skip_bad))
+
+
+@DATA_SOURCES.register("online_signatures")
+class OnlineSignatureSource(DataSource):
+    """SVC2004 pen trajectories: ``U<user>S<n>.TXT`` files (S1–S20 genuine, S21–S40 skilled
+    forgeries), resampled to ``model.input.length`` steps."""
+
+    priority = 5
+    calibration_protocols = ("signature",)
+
+    def sniff(self, path: Path, spec: InputSpec) -> bool:
+        folder = path / "Task2" if (path / "Task2").is_dir() else path
+        return spec.kind == "sequence" and folder.is_dir() and any(folder.glob("U*S*.TXT"))
+
+    def read(self, path: Path, spec: InputSpec, options: ReadOptions) -> Dataset:
+        return Dataset(read_online_signatures(path, spec.length or 256))

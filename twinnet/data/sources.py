@@ -92,7 +92,7 @@ def read_dataset(
     if not path.exists():
         raise DataError(f"{path}: not found")
     if format == "auto":
-        candidates = sorted(DATA_SOURCES.items(), key=lambda kv: -kv[1].priority)
+        candidates = sorted(DATA_SOURCES.items(), key=lambda kv: -getattr(kv[1], "priority", 0))
         for name, factory in candidates:
             source = factory()
             if source.sniff(path, spec):

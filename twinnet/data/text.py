@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from twinnet.config import InputSpec
 from twinnet.data.items import ItemSet
 from twinnet.data.pairs import Pairs
+from twinnet.data.sources import DATA_SOURCES, Dataset, DataSource, ReadOptions
 from twinnet.errors import DataError
 from twinnet.runtime import numpy_rng
 
@@ -238,10 +240,11 @@ def read_text_pairs(path: str | Path, score_max: float = 1.0, positive_score: fl
                 if not isinstance(row[key], str):
                     raise DataError(f"{where}: field {key} must be a string, got {type(row[key]).__name__}")
                 texts.append(row[key])
+            text_a, text_b = texts
             if "score" in row:
-                builder.add(*texts, score=_parse_score(str(row["score"]), where, score_max))
+                builder.add(text_a, text_b, score=_parse_score(str(row["score"]), where, score_max))
             elif "label" in row:
-                builder.add(*texts, same=_parse_label(row["label"], where))
+                builder.add(text_a, text_b, same=_parse_label(row["label"], where))
             else:
                 raise DataError(f"{where}: missing field label (or score)")
         return builder.build()
@@ -259,7 +262,7 @@ def read_text_pairs(path: str | Path, score_max: float = 1.0, positive_score: fl
     missing = [n for n, c in (("text_a", col_a), ("text_b", col_b)) if c is None]
     if col_label is None and col_score is None:
         missing.append("label (or score)")
-    if missing:
+    if missing or col_a is None or col_b is None:
         raise DataError(f"{path}:1: the header names no column {', '.join(missing)} (found {header})")
     width = len(header)
     try:
@@ -272,7 +275,7 @@ def read_text_pairs(path: str | Path, score_max: float = 1.0, positive_score: fl
                 raise DataError(f"{where}: expected {width} fields like the header, got {len(row)}")
             if col_score is not None:
                 builder.add(row[col_a], row[col_b], score=_parse_score(row[col_score], where, score_max))
-            else:
+            elif col_label is not None:
                 builder.add(row[col_a], row[col_b], same=_parse_label(row[col_label], where))
     except csv.Error as err:
         raise DataError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
@@ -309,3 +312,45 @@ def read_text_pair_file(
     if format == "mrpc":
         return read_mrpc(path)
     return read_text_pairs(path, score_max or 1.0, 0.5 if positive_score is None else positive_score)
+
+
+# -- data sources ---------------------------------------------------------------------------------
+
+
+class _TextPairsSource(DataSource):
+    """Base of the text pair formats: a file, for a text model."""
+
+    def sniff(self, path: Path, spec: InputSpec) -> bool:
+        return spec.kind == "text" and path.is_file() and sniff_text_format(path) == self.text_format
+
+    text_format = "text_pairs"
+
+    def read(self, path: Path, spec: InputSpec, options: ReadOptions) -> Dataset:
+        pairs = read_text_pair_file(path, self.text_format, score_max=options.score_max,
+                                    positive_score=options.positive_score)  # fmt: skip
+        return Dataset(pairs.items, pairs.pairs, source=pairs.source)
+
+
+@DATA_SOURCES.register("sts")
+class STSSource(_TextPairsSource):
+    """STS-B TSV (GLUE layout): sentence pairs with a 0–5 similarity score (scaled to [0, 1]); a
+    pair counts as "same" at ``data.positive_score`` (default 0.8, i.e. 4 of 5)."""
+
+    priority = 2
+    text_format = "sts"
+
+
+@DATA_SOURCES.register("mrpc")
+class MRPCSource(_TextPairsSource):
+    """MRPC TSV (``Quality``, ids, ``#1 String``, ``#2 String``): labelled paraphrase pairs."""
+
+    priority = 2
+    text_format = "mrpc"
+
+
+@DATA_SOURCES.register("text_pairs")
+class GenericTextPairsSource(_TextPairsSource):
+    """CSV/TSV/JSONL with ``text_a``, ``text_b`` and ``label`` or ``score`` (``data.score_max``)."""
+
+    priority = 1
+    text_format = "text_pairs"

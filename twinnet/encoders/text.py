@@ -211,7 +211,7 @@ class TransformerTextEncoder(nn.Module):
             dim = spec["out"]
         if assets is None and pretrained:
             for layer, where in zip(layers[0::2], dense_dirs):
-                _load_dense(layer, Path(where))
+                _load_dense(layer, Path(where))  # type: ignore[arg-type]  # even entries are the Linear layers
         if self.projection_dim:
             layers.append(nn.Linear(dim, int(self.projection_dim)))
             dim = int(self.projection_dim)

@@ -9,25 +9,27 @@ from typing import Any
 from twinnet.data.images import is_image_file
 from twinnet.data.text import read_utf8
 from twinnet.errors import DataError
-from twinnet.gallery.gallery import Gallery
+from twinnet.gallery.gallery import QUERY_SIDE, TEMPLATE_SIDE, Gallery
 from twinnet.inference import expand_inputs
+from twinnet.model import Side
 
 
-def takes_text(g: Gallery) -> bool:
-    config = getattr(g.model, "config", None)
-    return config is not None and config.input.kind == "text"
+def takes_text(g: Gallery, side: Side = QUERY_SIDE) -> bool:
+    """Whether the gallery's model takes texts on ``side``."""
+    return g.model is not None and g.model.takes_texts(side)
 
 
-def query_inputs(g: Gallery, inputs: list[str]) -> tuple[list[Any], list[str]]:
-    """What to embed for INPUT arguments, and how to name them: texts for a text model, else files."""
-    if takes_text(g):
+def query_inputs(g: Gallery, inputs: list[str], side: Side = QUERY_SIDE) -> tuple[list[Any], list[str]]:
+    """What to embed for INPUT arguments, and how to name them: texts when the model takes texts on
+    ``side``, else files."""
+    if takes_text(g, side):
         return list(inputs), [t if len(t) <= 60 else t[:57] + "..." for t in inputs]
     files = expand_inputs(inputs)
     return files, [str(f) for f in files]
 
 
 def enroll_inputs(g: Gallery, identity: str, inputs: list[str], metadata: dict[str, Any] | None, replace: bool) -> int:
-    items, names = query_inputs(g, inputs)
+    items, names = query_inputs(g, inputs, TEMPLATE_SIDE)
     return g.enroll(identity, items, metadata, replace=replace, sources=names)
 
 
@@ -65,13 +67,13 @@ def read_documents(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
 def enroll_documents(g: Gallery, path: Path, replace: bool = False, batch_size: int = 256) -> dict[str, int]:
     """Enrol each document of a JSONL/TSV file as an identity (its text is its one template;
     several rows with one id give that id several templates)."""
-    if not takes_text(g):
+    if not takes_text(g, TEMPLATE_SIDE):
         raise DataError("--documents: this gallery's model does not take texts")
     report: dict[str, int] = {}
     rows = read_documents(path)
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        vectors = g.embed([text for _, text, _ in chunk], side="b" if hasattr(g.model, "encoder_b") else "a")
+        vectors = g.embed([text for _, text, _ in chunk], precomputed=False, side=TEMPLATE_SIDE)
         for (identity, text, metadata), vector in zip(chunk, vectors):
             first = identity not in report
             report[identity] = report.get(identity, 0) + g.enroll(

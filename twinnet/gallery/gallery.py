@@ -1,4 +1,12 @@
-"""``Gallery``: enrol identities once, then identify (1:N, open set) and verify (1:1) against them."""
+"""``Gallery``: enrol identities once, then identify (1:N, open set) and verify (1:1) against them.
+
+The gallery decides nothing about orientation itself: its :class:`~twinnet.compare.Comparator`
+(the model's, or for precomputed vectors the one named by the gallery's metric) says how the
+vector index searches it (:meth:`~twinnet.compare.Comparator.index_plan`) and which values are
+better, best and matching (:attr:`~twinnet.compare.Comparator.orientation`). Templates are
+side-``b`` embeddings (documents) and queries side-``a`` ones: for a plain twin both sides are the
+same encoder.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +21,24 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from twinnet.errors import DataError
-from twinnet.gallery.index import AUTO_APPROX_THRESHOLD, FaissIndex, Metric, QdrantIndex
+from twinnet.compare import COMPARATORS, Comparator, IndexPlan, Orientation, build_comparator
+from twinnet.errors import DataError, NotFoundError
+from twinnet.gallery.index import AUTO_APPROX_THRESHOLD, FaissIndex, QdrantIndex, index_similarity
 from twinnet.gallery.store import TemplateStore
 from twinnet.io import weights_fingerprint
+from twinnet.model import AnyTwin, Side
 
 GALLERY_FORMAT = "twinnet-gallery"
 GALLERY_VERSION = 1
+
+TEMPLATE_SIDE: Side = "b"
+"""The side templates (documents) are embedded with."""
+QUERY_SIDE: Side = "a"
+"""The side queries are embedded with."""
+
+#: Comparators a gallery of precomputed vectors (no model) may be created with: both have no
+#: learned parameters, so the name alone rebuilds them.
+VECTOR_METRICS = ("cosine", "euclidean")
 
 
 @dataclass
@@ -35,7 +54,7 @@ class Match:
 class Identification:
     matches: list[Match]
     threshold: float | None
-    is_distance: bool
+    orientation: Orientation
 
     @property
     def identity(self) -> str | None:
@@ -45,7 +64,7 @@ class Identification:
         return self.matches[0].identity
 
     def to_dict(self) -> dict[str, Any]:
-        key = "distance" if self.is_distance else "score"
+        key = self.orientation.value_name
         return {
             "identity": self.identity,
             "known": self.identity is not None,
@@ -60,14 +79,13 @@ class GalleryVerification:
     value: float
     threshold: float | None
     same: bool | None
-    is_distance: bool
+    orientation: Orientation
     templates: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        key = "distance" if self.is_distance else "score"
-        return {"identity": self.identity, key: self.value, "threshold": self.threshold, "same": self.same,
-                "templates": self.templates}  # fmt: skip
+        return {"identity": self.identity, self.orientation.value_name: self.value, "threshold": self.threshold,
+                "same": self.same, "templates": self.templates}  # fmt: skip
 
 
 class Gallery:
@@ -79,18 +97,23 @@ class Gallery:
     model; give ``dim`` and ``metric`` (``cosine`` or ``euclidean``) when creating it.
     """
 
-    def __init__(self, path: Path, info: dict[str, Any], model: Any | None) -> None:
+    def __init__(self, path: Path, info: dict[str, Any], model: AnyTwin | None) -> None:
         self.path = path
         self.info = info
         self.model = model
         self.dim = int(info["dim"])
-        self.comparator_name = info["comparator"]
+        self.comparator: Comparator = model.comparator if model is not None else _named_comparator(info, path)
+        self.orientation: Orientation = self.comparator.orientation
+        self.plan: IndexPlan = self.comparator.index_plan(self.dim)
         self.store = TemplateStore(path / "templates.sqlite")
         self._lock = threading.RLock()
         self._dirty_index = False
-        self.metric: Metric = "ip" if self.comparator_name in ("cosine", "cosine_distance") else "l2"
-        self._rescore = self.comparator_name in ("weighted_l1", "mlp")
         self._index = self._open_index()
+
+    @property
+    def metric(self) -> str:
+        """How the index searches: ``ip`` (inner product) or ``l2``."""
+        return self.plan.metric
 
     # -- creation and opening ---------------------------------------------------------------------
 
@@ -98,7 +121,7 @@ class Gallery:
     def create(
         cls,
         path: str | Path,
-        model: Any | None = None,
+        model: AnyTwin | None = None,
         *,
         dim: int | None = None,
         metric: Literal["cosine", "euclidean"] | None = None,
@@ -115,11 +138,12 @@ class Gallery:
         if index not in ("auto", "flat", "hnsw", "ivf"):
             raise DataError(f"index {index!r} is not one of auto, flat, hnsw, ivf")
         if model is not None:
-            comparator = model.config.comparator.name if model.config is not None else "euclidean"
-            emb_dim = _embedding_dim(model)
+            # written for people and for older readers; with a model, the model's comparator is used
+            comparator = _registered_name(model)
+            emb_dim = model.embedding_dim
             fingerprint = model.fingerprint or weights_fingerprint(model)
         else:
-            if dim is None or metric not in ("cosine", "euclidean"):
+            if dim is None or metric not in VECTOR_METRICS:
                 raise DataError("a gallery without a model needs dim and metric (cosine or euclidean)")
             comparator, emb_dim, fingerprint = metric, dim, None
         info = {
@@ -133,7 +157,7 @@ class Gallery:
         return cls(path, info, model)
 
     @classmethod
-    def open(cls, path: str | Path, model: Any | None = None) -> Gallery:
+    def open(cls, path: str | Path, model: AnyTwin | None = None) -> Gallery:
         path = Path(path)
         try:
             info = json.loads((path / "gallery.json").read_text())
@@ -178,40 +202,25 @@ class Gallery:
             return "ivf" if self.store.count()[1] >= AUTO_APPROX_THRESHOLD else "flat"
         return kind
 
-    def _transform(self, vectors: np.ndarray) -> np.ndarray:
-        """What the index stores: Mahalanobis embeddings are mapped through L (then L2 is exact)."""
-        if self.comparator_name == "mahalanobis" and self.model is not None:
-            L = self.model.comparator.L.detach().cpu().numpy()
-            return np.ascontiguousarray(vectors @ L.T, dtype=np.float32)
-        if self.metric == "ip":  # inner product of unit vectors = cosine, whether or not the model normalises
-            return _unit_rows(vectors)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
-
     def _open_index(self) -> Any:
+        plan = self.plan
         if self.info["backend"] == "qdrant":
             url = self.info.get("qdrant_url")
-            index = QdrantIndex(
-                self._index_dim(), self.metric, path=None if url else str(self.path / "qdrant"), url=url
-            )
+            index = QdrantIndex(plan.dim, plan.metric, path=None if url else str(self.path / "qdrant"), url=url)
             if len(index) != self.store.count()[1]:
                 index.reset()
                 ids, vectors = self.store.all_templates(self.dim)
-                index.add(ids, self._transform(vectors))
+                index.add(ids, plan.transform(vectors))
             return index
-        cached = FaissIndex.load(self.path / "index.faiss", self._index_dim(), self.metric, self.index_kind,
+        cached = FaissIndex.load(self.path / "index.faiss", plan.dim, plan.metric, self.index_kind,
                                  self.store.generation)  # fmt: skip
         return cached if cached is not None else self._rebuild()
 
-    def _index_dim(self) -> int:
-        if self.comparator_name == "mahalanobis" and self.model is not None:
-            return int(self.model.comparator.L.shape[0])
-        return self.dim
-
     def _rebuild(self) -> FaissIndex:
-        index = FaissIndex(self._index_dim(), self.metric, self.index_kind)
+        index = FaissIndex(self.plan.dim, self.plan.metric, self.index_kind)
         ids, vectors = self.store.all_templates(self.dim)
         if len(ids):
-            index.add(ids, self._transform(vectors))
+            index.add(ids, self.plan.transform(vectors))
         self._dirty_index = True
         return index
 
@@ -225,20 +234,17 @@ class Gallery:
     # -- embedding ----------------------------------------------------------------------------------
 
     def embed(
-        self, inputs: Sequence[Any] | np.ndarray | torch.Tensor, precomputed: bool | None = None, side: str = "a"
-    ) -> np.ndarray:
-        """Embeddings of ``inputs``: embedded with the model, or taken as they are when
-        ``precomputed`` (``None``: precomputed if the gallery has no model, or if ``inputs`` is a
-        float ``(n, dim)`` array and the model does not itself take ``dim``-vectors).
-
-        With a half-twin, templates (documents) are embedded by the second encoder (``side="b"``)
-        and queries by the first: a query→document model searches a gallery of documents."""
+        self, inputs: Sequence[Any] | np.ndarray | torch.Tensor, precomputed: bool | None = None,
+        side: Side = QUERY_SIDE,
+    ) -> np.ndarray:  # fmt: skip
+        """Embeddings of ``inputs`` through the model's ``side`` (templates: :data:`TEMPLATE_SIDE`,
+        queries: :data:`QUERY_SIDE`), or taken as they are when ``precomputed`` (``None``:
+        precomputed if the gallery has no model, or if ``inputs`` is a float ``(n, dim)`` array and
+        the model does not itself take ``dim``-vectors on that side)."""
         if precomputed is None:
-            spec = self.model.config.input if self.model is not None and self.model.config is not None else None
-            model_takes_same_shape = spec is not None and spec.kind == "vector" and spec.features == self.dim
             precomputed = self.model is None or (
                 isinstance(inputs, np.ndarray) and inputs.ndim == 2 and inputs.shape[1] == self.dim
-                and inputs.dtype != np.uint8 and not model_takes_same_shape
+                and inputs.dtype != np.uint8 and not self._model_takes_vectors_of_dim(side)
             )  # fmt: skip
         if precomputed:
             array = np.asarray(inputs, dtype=np.float32)
@@ -248,6 +254,13 @@ class Gallery:
         from twinnet.inference import embed
 
         return embed(self.model, inputs, side=side).numpy().astype(np.float32)
+
+    def _model_takes_vectors_of_dim(self, side: Side) -> bool:
+        try:
+            spec = self.model.input_spec(side)
+        except DataError:  # a hand-built model: nothing says what it takes
+            return False
+        return spec.kind == "vector" and spec.features == self.dim
 
     # -- writes -------------------------------------------------------------------------------------
 
@@ -261,7 +274,7 @@ class Gallery:
         """
         if not isinstance(identity, str) or not identity.strip():
             raise DataError("identity must be a non-empty string")
-        vectors = self.embed(inputs, precomputed, side="b" if hasattr(self.model, "encoder_b") else "a")
+        vectors = self.embed(inputs, precomputed, side=TEMPLATE_SIDE)
         if len(vectors) == 0:
             raise DataError(f"enrolling {identity!r}: no inputs")
         with self._lock:
@@ -269,7 +282,7 @@ class Gallery:
             if removed and not self._index.remove(np.asarray(removed)):
                 self._index = self._rebuild()
             else:
-                self._index.add(np.asarray(rowids), self._transform(vectors))
+                self._index.add(np.asarray(rowids), self.plan.transform(vectors))
             self._dirty_index = True
         return len(rowids)
 
@@ -287,17 +300,17 @@ class Gallery:
             ):
                 self._index = self._rebuild()
             else:
-                self._index.add(np.asarray(rowids), self._transform(vectors))
+                self._index.add(np.asarray(rowids), self.plan.transform(vectors))
             self._dirty_index = True
         return len(rowids)
 
     def remove(self, identity: str) -> int:
-        """Remove an identity and its templates; KeyError-free: raises DataError if unknown."""
+        """Remove an identity and its templates; raises NotFoundError if unknown."""
         with self._lock:
             try:
                 rowids = self.store.remove(identity)
             except KeyError:
-                raise DataError(f"unknown identity {identity!r}") from None
+                raise NotFoundError(f"unknown identity {identity!r}") from None
             if rowids and not self._index.remove(np.asarray(rowids)):
                 self._index = self._rebuild()
             self._dirty_index = True
@@ -311,7 +324,7 @@ class Gallery:
     def get(self, identity: str) -> dict[str, Any]:
         found = self.store.identity(identity)
         if found is None:
-            raise DataError(f"unknown identity {identity!r}")
+            raise NotFoundError(f"unknown identity {identity!r}")
         return found
 
     def __contains__(self, identity: str) -> bool:
@@ -323,68 +336,61 @@ class Gallery:
 
     # -- scoring ------------------------------------------------------------------------------------
 
-    @property
-    def is_distance(self) -> bool:
-        return self.comparator_name not in ("cosine", "weighted_l1", "mlp")  # cosine_distance is a distance
-
     def default_threshold(self) -> float | None:
         calibration = getattr(self.model, "calibration", None)
         return None if calibration is None else calibration.native_threshold()
 
-    def _native(self, similarity: np.ndarray) -> np.ndarray:
-        """Index similarities → the comparator's native values."""
-        if self.metric == "ip":
-            return 1.0 - similarity if self.comparator_name == "cosine_distance" else similarity
-        squared = np.maximum(-similarity, 0.0)
-        return squared if self.comparator_name == "squared_euclidean" else np.sqrt(squared)
-
     def _decide(self, value: float, threshold: float | None) -> bool | None:
-        if threshold is None:
-            return None
-        return value <= threshold if self.is_distance else value >= threshold
+        return None if threshold is None else bool(self.orientation.matches(value, threshold))
 
-    def _comparator_scores(self, queries: np.ndarray, templates: np.ndarray) -> np.ndarray:
-        comparator = self.model.comparator
-        device = next(comparator.parameters()).device
-        with torch.no_grad():
-            q = torch.tensor(queries, device=device)
-            t = torch.tensor(templates, device=device)
-            return comparator.pairwise(q, t).cpu().numpy()
+    def native_values(self, queries: np.ndarray, templates: np.ndarray) -> np.ndarray:
+        """The comparator's native values of every query against every template (embeddings),
+        computed the way the index plan says: exactly by the comparator for re-scored plans, else
+        from the index metric on transformed vectors (what a flat index would return)."""
+        plan = self.plan
+        if plan.rescore:
+            return self.comparator.score_matrix(queries, templates)
+        similarity = index_similarity(plan.metric, plan.transform(queries), plan.transform(templates))
+        return np.asarray(plan.to_native(similarity))
 
     def identify_batch(
         self, inputs: Sequence[Any] | np.ndarray | torch.Tensor, k: int = 5, threshold: float | None = None,
         candidates: int = 100, precomputed: bool | None = None,
     ) -> list[Identification]:  # fmt: skip
-        """Top-``k`` identities per query (best template per identity) with open-set rejection."""
+        """Top-``k`` identities per query (best template per identity) with open-set rejection.
+
+        Re-scored plans fetch ``candidates`` templates per query from the index and score them
+        exactly with the comparator."""
         threshold = self.default_threshold() if threshold is None else threshold
-        queries = self.embed(inputs, precomputed)
+        queries = self.embed(inputs, precomputed, side=QUERY_SIDE)
+        plan, orientation = self.plan, self.orientation
         n_templates = len(self._index)  # the index knows its size; COUNT(*) in SQLite costs ~10 ms at 1M
-        fetch = min(max(4 * k, candidates if self._rescore else 4 * k), max(1, n_templates))
+        # several templates per identity: fetch more than k so k distinct identities usually remain
+        fetch = min(max(4 * k, candidates if plan.rescore else 4 * k), max(1, n_templates))
         with self._lock:
-            sims, ids = self._index.search(self._transform(queries), fetch)
+            sims, ids = self._index.search(plan.transform(queries), fetch)
         owners = self.store.identities_of(ids)
-        # learned comparators: the index proposes candidates by L2, the comparator scores them
-        candidate_vectors = self.store.vectors_of(ids, self.dim) if self._rescore else {}
+        candidate_vectors = self.store.vectors_of(ids, self.dim) if plan.rescore else {}
         results = []
         for q in range(len(queries)):
             valid = ids[q] >= 0
             row_ids = ids[q][valid]
-            if self._rescore and len(row_ids):
+            if plan.rescore and len(row_ids):
                 templates = np.stack([candidate_vectors[int(r)] for r in row_ids])
-                native = self._comparator_scores(queries[q : q + 1], templates)[0]
+                native = self.comparator.score_matrix(queries[q : q + 1], templates)[0]
             else:
-                native = self._native(sims[q][valid])
+                native = np.asarray(plan.to_native(sims[q][valid]))
             best: dict[str, float] = {}
             for rowid, value in zip(row_ids.tolist(), native.tolist()):
                 identity = owners.get(int(rowid))
-                if identity is None:
+                if identity is None:  # removed since the search
                     continue
-                if identity not in best or (value < best[identity] if self.is_distance else value > best[identity]):
+                if identity not in best or orientation.better(value, best[identity]):
                     best[identity] = value
-            ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=not self.is_distance)[:k]
-            results.append(Identification(
-                [Match(i, float(v), self._decide(v, threshold)) for i, v in ranked], threshold, self.is_distance
-            ))  # fmt: skip
+            names = list(best)
+            order = orientation.rank(np.array([best[n] for n in names], dtype=np.float64))[:k]
+            matches = [Match(names[i], float(best[names[i]]), self._decide(best[names[i]], threshold)) for i in order]
+            results.append(Identification(matches, threshold, orientation))
         return results
 
     def identify(self, x: Any, k: int = 5, threshold: float | None = None) -> Identification:
@@ -396,37 +402,48 @@ class Gallery:
     ) -> list[GalleryVerification]:  # fmt: skip
         """Score each input against its claimed identity's templates: the best template counts, or
         with ``aggregate="mean"`` the mean over them."""
+        if aggregate not in ("best", "mean"):
+            raise DataError(f"aggregate must be 'best' or 'mean', not {aggregate!r}")
         threshold = self.default_threshold() if threshold is None else threshold
-        queries = self.embed(inputs, precomputed)
+        queries = self.embed(inputs, precomputed, side=QUERY_SIDE)
         if len(identities) != len(queries):
             raise DataError(f"{len(identities)} identities for {len(queries)} inputs")
         out = []
         for q, identity in zip(queries, identities):
             templates = self.store.templates_of(identity, self.dim)
             if len(templates) == 0:
-                raise DataError(f"unknown identity {identity!r}")
-            if self._rescore or self.comparator_name == "mahalanobis":
-                values = self._comparator_scores(q[None], np.ascontiguousarray(templates))[0]
-            elif self.metric == "ip":
-                values = self._native(_unit_rows(templates) @ _unit_rows(q[None])[0])
-            else:
-                squared = ((templates - q) ** 2).sum(1)
-                values = squared if self.comparator_name == "squared_euclidean" else np.sqrt(squared)
-            if aggregate == "mean":
-                value = float(values.mean())
-            else:
-                value = float(values.min() if self.is_distance else values.max())
-            out.append(GalleryVerification(identity, value, threshold, self._decide(value, threshold), self.is_distance,
-                                           len(templates)))  # fmt: skip
+                raise NotFoundError(f"unknown identity {identity!r}")
+            # a copy: the store's arrays are read-only views of SQLite blobs, which torch warns about
+            values = self.native_values(q[None], np.array(templates, dtype=np.float32))[0]
+            value = float(values.mean() if aggregate == "mean" else self.orientation.best(values))
+            out.append(GalleryVerification(identity, value, threshold, self._decide(value, threshold),
+                                           self.orientation, len(templates)))  # fmt: skip
         return out
 
     def verify(self, x: Any, identity: str, threshold: float | None = None) -> GalleryVerification:
         return self.verify_batch(_as_batch(x), [identity], threshold)[0]
 
 
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    v = np.asarray(vectors, dtype=np.float32)
-    return np.ascontiguousarray(v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12))
+def _named_comparator(info: dict[str, Any], path: Path) -> Comparator:
+    """The comparator of a gallery opened without a model: the one its ``comparator`` names."""
+    name = info.get("comparator")
+    if name not in COMPARATORS:
+        raise DataError(f"{path}/gallery.json: unknown comparator {name!r}")
+    comparator = build_comparator(name, {}, int(info["dim"]))
+    if any(True for _ in comparator.parameters()):
+        # a learned comparator rebuilt from its name has untrained weights: its values would be wrong
+        raise DataError(f"gallery {path} compares with the learned comparator {name!r}: open it with its model")
+    return comparator
+
+
+def _registered_name(model: AnyTwin) -> str:
+    """The registry name of the model's comparator (what ``gallery.json`` records)."""
+    if model.config is not None:
+        return model.config.comparator.name
+    for name, factory in COMPARATORS.items():
+        if factory is type(model.comparator):
+            return name
+    return type(model.comparator).__name__
 
 
 def _as_batch(x: Any) -> Any:
@@ -437,14 +454,3 @@ def _as_batch(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.unsqueeze(0)
     return [x]
-
-
-def _embedding_dim(model: Any) -> int:
-    dim = getattr(getattr(model, "encoder", None) or getattr(model, "encoder_a", None), "output_dim", None)
-    if isinstance(dim, int):
-        return dim
-    spec = model.config.input
-    with torch.no_grad():
-        model.eval()
-        device = next(model.parameters()).device
-        return int(model.embed(torch.zeros(1, *spec.example_shape(), device=device)).shape[1])

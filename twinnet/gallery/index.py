@@ -24,6 +24,21 @@ AUTO_APPROX_THRESHOLD = 200_000
 PARALLEL_MIN_QUERIES = 64
 
 
+def index_similarity(metric: Metric, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """The ``(len(queries), len(vectors))`` scores an exact index of ``metric`` gives: inner
+    products, or negated squared Euclidean distances (computed from differences, not expanded, so
+    that near-identical vectors score 0 rather than a rounding error)."""
+    q = np.asarray(queries, dtype=np.float32)
+    v = np.asarray(vectors, dtype=np.float32)
+    if metric == "ip":
+        return q @ v.T
+    rows = max(1, (1 << 22) // max(1, v.size))  # bounds the broadcast difference to ~16 MB
+    out = np.empty((len(q), len(v)), dtype=np.float32)
+    for start in range(0, len(q), rows):
+        out[start : start + rows] = -((q[start : start + rows, None, :] - v[None, :, :]) ** 2).sum(-1)
+    return out
+
+
 class VectorIndex(Protocol):
     kind: str
 

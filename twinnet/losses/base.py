@@ -1,19 +1,36 @@
 """Loss interfaces and the loss registry.
 
+Every loss is a :class:`TwinLoss`: it names the **batch plan** that feeds it (``batch_plan``, a
+name in :data:`twinnet.training.plans.BATCH_PLANS`) and computes itself from the model and one
+typed batch of that plan (:meth:`TwinLoss.compute`). The trainer only does
+``loss.compute(model, batch)``; it never asks what kind of loss it has or whether inputs are texts.
+
 Three kinds of loss, by what they consume:
 
 - :class:`PairLoss` — one value per pair (a distance, a similarity or a logit) and either
-  ``same: BoolTensor`` or, for graded data such as STS, ``score: FloatTensor`` in [0, 1];
-  trained from balanced or given pairs.
+  ``same: BoolTensor`` (plan ``pairs``: balanced sampled pairs, or the pairs of a pairs file) or,
+  for graded data such as STS, ``score: FloatTensor`` in [0, 1] (plan ``scored_pairs``).
 - :class:`EmbeddingLoss` — a batch of embeddings and their class ``labels``; mines pairs or
-  triplets inside the batch, trained from P×K class-balanced batches.
+  triplets inside the batch (plan ``pk``: P×K class-balanced batches).
 - :class:`RankingLoss` — embeddings of ``n`` positive pairs ``(a_i, b_i)``; every ``b_j`` with
-  ``j ≠ i`` is a negative for ``a_i`` (in-batch negatives, for query→document matching).
+  ``j ≠ i`` is a negative for ``a_i`` (plan ``positive_pairs``: in-batch negatives).
+
+A new loss subclasses one of them, implements ``forward`` and registers itself::
+
+    @LOSSES.register("my_loss")
+    class MyLoss(PairLoss):
+        input = "distance"
+        def forward(self, distance, same): ...
+
+Constructors raise plain ``ValueError`` for bad arguments; :func:`twinnet.train.build_loss` turns
+that into a one-line ``ConfigError`` naming ``loss.params``.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import math
+from numbers import Real
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -21,8 +38,12 @@ from torch import nn
 from twinnet.compare import Comparator
 from twinnet.errors import ConfigError
 from twinnet.registry import Registry
+from twinnet.training.batch import Batch, LabelledBatch, PairBatch
 
-LOSSES: Registry[nn.Module] = Registry("loss")
+if TYPE_CHECKING:
+    from twinnet.model import AnyTwin
+
+LOSSES: Registry[TwinLoss] = Registry("loss")
 
 
 def check_same(same: torch.Tensor) -> None:
@@ -41,13 +62,74 @@ def check_score(score: torch.Tensor | None) -> torch.Tensor:
     return score
 
 
-class PairLoss(nn.Module):
+def number(value: Any, name: str, *, minimum: float = 0.0, strict: bool = True) -> float:
+    """``value`` as a float, or a ``ValueError`` naming ``name`` when it is not a finite number
+    above ``minimum`` (at least ``minimum`` with ``strict=False``)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a number, not {value!r}")
+    value = float(value)
+    if value < minimum or (strict and value == minimum):
+        bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
+        raise ValueError(f"{name} must be {bound}, not {value:g}")
+    return value
+
+
+def one_of(value: Any, name: str, choices: tuple[str, ...]) -> Any:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` naming ``name`` and the choices."""
+    if value not in choices:
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+class TwinLoss(nn.Module):
+    """Base of every loss: the batch plan it trains from, and how it computes from a batch.
+
+    ``batch_plan`` names a registered plan (``pairs``, ``scored_pairs``, ``positive_pairs``, ``pk``
+    or one registered by the user); the plan decides which batch type ``compute`` receives.
+    Parameters of a loss (a learned margin, a comparator inside it) are trained with the model and
+    saved in checkpoints.
+    """
+
+    batch_plan: ClassVar[str]
+
+    def check_comparator(self, comparator: Comparator) -> None:
+        """Raise ConfigError when this loss cannot train with ``comparator``."""
+
+    def compute(self, model: AnyTwin, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
+        """The loss of ``model`` on ``batch`` (a batch of this loss's plan, on the model's device)."""
+        raise NotImplementedError
+
+
+class PairLoss(TwinLoss):
     """A loss on one value per pair. ``input`` says which value: a comparator ``distance``, a
     ``similarity`` (the native value of a similarity comparator such as cosine) or ``logits``;
-    ``target`` whether it learns from ``same`` (bool) or a graded ``score`` in [0, 1]."""
+    ``target`` whether it learns from ``same`` (bool) or a graded ``score`` in [0, 1].
+
+    ``forward(values, target)``; ``compute`` embeds side a and side b of a :class:`PairBatch`
+    (one encoder pass for a twin), compares them and calls ``forward``. The plan follows the target:
+    ``pairs`` for ``same``, ``scored_pairs`` for ``score`` (unless a subclass names its own).
+
+    Example::
+
+        >>> import torch
+        >>> class L1(PairLoss):            # a minimal pair loss: distance of same pairs, nothing else
+        ...     def forward(self, distance, same):
+        ...         return distance[same].sum() / len(distance)
+        >>> L1.batch_plan
+        'pairs'
+        >>> L1()(torch.tensor([0.5, 2.0]), torch.tensor([True, False]))
+        tensor(0.2500)
+    """
 
     input: ClassVar[Literal["distance", "similarity", "logits"]] = "distance"
     target: ClassVar[Literal["same", "score"]] = "same"
+    batch_plan: ClassVar[str] = "pairs"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The plan follows the target unless the subclass chose one: graded losses need scored pairs.
+        if "batch_plan" not in cls.__dict__:
+            cls.batch_plan = "scored_pairs" if cls.target == "score" else "pairs"
 
     def check_comparator(self, comparator: Comparator) -> None:
         if self.input == "similarity" and comparator.is_distance:
@@ -65,18 +147,67 @@ class PairLoss(nn.Module):
                 f"not {type(comparator).__name__}"
             )
 
-
-class EmbeddingLoss(nn.Module):
-    """A loss on a labelled batch of embeddings. ``comparator`` is the model's, used when the loss
-    was built with ``distance="comparator"`` (so a learned metric is trained by the loss)."""
-
-    def check_comparator(self, comparator: Comparator) -> None:
-        pass
+    def compute(self, model: AnyTwin, batch: PairBatch) -> torch.Tensor:  # type: ignore[override]
+        z_a, z_b = model.embed_pair(batch.inputs_a, batch.inputs_b)
+        comparator = model.comparator
+        values = comparator.logits(z_a, z_b) if self.input == "logits" else comparator(z_a, z_b)
+        return self(values, batch.score if self.target == "score" else batch.same)
 
 
-class RankingLoss(nn.Module):
+class EmbeddingLoss(TwinLoss):
+    """A loss on a labelled batch of embeddings: ``forward(embeddings, labels, comparator)``.
+    ``comparator`` is the model's, used when the loss was built with ``distance="comparator"`` (so a
+    learned metric is trained by the loss).
+
+    ``compute`` embeds a :class:`LabelledBatch` once and applies ``forward`` to its class labels
+    (weighted by ``label_weight``) and, with two augmented views per item, to its instance ids
+    (weighted by ``instance_weight``).
+
+    Example::
+
+        >>> import torch
+        >>> class Spread(EmbeddingLoss):   # a minimal embedding loss: pull same-label embeddings together
+        ...     def forward(self, embeddings, labels, comparator=None):
+        ...         same = labels[:, None] == labels[None, :]
+        ...         return torch.cdist(embeddings, embeddings)[same].mean()
+        >>> Spread.batch_plan
+        'pk'
+        >>> Spread()(torch.tensor([[0.0], [1.0], [5.0], [5.0]]), torch.tensor([0, 0, 1, 1]))
+        tensor(0.2500)
+    """
+
+    batch_plan: ClassVar[str] = "pk"
+
+    def compute(self, model: AnyTwin, batch: LabelledBatch) -> torch.Tensor:  # type: ignore[override]
+        z = model.embed(batch.inputs)
+        total = batch.label_weight * self(z, batch.labels, model.comparator)
+        if batch.instances is not None:
+            total = total + batch.instance_weight * self(z, batch.instances, model.comparator)
+        return total
+
+
+class RankingLoss(TwinLoss):
     """A loss on the embeddings of positive pairs, with the other pairs of the batch as negatives.
-    ``forward(z_a, z_b, comparator)``; row ``i`` of ``z_a`` belongs with row ``i`` of ``z_b``."""
+    ``forward(z_a, z_b, comparator)``; row ``i`` of ``z_a`` belongs with row ``i`` of ``z_b``.
 
-    def check_comparator(self, comparator: Comparator) -> None:
-        pass
+    ``compute`` embeds side a and side b of a :class:`PairBatch` of positive pairs (plan
+    ``positive_pairs``: the same pairs of a pairs file).
+
+    Example::
+
+        >>> import torch, twinnet
+        >>> class Diagonal(RankingLoss):   # a minimal ranking loss: the own document must score highest
+        ...     def forward(self, z_a, z_b, comparator):
+        ...         sim = comparator.pairwise_similarity(z_a, z_b)
+        ...         return torch.nn.functional.cross_entropy(sim, torch.arange(len(z_a)))
+        >>> Diagonal.batch_plan
+        'positive_pairs'
+        >>> round(Diagonal()(torch.eye(2), torch.eye(2), twinnet.CosineSimilarity()).item(), 4)
+        0.3133
+    """
+
+    batch_plan: ClassVar[str] = "positive_pairs"
+
+    def compute(self, model: AnyTwin, batch: PairBatch) -> torch.Tensor:  # type: ignore[override]
+        z_a, z_b = model.embed_pair(batch.inputs_a, batch.inputs_b)
+        return self(z_a, z_b, model.comparator)

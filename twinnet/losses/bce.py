@@ -15,7 +15,11 @@ class BinaryCrossEntropyLoss(PairLoss):
 
     Inputs:
         logits: ``(n,)`` from ``comparator.logits`` (``weighted_l1`` or ``mlp``).
+
+    Labels:
         same: ``(n,)`` ``torch.bool``, True where the pair shows the same class.
+
+    Trained from balanced sampled pairs, or the pairs of a pairs file (batch plan ``pairs``).
 
     Example::
 

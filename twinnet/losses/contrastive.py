@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from twinnet.losses.base import LOSSES, PairLoss, check_same
+from twinnet.losses.base import LOSSES, PairLoss, check_same, number
 
 
 @LOSSES.register("contrastive")
@@ -17,7 +17,11 @@ class ContrastiveLoss(PairLoss):
 
     Inputs:
         distance: ``(n,)`` distances from a distance comparator (e.g. ``euclidean``).
+
+    Labels:
         same: ``(n,)`` ``torch.bool``, True where the pair shows the same class.
+
+    Trained from balanced sampled pairs, or the pairs of a pairs file (batch plan ``pairs``).
 
     The loss only pushes different pairs out to ``margin``, so embeddings can still grow without
     bound for same pairs' benefit: train with weight decay or ``normalize: true``.
@@ -34,9 +38,7 @@ class ContrastiveLoss(PairLoss):
 
     def __init__(self, margin: float = 1.0) -> None:
         super().__init__()
-        if margin <= 0:
-            raise ValueError("margin must be positive")
-        self.margin = margin
+        self.margin = number(margin, "margin")
 
     def forward(self, distance: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
         check_same(same)

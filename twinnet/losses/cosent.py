@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from twinnet.losses.base import LOSSES, PairLoss, check_score
+from twinnet.losses.base import LOSSES, PairLoss, check_score, number
 
 
 @LOSSES.register("cosent")
@@ -19,7 +19,11 @@ class CoSENTLoss(PairLoss):
 
     Inputs:
         similarity: ``(n,)`` cosine similarities (the ``cosine`` comparator's values).
+
+    Labels:
         score: ``(n,)`` float gold similarities (any scale; only their order is used).
+
+    Trained from the graded pairs of a pairs file such as STS-B (batch plan ``scored_pairs``).
 
     Example::
 
@@ -36,9 +40,7 @@ class CoSENTLoss(PairLoss):
 
     def __init__(self, scale: float = 20.0) -> None:
         super().__init__()
-        if scale <= 0:
-            raise ValueError("scale must be positive")
-        self.scale = scale
+        self.scale = number(scale, "scale")
 
     def forward(self, similarity: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         score = check_score(score)

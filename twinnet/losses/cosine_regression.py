@@ -15,7 +15,11 @@ class CosineRegressionLoss(PairLoss):
 
     Inputs:
         similarity: ``(n,)`` cosine similarities (the ``cosine`` comparator's values).
+
+    Labels:
         score: ``(n,)`` float gold similarities in [0, 1] (STS scores / 5).
+
+    Trained from the graded pairs of a pairs file such as STS-B (batch plan ``scored_pairs``).
 
     Example::
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from twinnet.losses.base import LOSSES, PairLoss, check_same
+from twinnet.losses.base import LOSSES, PairLoss, check_same, number, one_of
 
 
 @LOSSES.register("online_contrastive")
@@ -18,7 +18,11 @@ class OnlineContrastiveLoss(PairLoss):
 
     Inputs:
         distance: ``(n,)`` distances, e.g. from the ``cosine_distance`` comparator (margin 0.5 suits it).
+
+    Labels:
         same: ``(n,)`` ``torch.bool``, True for paraphrases / duplicates / same-class pairs.
+
+    Trained from balanced sampled pairs, or the pairs of a pairs file (batch plan ``pairs``).
 
     Example::
 
@@ -32,12 +36,8 @@ class OnlineContrastiveLoss(PairLoss):
 
     def __init__(self, margin: float = 0.5, reduction: str = "mean") -> None:
         super().__init__()
-        if margin <= 0:
-            raise ValueError("margin must be positive")
-        if reduction not in ("mean", "sum"):
-            raise ValueError("reduction must be 'mean' or 'sum'")
-        self.margin = margin
-        self.reduction = reduction
+        self.margin = number(margin, "margin")
+        self.reduction = one_of(reduction, "reduction", ("mean", "sum"))
 
     def forward(self, distance: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
         check_same(same)

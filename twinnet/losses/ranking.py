@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from twinnet.compare import Comparator
-from twinnet.losses.base import LOSSES, RankingLoss
+from twinnet.losses.base import LOSSES, RankingLoss, number
 
 
 @LOSSES.register("multiple_negatives_ranking")
@@ -19,6 +19,11 @@ class MultipleNegativesRankingLoss(RankingLoss):
     Inputs:
         z_a: ``(n, d)`` query embeddings; z_b: ``(n, d)`` embeddings of their positive documents.
         comparator: the model's comparator; its pairwise similarity scores the ``n × n`` grid.
+
+    Labels:
+        none: row ``i`` of ``z_a`` belongs with row ``i`` of ``z_b``; all other rows are negatives.
+
+    Trained from the positive (same) pairs of a pairs file (batch plan ``positive_pairs``).
 
     Args:
         scale: the inverse temperature (20 suits cosine similarity).
@@ -34,9 +39,9 @@ class MultipleNegativesRankingLoss(RankingLoss):
 
     def __init__(self, scale: float = 20.0, symmetric: bool = False) -> None:
         super().__init__()
-        if scale <= 0:
-            raise ValueError("scale must be positive")
-        self.scale = scale
+        self.scale = number(scale, "scale")
+        if not isinstance(symmetric, bool):
+            raise ValueError(f"symmetric must be true or false, not {symmetric!r}")
         self.symmetric = symmetric
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor, comparator: Comparator) -> torch.Tensor:

@@ -7,8 +7,7 @@ from typing import Literal
 import torch
 
 from twinnet.compare import COMPARATORS, Comparator
-from twinnet.errors import ConfigError
-from twinnet.losses.base import LOSSES, EmbeddingLoss
+from twinnet.losses.base import LOSSES, EmbeddingLoss, number, one_of
 from twinnet.mining import all_triplets, batch_hard_triplets, semi_hard_triplets
 
 Mining = Literal["all", "batch_hard", "semi_hard"]
@@ -20,7 +19,12 @@ class TripletLoss(EmbeddingLoss):
 
     Inputs:
         embeddings: ``(n, dim)``.
+        comparator: the model's comparator (used with ``distance="comparator"``).
+
+    Labels:
         labels: ``(n,)`` integer class ids; a positive shares the anchor's label, a negative does not.
+
+    Trained from P×K class-balanced batches (batch plan ``pk``).
 
     Args:
         margin: ``α``.
@@ -49,20 +53,14 @@ class TripletLoss(EmbeddingLoss):
         reduction: Literal["mean", "mean_nonzero"] = "mean",
     ) -> None:
         super().__init__()
-        if mining not in ("all", "batch_hard", "semi_hard"):
-            raise ConfigError(f"loss.params.mining: {mining!r} is not one of all, batch_hard, semi_hard")
-        if reduction not in ("mean", "mean_nonzero"):
-            raise ConfigError(f"loss.params.reduction: {reduction!r} is not one of mean, mean_nonzero")
-        self.margin = margin
-        self.mining = mining
-        self.reduction = reduction
+        self.margin = number(margin, "margin", strict=False)
+        self.mining = one_of(mining, "mining", ("all", "batch_hard", "semi_hard"))
+        self.reduction = one_of(reduction, "reduction", ("mean", "mean_nonzero"))
         self.use_model_comparator = distance == "comparator"
-        if isinstance(distance, str) and not self.use_model_comparator:
-            if distance not in ("euclidean", "squared_euclidean"):
-                raise ConfigError(
-                    f"loss.params.distance: {distance!r} is not one of euclidean, squared_euclidean, comparator"
-                )
-            distance = COMPARATORS.build(distance)
+        if not self.use_model_comparator and not isinstance(distance, Comparator):
+            distance = COMPARATORS.build(one_of(distance, "distance", ("euclidean", "squared_euclidean", "comparator")))
+        # A Comparator instance given here is a sub-module: its parameters train with the model and
+        # travel in checkpoints (the trainer saves the loss's state).
         self.distance: Comparator | None = None if self.use_model_comparator else distance
 
     def forward(

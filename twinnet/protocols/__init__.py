@@ -1,5 +1,88 @@
-"""Evaluation protocols (temporary shim while the registry lands)."""
+"""Evaluation protocols, selectable by name through :data:`PROTOCOLS`.
 
-from twinnet.protocols._legacy import *  # noqa: F403
-from twinnet.protocols._legacy import embed_batches, model_device, native_thresholds, pair_similarities, score_pairs  # noqa: F401
-from twinnet.protocols.base import PROTOCOLS, EvaluationProtocol, ProtocolResult, build_protocol, register_protocol  # noqa: F401
+Each protocol is one module here plus its ``@register_protocol`` line: ``verification``, ``nway``
+(``oneshot``), ``within-alphabet``, ``omniglot-runs``, ``signature``, ``sts``, ``pairs`` and
+``retrieval``. The ``evaluate_*`` functions are the same protocols called directly on items.
+"""
+
+from twinnet.protocols.base import (
+    PROTOCOLS,
+    EvaluationProtocol,
+    ProtocolResult,
+    build_protocol,
+    protocol_names,
+    register_protocol,
+)
+from twinnet.protocols.episodes import (
+    Episodes,
+    NWayProtocol,
+    OmniglotRunsProtocol,
+    OneShotProtocol,
+    WithinGroupProtocol,
+    classify_episodes,
+    evaluate_nway,
+    evaluate_runs,
+    evaluate_within_group,
+    sample_episodes,
+    sample_within_group_episodes,
+)
+from twinnet.protocols.signature import (
+    SignatureProtocol,
+    calibrate_signature_threshold,
+    evaluate_signatures,
+    signature_pair_accuracy,
+    signature_scores,
+)
+from twinnet.protocols.text import (
+    PairClassificationProtocol,
+    RetrievalProtocol,
+    STSProtocol,
+    evaluate_pairs,
+    evaluate_retrieval,
+    evaluate_sts,
+    pair_similarities,
+)
+from twinnet.protocols.verification import (
+    VerificationProtocol,
+    evaluate_verification,
+    pair_values,
+    score_pairs,
+    verification_metrics,
+)
+
+__all__ = [
+    "PROTOCOLS",
+    "Episodes",
+    "EvaluationProtocol",
+    "NWayProtocol",
+    "OmniglotRunsProtocol",
+    "OneShotProtocol",
+    "PairClassificationProtocol",
+    "ProtocolResult",
+    "RetrievalProtocol",
+    "STSProtocol",
+    "SignatureProtocol",
+    "VerificationProtocol",
+    "WithinGroupProtocol",
+    "build_protocol",
+    "calibrate_signature_threshold",
+    "classify_episodes",
+    "evaluate_nway",
+    "evaluate_pairs",
+    "evaluate_retrieval",
+    "evaluate_runs",
+    "evaluate_signatures",
+    "evaluate_sts",
+    "evaluate_verification",
+    "evaluate_within_group",
+    "pair_similarities",
+    "pair_values",
+    "protocol_names",
+    "register_protocol",
+    "sample_episodes",
+    "sample_within_group_episodes",
+    "score_pairs",
+    "signature_pair_accuracy",
+    "signature_scores",
+    "verification_metrics",
+]

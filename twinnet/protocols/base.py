@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from twinnet.data.sources import Dataset
+from twinnet.errors import DataError
 from twinnet.model import AnyTwin
 from twinnet.registry import Registry
 
@@ -53,10 +54,24 @@ class EvaluationProtocol(ABC):
     name: ClassVar[str] = ""
     primary_metric: ClassVar[str] = ""
     greater_is_better: ClassVar[bool] = True
-    #: What the data must hold: ``items`` (labelled items), ``pairs`` (given pairs) or ``runs``.
-    needs: ClassVar[str] = "items"
+    #: What the data must hold: ``labels`` (labelled items), ``pairs`` (given pairs), ``runs`` (one-shot
+    #: runs) or ``labels_or_pairs``.
+    needs: ClassVar[str] = "labels"
     #: One line for ``twinnet evaluate --help`` and error messages.
     summary: ClassVar[str] = ""
+
+    def check_data(self, data: Dataset) -> None:
+        """A clear error when ``data`` is not what this protocol measures on."""
+        where = data.source or "this data"
+        if self.needs == "pairs" and data.pairs is None:
+            raise DataError(f"{where}: the {self.name} protocol needs a pairs file")
+        if self.needs == "runs" and not data.runs:
+            raise DataError(f"{where}: the {self.name} protocol needs a folder of one-shot runs")
+        if self.needs == "labels" and (data.pairs is not None or data.runs):
+            raise DataError(f"{where}: the {self.name} protocol needs labelled items (a folder of classes), "
+                            "not a pairs file or runs")  # fmt: skip
+        if self.needs == "labels_or_pairs" and data.runs:
+            raise DataError(f"{where}: the {self.name} protocol needs labelled items or pairs, not one-shot runs")
 
     @abstractmethod
     def evaluate(self, model: AnyTwin, data: Dataset) -> ProtocolResult:
@@ -91,7 +106,7 @@ def build_protocol(name: str, params: dict[str, Any] | None = None, *, field: st
     naming ``field``)."""
     import twinnet.protocols  # noqa: F401  (registers the built-in protocols)
 
-    return PROTOCOLS.build(name, params, field=f"{field} {name!r}" if params else field)
+    return PROTOCOLS.build(name, params, field=field)
 
 
 def protocol_names() -> list[str]:
