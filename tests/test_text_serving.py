@@ -81,7 +81,7 @@ def test_cli_evaluate_text_protocols(text_model_dir, tmp_path):
     r = runner.invoke(app, ["evaluate", str(text_model_dir), "--data", str(f), "--protocol", "sts"])
     assert r.exit_code == 2 and "needs graded pairs" in r.output
     r = runner.invoke(app, ["evaluate", str(text_model_dir), "--data", str(f), "--protocol", "oneshot"])
-    assert r.exit_code == 2 and "a text model takes sts, pairs, retrieval" in r.output
+    assert r.exit_code == 2 and "the oneshot protocol needs labelled items" in r.output
 
 
 def test_gallery_documents_search(text_model_dir, tmp_path):

@@ -224,8 +224,9 @@ class Comparator(nn.Module):
     def score_matrix(self, queries: np.ndarray, templates: np.ndarray) -> np.ndarray:
         """Native values of every query against every template, on NumPy arrays (for re-scoring)."""
         device = next(iter(self.parameters()), torch.empty(0)).device
-        q = torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32), device=device)
-        t = torch.as_tensor(np.ascontiguousarray(templates, dtype=np.float32), device=device)
+        # copies: stored templates are often read-only views of a database buffer
+        q = torch.tensor(np.asarray(queries, dtype=np.float32), device=device)
+        t = torch.tensor(np.asarray(templates, dtype=np.float32), device=device)
         return self.pairwise(q, t).float().cpu().numpy()
 
 

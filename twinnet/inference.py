@@ -132,8 +132,9 @@ def verify(model: AnyTwin, a: Input, b: Input, threshold: float | None = None) -
     z_a = embed(model, [a] if not isinstance(a, torch.Tensor) else a.unsqueeze(0), side="a")
     z_b = embed(model, [b] if not isinstance(b, torch.Tensor) else b.unsqueeze(0), side="b")
     result = decide(model, float(compare_embeddings(model, z_a, z_b)[0]), threshold)
-    if isinstance(a, str) and model.takes_texts("a"):
-        result.notes = truncation_notes(model, {"A": a}, "a") + truncation_notes(model, {"B": str(b)}, "b")
+    for name, x, side in (("A", a, "a"), ("B", b, "b")):
+        if isinstance(x, str) and model.takes_texts(side):  # type: ignore[arg-type]
+            result.notes += truncation_notes(model, {name: x}, side)  # type: ignore[arg-type]
     return result
 
 

@@ -228,7 +228,6 @@ class HalfTwinNetwork(_TwinBase):
         return self.encoder_a if side == "a" else self.encoder_b
 
 
-
 def _share_submodule(a: nn.Module, b: nn.Module, name: str) -> None:
     try:
         part_a = a.get_submodule(name)

@@ -118,7 +118,8 @@ class MicroBatcher:
 
     def __init__(self, model: AnyTwin, window_s: float, max_batch: int) -> None:
         self.model, self.window_s, self.max_batch = model, window_s, max_batch
-        self.queue: asyncio.Queue | None = None
+        # replaced in start(), so that each run of the app gets a queue of its own event loop
+        self.queue: asyncio.Queue[tuple[torch.Tensor | list[str], Side, asyncio.Future]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twinnet-model")
         self.batches = 0
         self.items = 0
@@ -163,16 +164,17 @@ class MicroBatcher:
                 if not group:
                     continue
                 try:
-                    inputs = [g[0] for g in group]
-                    batch = [t for texts in inputs for t in texts] if isinstance(inputs[0], list) else torch.cat(inputs)
+                    # one side's inputs are all of one kind: texts, or tensors
+                    texts = [t for p in group if isinstance(p[0], list) for t in p[0]]
+                    batch = texts if texts else torch.cat([p[0] for p in group if isinstance(p[0], torch.Tensor)])
                     out = await loop.run_in_executor(self.executor, self._forward, batch, side)
                     self.batches += 1
                     self.items += len(out)
                     start = 0
-                    for inputs, _, future in group:
+                    for part, _, future in group:
                         if not future.done():
-                            future.set_result(out[start : start + len(inputs)])
-                        start += len(inputs)
+                            future.set_result(out[start : start + len(part)])
+                        start += len(part)
                 except Exception as err:  # a model failure fails these requests, not the worker
                     for _, _, future in group:
                         if not future.done():
@@ -438,7 +440,8 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
             value = float(compare_embeddings(model, torch.from_numpy(ea), torch.from_numpy(eb))[0])
             result = decide(model, value, threshold)
             # texts: say which were truncated, as twinnet.verify does
-            for name, side, x in (("A", "a", a), ("B", "b", b)):
+            named: tuple[tuple[str, Side, Any], ...] = (("A", "a", a), ("B", "b", b))
+            for name, side, x in named:
                 if isinstance(x, list):
                     result.notes += truncation_notes(model, {name: x[0]}, side)
             return result.to_dict()

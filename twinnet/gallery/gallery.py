@@ -10,6 +10,7 @@ same encoder.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import threading
@@ -241,21 +242,25 @@ class Gallery:
         queries: :data:`QUERY_SIDE`), or taken as they are when ``precomputed`` (``None``:
         precomputed if the gallery has no model, or if ``inputs`` is a float ``(n, dim)`` array and
         the model does not itself take ``dim``-vectors on that side)."""
+        model = self.model
         if precomputed is None:
-            precomputed = self.model is None or (
+            precomputed = model is None or (
                 isinstance(inputs, np.ndarray) and inputs.ndim == 2 and inputs.shape[1] == self.dim
                 and inputs.dtype != np.uint8 and not self._model_takes_vectors_of_dim(side)
             )  # fmt: skip
-        if precomputed:
+        if precomputed or model is None:
             array = np.asarray(inputs, dtype=np.float32)
             if array.ndim != 2 or array.shape[1] != self.dim:
                 raise DataError(f"this gallery holds {self.dim}-d vectors; got shape {array.shape}")
             return np.ascontiguousarray(array)
         from twinnet.inference import embed
 
-        return embed(self.model, inputs, side=side).numpy().astype(np.float32)
+        batch = torch.as_tensor(inputs).float() if isinstance(inputs, np.ndarray) else inputs
+        return embed(model, batch, side=side).numpy().astype(np.float32)
 
     def _model_takes_vectors_of_dim(self, side: Side) -> bool:
+        if self.model is None:
+            return False
         try:
             spec = self.model.input_spec(side)
         except DataError:  # a hand-built model: nothing says what it takes
@@ -356,7 +361,7 @@ class Gallery:
     def identify_batch(
         self, inputs: Sequence[Any] | np.ndarray | torch.Tensor, k: int = 5, threshold: float | None = None,
         candidates: int = 100, precomputed: bool | None = None,
-    ) -> list[Identification]:  # fmt: skip
+    ) -> builtins.list[Identification]:  # fmt: skip
         """Top-``k`` identities per query (best template per identity) with open-set rejection.
 
         Re-scored plans fetch ``candidates`` templates per query from the index and score them
@@ -399,7 +404,7 @@ class Gallery:
     def verify_batch(
         self, inputs: Any, identities: Sequence[str], threshold: float | None = None, precomputed: bool | None = None,
         aggregate: Literal["best", "mean"] = "best",
-    ) -> list[GalleryVerification]:  # fmt: skip
+    ) -> builtins.list[GalleryVerification]:  # fmt: skip
         """Score each input against its claimed identity's templates: the best template counts, or
         with ``aggregate="mean"`` the mean over them."""
         if aggregate not in ("best", "mean"):
@@ -427,7 +432,7 @@ class Gallery:
 def _named_comparator(info: dict[str, Any], path: Path) -> Comparator:
     """The comparator of a gallery opened without a model: the one its ``comparator`` names."""
     name = info.get("comparator")
-    if name not in COMPARATORS:
+    if not isinstance(name, str) or name not in COMPARATORS:
         raise DataError(f"{path}/gallery.json: unknown comparator {name!r}")
     comparator = build_comparator(name, {}, int(info["dim"]))
     if any(True for _ in comparator.parameters()):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -66,6 +66,7 @@ class FaissIndex:
         self.ef_search, self.nprobe, self.hnsw_m, self.ivf_lists = ef_search, nprobe, hnsw_m, ivf_lists
         self.train_per_list = train_per_list
         faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+        base: Any  # faiss's stubs type each index class apart; they share the attributes used here
         if kind == "flat":
             base = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
         elif kind == "hnsw":
@@ -82,7 +83,7 @@ class FaissIndex:
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        base = self.faiss.downcast_index(self.index.index)
+        base: Any = self.faiss.downcast_index(self.index.index)
         if self.kind == "ivf" and not base.is_trained:
             n_lists = self.ivf_lists or max(16, min(4096, int(np.sqrt(len(vectors)))))
             if n_lists != base.nlist:
@@ -101,7 +102,7 @@ class FaissIndex:
     def remove(self, ids: np.ndarray) -> bool:
         if self.kind == "hnsw":
             return False  # HNSW cannot delete: the caller rebuilds
-        self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+        self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))  # type: ignore[arg-type]  # the wrapper takes arrays
         return True
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
