@@ -1,5 +1,5 @@
 """Every comparator, the registered ones and a custom one, agrees with itself everywhere it is used:
-``twinnet.verify``, calibration, and gallery search (FAISS and Qdrant) against brute force.
+``twinnet.verify``, calibration, the protocols, and gallery search (FAISS and Qdrant) against brute force.
 
 The custom comparator is a similarity with no ``index_plan`` of its own, so it exercises the
 default plan (L2 candidates, exact re-scoring) that any newly registered comparator gets.
@@ -192,3 +192,44 @@ def test_gallery_agrees_with_brute_force(tmp_path, model: TwinNetwork, backend: 
         assert [v.value for v in means] == pytest.approx(per_template.tolist(), abs=1e-4)
     finally:
         g.close()
+
+
+def test_protocols_agree_with_brute_force(model: TwinNetwork) -> None:
+    """Verification on given pairs ranks genuine above impostor pairs as the comparator does, its
+    thresholds are native (deciding with ``comparator.matches`` reproduces its best accuracy), and
+    N-way one-shot predictions are the brute-force most-alike support item."""
+    from twinnet.data.items import ItemSet
+    from twinnet.data.pairs import Pairs
+    from twinnet.data.sources import Dataset
+    from twinnet.protocols import build_protocol, classify_episodes, evaluate_nway, sample_episodes
+
+    a, b, same = pairs(16, seed=2)
+    n = len(a)
+    items = ItemSet(torch.cat([a, b]), np.zeros(2 * n, np.int64), ["?"])
+    given = Pairs(np.arange(n), np.arange(n, 2 * n), same)
+    result = build_protocol("verification").evaluate(model, Dataset(items, given))
+    with torch.no_grad():
+        native = model(a, b).numpy()
+    similarity = model.comparator.to_similarity(native)
+    expected_auc = (similarity[same][:, None] > similarity[~same][None, :]).mean()
+    assert result.primary == pytest.approx(expected_auc)
+    decided = model.comparator.matches(native, result["best_accuracy_threshold"])
+    assert (decided == same).mean() == pytest.approx(result["best_accuracy"])
+
+    # one-shot: 6 classes of near-duplicates; the one-shot protocol against an explicit argmax
+    g = torch.Generator().manual_seed(3)
+    centres = torch.randn(6, IN_FEATURES, generator=g)
+    x = centres.repeat_interleave(4, 0) + 0.05 * torch.randn(24, IN_FEATURES, generator=g)
+    labelled = ItemSet(x, np.repeat(np.arange(6), 4), [str(c) for c in range(6)])
+    episodes = evaluate_nway(model, labelled, ways=3, shots=1, episodes=50, seed=0)
+    sampled = sample_episodes(labelled.labels, 3, 1, 50, seed=0)
+    with torch.no_grad():
+        z = model.embed(x)
+        matrices = [model.comparator.pairwise(z[sampled.query[e]], z[sampled.support[e, :, 0]]).numpy()
+                    for e in range(50)]  # fmt: skip
+    correct = []
+    for e, values in enumerate(matrices):
+        best = np.array([model.comparator.orientation.rank(row)[0] for row in values])
+        correct.append((best == sampled.query_class[e]).mean())
+    assert episodes["accuracy"] == pytest.approx(np.mean(correct))
+    assert classify_episodes(model.comparator, z, sampled).mean() == pytest.approx(np.mean(correct))
