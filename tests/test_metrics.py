@@ -9,7 +9,6 @@ from twinnet.metrics import (
     calc_eer,
     calc_far_frr,
     calc_mean_ci95,
-    calc_recall_at_k,
     calc_roc_auc,
     calc_tar_at_far,
 )
@@ -68,13 +67,6 @@ def test_metrics_refuse_one_class():
 def test_mean_ci95():
     mean, ci = calc_mean_ci95([0.0, 1.0] * 50)
     assert mean == 0.5 and ci == pytest.approx(1.96 * np.std([0.0, 1.0] * 50, ddof=1) / 10)
-
-
-def test_recall_at_k_hand_example():
-    sim = np.array([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8]])
-    got = calc_recall_at_k(sim, [1, 0], [0, 2, 1], ks=(1, 2, 3))
-    # query 0 (label 1): ranking [g0 (0), g2 (1), g1] → hit at 2; query 1 (label 0): [g2, g1, g0] → hit at 3
-    assert got == {1: 0.0, 2: 0.5, 3: 1.0}
 
 
 def test_calibration_round_trip_for_distances():

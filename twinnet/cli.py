@@ -60,10 +60,26 @@ def _table(title: str, rows: dict[str, Any]) -> Table:
     return table
 
 
+def _protocol_help() -> str:
+    from twinnet.protocols import PROTOCOLS
+
+    return "; ".join(f"{name}: {factory.summary}" for name, factory in PROTOCOLS.items())  # type: ignore[attr-defined]
+
+
+def _format_help() -> str:
+    from twinnet.data.sources import format_names
+
+    return " | ".join(format_names())
+
+
 @app.command()
 @friendly_errors
 def train(
-    data: Path = typer.Option(None, "--data", help="Image folder (one sub-folder per class) or a pairs file."),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        help="Image folder (one sub-folder per class), a pairs file, … (data.format: " + _format_help() + ")",
+    ),
     out_dir: Path = typer.Option(..., "--out", help="Run directory; the model is saved in OUT/model."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML/JSON config file."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last."),
@@ -99,18 +115,6 @@ def train(
         rows = {k: v for k, v in result.validation.items() if isinstance(v, float)}
         out.print(_table("validation (best epoch)", rows))
         out.print(f"model saved to {result.model_dir}")
-
-
-def _protocol_help() -> str:
-    from twinnet.protocols import PROTOCOLS
-
-    return "; ".join(f"{name}: {factory.summary}" for name, factory in PROTOCOLS.items())  # type: ignore[attr-defined]
-
-
-def _format_help() -> str:
-    from twinnet.data.sources import format_names
-
-    return " | ".join(format_names())
 
 
 @app.command()

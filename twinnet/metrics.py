@@ -114,21 +114,6 @@ def calc_mean_ci95(values: ArrayLike) -> tuple[float, float]:
     return float(v.mean()), float(1.96 * v.std(ddof=1) / np.sqrt(len(v)))
 
 
-def calc_recall_at_k(
-    similarity: ArrayLike, query_labels: ArrayLike, gallery_labels: ArrayLike, ks: Sequence[int] = (1, 5, 10)
-) -> dict[int, float]:
-    """Share of queries with a same-label gallery item among their ``k`` most similar.
-
-    ``similarity`` is ``(queries, gallery)``; larger = more alike.
-    """
-    sim = torch.as_tensor(_np(similarity))
-    q = torch.as_tensor(_np(query_labels))
-    g = torch.as_tensor(_np(gallery_labels))
-    top = sim.topk(min(max(ks), sim.shape[1]), dim=1).indices
-    hit = g[top] == q.unsqueeze(1)
-    return {k: float(hit[:, :k].any(1).float().mean()) for k in ks}
-
-
 def calc_average_precision(scores: ArrayLike, same: ArrayLike) -> float:
     """Area under the precision-recall curve, with "same" as the positive class (scikit-learn)."""
     s, y = _check(scores, same)
