@@ -22,5 +22,5 @@ def test_quickstart_meets_its_targets(tmp_path):
     assert result["unseen"]["oneshot_4way_accuracy"] >= 0.65
     assert result["seconds"] < 120
     model = load(result["model"])
-    assert model.calibration is not None and model.calibration.is_distance
+    assert model.calibration is not None and model.calibration.orientation.is_distance
     assert len(list((tmp_path / "qs" / "examples" / "unseen").glob("*/*.png"))) == result["unseen"]["items"]

@@ -154,3 +154,32 @@ def test_correlations():
     x = np.arange(10.0)
     c = calc_correlations(x, x**3)
     assert c["spearman"] == pytest.approx(1.0) and c["pearson"] < 1.0
+
+
+def test_text_pair_plans_group_by_length_and_carry_scores():
+    from twinnet.config import TrainConfig
+    from twinnet.data.pairs import Pairs
+    from twinnet.data.text import text_items
+    from twinnet.training import PairBatch, build_plan
+    from twinnet.training.plans import group_by_length
+
+    rng = np.random.default_rng(0)
+    texts = text_items([" ".join(["w"] * int(n)) for n in rng.integers(1, 40, 30)])
+    a, b = np.arange(0, 30, 2), np.arange(1, 30, 2)
+    score = rng.random(15).astype(np.float32)
+    pairs = Pairs(a, b, score >= 0.5, score)
+    plan = build_plan("scored_pairs", texts, pairs, TrainConfig(batch_size=4, seed=3))
+    batches = [job() for job in plan.epoch_jobs(2)]
+    assert plan.steps_per_epoch == len(batches) == 4
+    assert all(isinstance(x, PairBatch) and isinstance(x.inputs_a, list) for x in batches)
+    # the order the trainer always used: a seeded shuffle, then length grouping with the same generator
+    order_rng = np.random.default_rng([3, 6, 2])
+    lengths = np.array([len(t) for t in texts.data])
+    order = group_by_length(order_rng.permutation(15), np.maximum(lengths[a], lengths[b]), 4, order_rng)
+    assert batches[0].inputs_a == texts.load(a[order[:4]])
+    torch.testing.assert_close(torch.cat([x.score for x in batches]), torch.from_numpy(score[order]))
+    positives = build_plan("positive_pairs", texts, pairs, TrainConfig(batch_size=4))
+    assert all(bool(x.same.all()) for x in (job() for job in positives.epoch_jobs(0)))
+    assert positives.steps_per_epoch == -(-int(pairs.same.sum()) // 4)
+    with pytest.raises(ConfigError, match="learns from graded scores"):
+        build_plan("scored_pairs", texts, Pairs(a, b, score >= 0.5), TrainConfig(), loss_name="CoSENTLoss")

@@ -54,7 +54,7 @@ QUICKSTART_CONFIG: dict[str, Any] = {
         "lr": 3e-3,
         "weight_decay": 5e-4,
         "schedule": "cosine",
-        "validation": {"metric": "roc_auc", "pairs": 2000},
+        "validation": {"protocol": "verification", "pairs": 2000},
         "early_stopping": {"patience": None},
     },
 }
@@ -90,7 +90,7 @@ def raw_pixel_baseline(items: ItemSet, seed: int) -> dict[str, float]:
     pixels = TwinNetwork(_Pixels(), EuclideanDistance())
     verification, _, _ = evaluate_verification(pixels, items, n_pairs=4000, seed=seed)
     oneshot = evaluate_nway(pixels, items, ways=4, shots=1, episodes=1000, seed=seed)
-    return {"roc_auc": verification.metrics["roc_auc"], "oneshot_4way_accuracy": oneshot.accuracy}
+    return {"roc_auc": verification.metrics["roc_auc"], "oneshot_4way_accuracy": oneshot.metrics["accuracy"]}
 
 
 def run_quickstart(
@@ -134,14 +134,14 @@ def run_quickstart(
         "seen": {
             "roc_auc": seen_result.metrics["roc_auc"],
             "eer": seen_result.metrics["eer"],
-            "accuracy_at_calibrated_threshold": seen_result.calibrated.get("accuracy"),
+            "accuracy_at_calibrated_threshold": seen_result.details.get("calibrated", {}).get("accuracy"),
             "items": len(test_seen),
         },
         "unseen": {
             "roc_auc": unseen_result.metrics["roc_auc"],
             "eer": unseen_result.metrics["eer"],
-            "oneshot_4way_accuracy": oneshot.accuracy,
-            "oneshot_4way_ci95": oneshot.ci95,
+            "oneshot_4way_accuracy": oneshot.metrics["accuracy"],
+            "oneshot_4way_ci95": oneshot.metrics["ci95"],
             "items": len(unseen),
         },
         "unseen_raw_pixel_baseline": baseline,

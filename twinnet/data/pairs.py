@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from twinnet.errors import DataError
-from twinnet.runtime import numpy_rng
+from twinnet.runtime import Stream, numpy_rng
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,11 @@ def sample_triplets(labels: np.ndarray, n: int, seed: int, *parts: int) -> tuple
 
 
 class PairSampler:
-    """Balanced pairs for training: ``pairs_per_epoch`` pairs per epoch, in batches of ``batch_size``."""
+    """Balanced pairs for training: ``pairs_per_epoch`` pairs per epoch, in batches of ``batch_size``.
+
+    Epoch ``e`` is drawn from the stream ``(seed, Stream.TRAIN_PAIRS, e)``: the same pairs whenever it
+    is drawn, so the sampler has no state beyond its arguments.
+    """
 
     def __init__(self, labels: np.ndarray, pairs_per_epoch: int, batch_size: int, seed: int = 0) -> None:
         _check_labels(labels)
@@ -113,7 +117,7 @@ class PairSampler:
         self.seed = seed
 
     def epoch(self, epoch: int) -> list[Pairs]:
-        pairs = balanced_pairs(self.labels, self.pairs_per_epoch, self.seed, 1, epoch)
+        pairs = balanced_pairs(self.labels, self.pairs_per_epoch, self.seed, Stream.TRAIN_PAIRS, epoch)
         return [pairs[i : i + self.batch_size] for i in range(0, len(pairs), self.batch_size)]
 
     def __len__(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from twinnet.errors import DataError
-from twinnet.runtime import numpy_rng
+from twinnet.runtime import Stream, numpy_rng
 
 
 class PKBatchSampler:
@@ -16,6 +16,9 @@ class PKBatchSampler:
     Only classes with at least ``min_items`` items take part (by default two: a lone item has no
     positive). With ``min_items=1`` a one-item class yields K copies of its item, which differ
     only through augmentation (instance positives).
+
+    Epoch ``e`` is drawn from the stream ``(seed, Stream.PK_BATCHES, e)``, so it is the same batches
+    whenever it is drawn (a resumed run draws what the uninterrupted one would have).
     """
 
     def __init__(
@@ -49,7 +52,7 @@ class PKBatchSampler:
         return self.batches_per_epoch
 
     def epoch(self, epoch: int) -> list[np.ndarray]:
-        rng = numpy_rng(self.seed, 2, epoch)
+        rng = numpy_rng(self.seed, Stream.PK_BATCHES, epoch)
         need = self.batches_per_epoch * self.p
         order = np.concatenate([rng.permutation(self.classes) for _ in range(-(-need // len(self.classes)))])
         batches = []

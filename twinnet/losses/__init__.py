@@ -1,6 +1,6 @@
 """Losses for twin networks; one per module, selectable by name through :data:`LOSSES`."""
 
-from twinnet.losses.base import LOSSES, EmbeddingLoss, PairLoss, RankingLoss, check_same
+from twinnet.losses.base import LOSSES, EmbeddingLoss, PairLoss, RankingLoss, TwinLoss, check_same
 from twinnet.losses.bce import BinaryCrossEntropyLoss
 from twinnet.losses.contrastive import ContrastiveLoss
 from twinnet.losses.cosent import CoSENTLoss
@@ -21,5 +21,6 @@ __all__ = [
     "PairLoss",
     "RankingLoss",
     "TripletLoss",
+    "TwinLoss",
     "check_same",
 ]

@@ -31,7 +31,7 @@ class ContrastiveLoss(PairLoss):
         >>> import torch
         >>> loss = ContrastiveLoss(margin=1.0)
         >>> loss(torch.tensor([0.5, 0.2]), same=torch.tensor([True, False]))
-        tensor(0.5250)
+        tensor(0.4450)
     """
 
     input = "distance"

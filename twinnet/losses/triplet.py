@@ -57,11 +57,14 @@ class TripletLoss(EmbeddingLoss):
         self.mining = one_of(mining, "mining", ("all", "batch_hard", "semi_hard"))
         self.reduction = one_of(reduction, "reduction", ("mean", "mean_nonzero"))
         self.use_model_comparator = distance == "comparator"
-        if not self.use_model_comparator and not isinstance(distance, Comparator):
-            distance = COMPARATORS.build(one_of(distance, "distance", ("euclidean", "squared_euclidean", "comparator")))
         # A Comparator instance given here is a sub-module: its parameters train with the model and
         # travel in checkpoints (the trainer saves the loss's state).
-        self.distance: Comparator | None = None if self.use_model_comparator else distance
+        metric: Comparator | None = None
+        if isinstance(distance, Comparator):
+            metric = distance
+        elif not self.use_model_comparator:
+            metric = COMPARATORS.build(one_of(distance, "distance", ("euclidean", "squared_euclidean", "comparator")))
+        self.distance = metric
 
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor, comparator: Comparator | None = None

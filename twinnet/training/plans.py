@@ -1,0 +1,313 @@
+"""Batch plans: what a loss trains from, epoch by epoch.
+
+A loss names its plan (``loss.batch_plan``); the trainer builds that plan from the training items
+(and fixed pairs, for a pairs file) and, each epoch, runs the plan's batch jobs on a background
+thread. A plan knows how many steps an epoch has, builds each batch (loading and augmenting its
+items) and has a ``state_dict`` that checkpoints carry, so a resumed run can check it continues the
+same plan. Every random draw is seeded from ``(seed, stream, epoch)``: epoch ``e`` of a plan is
+the same batches whenever it is drawn, which is what makes a resumed run equal an uninterrupted one.
+
+The built-in plans:
+
+- ``pairs`` — balanced same/different pairs drawn afresh each epoch from class labels
+  (:class:`~twinnet.data.pairs.PairSampler`), or the fixed pairs of a pairs file, shuffled per epoch
+  (texts grouped by length);
+- ``scored_pairs`` — the fixed pairs of a graded pairs file (STS-B), with their ``score``;
+- ``positive_pairs`` — the same pairs of a pairs file only (in-batch negatives for ranking losses);
+- ``pk`` — P×K class-balanced labelled batches (:class:`~twinnet.data.samplers.PKBatchSampler`),
+  optionally with two augmented views of each item (``train.instance_weight``).
+
+A new plan subclasses :class:`BatchPlan` and registers itself with ``@BATCH_PLANS.register(name)``;
+a loss that sets ``batch_plan = name`` then trains from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from twinnet.config import TrainConfig
+from twinnet.data.items import ItemSet
+from twinnet.data.pairs import Pairs, PairSampler
+from twinnet.data.samplers import PKBatchSampler
+from twinnet.data.text import TextItemSet
+from twinnet.data.transforms import RandomAffine
+from twinnet.errors import ConfigError, DataError
+from twinnet.registry import Registry
+from twinnet.runtime import Stream, generator, numpy_rng
+from twinnet.training.batch import Batch, LabelledBatch, PairBatch
+
+BatchJob = Callable[[], Batch]
+"""Builds one batch when called (on the prefetch thread)."""
+
+BATCH_PLANS: Registry[BatchPlan] = Registry("batch plan")
+
+
+class BatchPlan(ABC):
+    """The batches of every epoch for one loss on one training set.
+
+    Args:
+        items: the training items.
+        pairs: fixed training pairs into ``items`` (a pairs file), or ``None``.
+        config: the training settings (seed, batch sizes, samples per epoch, …).
+        augment: image augmentation applied to every loaded batch, or ``None``.
+        loss_name: how error messages name the loss that asked for this plan.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        items: ItemSet,
+        pairs: Pairs | None,
+        config: TrainConfig,
+        *,
+        augment: RandomAffine | None = None,
+        loss_name: str = "this loss",
+    ) -> None:
+        self.items = items
+        self.config = config
+        self.seed = config.seed
+        self.augment = augment
+        self.loss_name = loss_name
+        self.next_epoch = 0
+
+    @property
+    @abstractmethod
+    def steps_per_epoch(self) -> int:
+        """Batches in every epoch."""
+
+    @abstractmethod
+    def _jobs(self, epoch: int, augment: Callable[[Any], Any]) -> list[BatchJob]: ...
+
+    def epoch_jobs(self, epoch: int) -> list[BatchJob]:
+        """The batch jobs of ``epoch`` (0-based), in order; the same for the same seed and epoch."""
+        aug_gen = generator(self.seed, Stream.AUGMENT, epoch)
+        augmenter = self.augment
+
+        def augment(x: Any) -> Any:
+            return augmenter(x, aug_gen) if augmenter is not None else x
+
+        self.next_epoch = epoch + 1
+        return self._jobs(epoch, augment)
+
+    def fingerprint(self) -> str:
+        """A digest of what the batches are drawn from (labels, pairs, sizes), to refuse resuming a
+        checkpoint on other data."""
+        digest = hashlib.sha256()
+        digest.update(np.ascontiguousarray(self.items.labels).tobytes())
+        digest.update(repr((len(self.items), self.steps_per_epoch)).encode())
+        return digest.hexdigest()[:16]
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able: the plan, its seed, the next epoch to draw and a fingerprint of its data."""
+        return {"plan": self.name, "seed": self.seed, "next_epoch": self.next_epoch,
+                "steps_per_epoch": self.steps_per_epoch, "data": self.fingerprint()}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's plan state; a DataError when it planned other batches."""
+        mine = self.state_dict()
+        differs = [k for k in ("plan", "seed", "steps_per_epoch", "data") if state.get(k) != mine[k]]
+        if differs:
+            theirs = ", ".join(f"{k} {state.get(k)!r}" for k in differs)
+            ours = ", ".join(f"{k} {mine[k]!r}" for k in differs)
+            raise DataError(f"cannot resume: the checkpoint's batches were planned with {theirs}; this run's are "
+                            f"{ours} (other data or train settings)")  # fmt: skip
+        self.next_epoch = int(state["next_epoch"])
+
+
+def build_plan(
+    name: str,
+    items: ItemSet,
+    pairs: Pairs | None,
+    config: TrainConfig,
+    *,
+    augment: RandomAffine | None = None,
+    loss_name: str = "this loss",
+) -> BatchPlan:
+    """The plan registered as ``name`` (an unknown name is a ConfigError listing the known ones)."""
+    factory = BATCH_PLANS.get(name)
+    return factory(items, pairs, config, augment=augment, loss_name=loss_name)
+
+
+# -- pairs ------------------------------------------------------------------------------------------
+
+
+def _text_lengths(items: ItemSet) -> np.ndarray | None:
+    """Characters per text, for length-grouped batches; ``None`` for tensors (all one size)."""
+    if isinstance(items, TextItemSet):
+        return np.array([len(t) for t in items.data])
+    return None
+
+
+def _pair_job(items: ItemSet, p: Pairs, augment: Callable[[Any], Any]) -> BatchJob:
+    def job() -> PairBatch:
+        # Both sides load (and augment) as one batch, a then b, so the augmentation stream is drawn
+        # in the same order whatever the model does with the halves.
+        x = augment(items.load(np.concatenate([p.a, p.b])))
+        n = len(p)
+        score = None if p.score is None else torch.from_numpy(p.score)
+        return PairBatch(x[:n], x[n:], torch.from_numpy(p.same), score)
+
+    return job
+
+
+class _FixedPairs:
+    """Given pairs shuffled afresh each epoch; texts grouped by length (``train.group_by_length``)."""
+
+    def __init__(self, items: ItemSet, pairs: Pairs, config: TrainConfig) -> None:
+        self.pairs = pairs
+        self.batch_size = config.batch_size
+        self.seed = config.seed
+        lengths = _text_lengths(items) if config.group_by_length else None
+        # the longer text of each pair, in characters: what a batch pads to
+        self.lengths = None if lengths is None else np.maximum(lengths[pairs.a], lengths[pairs.b])
+
+    def __len__(self) -> int:
+        return -(-len(self.pairs) // self.batch_size)
+
+    def epoch(self, epoch: int) -> list[Pairs]:
+        rng = numpy_rng(self.seed, Stream.PAIR_ORDER, epoch)
+        order = rng.permutation(len(self.pairs))
+        bs = self.batch_size
+        if self.lengths is not None:
+            order = group_by_length(order, self.lengths, bs, rng)
+        return [self.pairs[order[i : i + bs]] for i in range(0, len(order), bs)]
+
+
+def group_by_length(order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Reorder a shuffled epoch so each batch holds pairs of similar length (less padding, ~2× faster
+    on STS-B), yet stays random: sort within windows of 50 batches, then shuffle whole batches."""
+    window = 50 * batch_size
+    grouped = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        grouped.append(chunk[np.argsort(-lengths[chunk], kind="stable")])
+    flat = np.concatenate(grouped)
+    batches = [flat[i : i + batch_size] for i in range(0, len(flat), batch_size)]
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+
+
+def _pairs_digest(pairs: Pairs | None) -> bytes:
+    if pairs is None:
+        return b""
+    parts = [pairs.a, pairs.b, pairs.same] + ([] if pairs.score is None else [pairs.score])
+    return b"".join(np.ascontiguousarray(x).tobytes() for x in parts)
+
+
+@BATCH_PLANS.register("pairs")
+class PairsPlan(BatchPlan):
+    """Balanced pairs sampled from class labels each epoch (``train.samples_per_epoch`` pairs in
+    batches of ``train.batch_size``), or the fixed pairs of a pairs file."""
+
+    name = "pairs"
+
+    def __init__(self, items: ItemSet, pairs: Pairs | None, config: TrainConfig, **kwargs: Any) -> None:
+        super().__init__(items, pairs, config, **kwargs)
+        self.pairs = self._select(pairs)
+        self.source: PairSampler | _FixedPairs
+        if self.pairs is not None:
+            self.source = _FixedPairs(items, self.pairs, config)
+        else:
+            items.require_min_per_class(2, "same-class training pairs")
+            self.source = PairSampler(items.labels, config.samples_per_epoch, config.batch_size, config.seed)
+
+    def _select(self, pairs: Pairs | None) -> Pairs | None:
+        """The fixed pairs this plan trains from (all of them here)."""
+        return pairs
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.source)
+
+    def _jobs(self, epoch: int, augment: Callable[[Any], Any]) -> list[BatchJob]:
+        return [_pair_job(self.items, p, augment) for p in self.source.epoch(epoch)]
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(super().fingerprint().encode())
+        digest.update(_pairs_digest(self.pairs))
+        return digest.hexdigest()[:16]
+
+
+@BATCH_PLANS.register("scored_pairs")
+class ScoredPairsPlan(PairsPlan):
+    """The graded pairs of a pairs file (a ``score`` per pair, e.g. STS-B), shuffled per epoch."""
+
+    name = "scored_pairs"
+
+    def _select(self, pairs: Pairs | None) -> Pairs:
+        if pairs is None or pairs.score is None:
+            raise ConfigError(
+                f"loss {self.loss_name} learns from graded scores (e.g. STS-B); this training data has "
+                "labels only: use contrastive, online_contrastive or multiple_negatives_ranking"
+            )
+        return pairs
+
+
+@BATCH_PLANS.register("positive_pairs")
+class PositivePairsPlan(PairsPlan):
+    """The same (positive) pairs of a pairs file, shuffled per epoch; the other pairs of a batch are
+    the negatives (in-batch negatives)."""
+
+    name = "positive_pairs"
+
+    def _select(self, pairs: Pairs | None) -> Pairs:
+        if pairs is None:
+            raise ConfigError(f"loss {self.loss_name} trains from (query, positive) pairs: give a pairs file")
+        positives = pairs[pairs.same]
+        if len(positives) < 2:
+            raise ConfigError(f"loss {self.loss_name} needs at least 2 positive training pairs")
+        return positives
+
+
+# -- P×K labelled batches ---------------------------------------------------------------------------
+
+
+@BATCH_PLANS.register("pk")
+class PKPlan(BatchPlan):
+    """P×K batches (``train.classes_per_batch`` classes × ``train.items_per_class`` items) of
+    labelled items, about ``train.samples_per_epoch`` items per epoch. With
+    ``train.instance_weight > 0`` every item appears twice, as two augmented views, and the batch
+    carries instance ids for the loss's instance term."""
+
+    name = "pk"
+
+    def __init__(self, items: ItemSet, pairs: Pairs | None, config: TrainConfig, **kwargs: Any) -> None:
+        super().__init__(items, pairs, config, **kwargs)
+        if pairs is not None:
+            raise ConfigError(f"loss {self.loss_name} mines within labelled batches; it cannot train from a pairs file")
+        if config.instance_weight > 0 and self.augment is None:
+            raise ConfigError(
+                "train.instance_weight needs data.augment.enabled: true (two views of an item differ only "
+                "through augmentation)"
+            )
+        c = config
+        batch = min(c.classes_per_batch, len(np.unique(items.labels))) * c.items_per_class
+        self.sampler = PKBatchSampler(
+            items.labels, c.classes_per_batch, c.items_per_class, max(1, c.samples_per_epoch // batch), c.seed
+        )
+        self.label_weight = c.class_weight
+        self.instance_weight = c.instance_weight
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.sampler)
+
+    def _jobs(self, epoch: int, augment: Callable[[Any], Any]) -> list[BatchJob]:
+        return [self._job(idx, augment) for idx in self.sampler.epoch(epoch)]
+
+    def _job(self, idx: np.ndarray, augment: Callable[[Any], Any]) -> BatchJob:
+        items = self.items
+        if self.instance_weight > 0:
+            views = np.concatenate([idx, idx])
+            instances = torch.arange(len(idx)).repeat(2)
+            return lambda: LabelledBatch(
+                augment(items.load(views)), torch.from_numpy(items.labels[views]), self.label_weight,
+                instances, self.instance_weight,
+            )  # fmt: skip
+        return lambda: LabelledBatch(augment(items.load(idx)), torch.from_numpy(items.labels[idx]), self.label_weight)
