@@ -106,7 +106,7 @@ def test_evaluate_on_a_pairs_file(trained):
 def test_bad_inputs_exit_2_with_a_named_cause(tmp_path, trained):
     _, data, summary = trained
     cases = [
-        (["train", "--data", tmp_path / "nowhere", "--out", tmp_path / "r"], "data folder not found"),
+        (["train", "--data", tmp_path / "nowhere", "--out", tmp_path / "r"], "data not found: "),
         (["train", "--data", data, "--out", tmp_path / "r", "train.lrr=1"], "train.lrr: unknown key"),
         (["train", "--data", data, "--out", tmp_path / "r", "--config", tmp_path / "no.yaml"], "config file not found"),
         (["train", "--data", data, "--out", tmp_path / "r", "loss.name=nope"], "unknown loss 'nope'"),

@@ -5,7 +5,7 @@ import itertools
 import torch
 
 from twinnet.compare import EuclideanDistance
-from twinnet.mining import all_triplets, batch_hard_triplets, hard_pairs, semi_hard_triplets
+from twinnet.mining import all_triplets, batch_hard_triplets, semi_hard_triplets
 
 
 def _data(seed=0, n=14):
@@ -55,22 +55,3 @@ def test_semi_hard_brute_force():
         and dist[a, p] < dist[a, q] < dist[a, p] + margin
     }
     assert _set(semi_hard_triplets(dist, labels, margin)) == expected
-
-
-def test_hard_pairs_brute_force():
-    dist, labels = _data(3)
-    i, j, same = hard_pairs(dist, labels)
-    n = len(labels)
-    closest_neg = [min(dist[a, b] for b in range(n) if labels[b] != labels[a]) for a in range(n)]
-    farthest_pos = [
-        max([dist[a, b] for b in range(n) if b != a and labels[b] == labels[a]], default=-1) for a in range(n)
-    ]
-
-    def hard(a, b):
-        if labels[a] == labels[b]:
-            return dist[a, b] > closest_neg[a]
-        return dist[a, b] < farthest_pos[a]
-
-    expected = {(a, b) for a in range(n) for b in range(a + 1, n) if hard(a, b) or hard(b, a)}
-    assert set(zip(i.tolist(), j.tolist())) == expected
-    assert all(s == (labels[x] == labels[y]) for x, y, s in zip(i.tolist(), j.tolist(), same.tolist()))

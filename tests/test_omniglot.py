@@ -253,7 +253,7 @@ def test_short_training_on_real_omniglot_beats_chance_widely(tmp_path, shared_da
     overrides = [
         f"data.path={omniglot / 'images_background_small1.zip'}", "data.val_classes=0.2",
         "train.epochs=3", "train.samples_per_epoch=6400", "train.classes_per_batch=16", "train.items_per_class=4",
-        "train.warmup_steps=20", "train.max_minutes=null", "train.validation.episodes=40",
+        "train.warmup_steps=20", "train.max_minutes=null", "train.validation.params.episodes=40",
         "model.encoder.params={hidden: 32, blocks: 4}",
     ]  # fmt: skip
     runner = CliRunner()

@@ -155,3 +155,9 @@ def test_signature_scores_take_the_most_alike_reference(comparator):
     expected = matrix.min(1).values if comparator.is_distance else matrix.max(1).values
     np.testing.assert_allclose(values, expected.numpy(), rtol=1e-5)
     assert flags.tolist() == [True, True, False] and set(owner.tolist()) == {0}
+
+
+def test_an_old_option_key_becomes_the_protocol_option():
+    # `train.validation.episodes=40` from an earlier version's habits: the nway option it always was
+    cfg = parse_config({"train": {"validation": {"protocol": "nway", "params": {"ways": 20}, "episodes": 40}}})
+    assert cfg.train.validation.params == {"ways": 20, "episodes": 40}

@@ -128,7 +128,7 @@ def test_half_twin_small_text_with_in_batch_negatives(tmp_path):
     assert model.encoder_a.embedding is model.encoder_b.embedding
     after = evaluate_retrieval(model, test.items, test.pairs)
     assert after.primary > before + 0.05, (before, after.primary)
-    assert after.n_queries == 80 and after.primary_metric == "mrr@10"
+    assert after["n_queries"] == 80 and after.primary_metric == "mrr@10"
 
 
 def test_triplet_loss_on_labelled_texts():

@@ -44,6 +44,7 @@ from twinnet.losses import (
     MultipleNegativesRankingLoss,
     OnlineContrastiveLoss,
     TripletLoss,
+    TwinLoss,
 )
 from twinnet.model import HalfTwinNetwork, TwinNetwork, build_model
 from twinnet.protocols import (
@@ -104,6 +105,7 @@ __all__ = [
     "Trainer",
     "TrainingError",
     "TripletLoss",
+    "TwinLoss",
     "TwinNetwork",
     "TwinnetError",
     "WeightedL1",

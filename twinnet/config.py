@@ -186,9 +186,15 @@ class ValidationConfig(_Strict):
     def _migrate_metric(cls, data: Any) -> Any:
         """Earlier configs said ``metric: oneshot`` with ``ways``/``shots``/``episodes``/
         ``within_groups`` beside it; they mean ``protocol: nway`` with those as ``params``."""
-        if not isinstance(data, dict) or "metric" not in data:
+        legacy_options = ("ways", "shots", "episodes", "within_groups")
+        if not isinstance(data, dict) or not any(k in data for k in ("metric", *legacy_options)):
             return data
         data = dict(data)
+        if "metric" not in data:  # e.g. an override train.validation.episodes=50: the protocol's option
+            params = dict(data.get("params") or {})
+            params.update({k: data.pop(k) for k in legacy_options if k in data})
+            data["params"] = params
+            return data
         metric = data.pop("metric")
         if metric not in LEGACY_VALIDATION_METRICS:
             raise ValueError(f"metric: {metric!r} is not one of {', '.join(LEGACY_VALIDATION_METRICS)} "

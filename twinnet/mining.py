@@ -54,18 +54,3 @@ def semi_hard_triplets(dist: torch.Tensor, labels: torch.Tensor, margin: float) 
     mask = valid_triplet_mask(labels) & (d_an > d_ap) & (d_an < d_ap + margin)
     a, p, n = mask.nonzero(as_tuple=True)
     return a, p, n
-
-
-def hard_pairs(dist: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pairs that are hard within the batch: positives farther than the anchor's closest negative,
-    and negatives closer than the anchor's farthest positive. Returns ``(i, j, same)``, each pair once."""
-    same, positive = _same_and_positive_masks(labels)
-    negative = ~same
-    d = dist.detach()
-    closest_neg = d.masked_fill(~negative, float("inf")).min(1, keepdim=True).values
-    farthest_pos = d.masked_fill(~positive, float("-inf")).max(1, keepdim=True).values
-    hard = (positive & (d > closest_neg)) | (negative & (d < farthest_pos))
-    hard = hard | hard.T
-    upper = torch.triu(torch.ones_like(hard), diagonal=1)
-    i, j = (hard & upper).nonzero(as_tuple=True)
-    return i, j, same[i, j]

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ import torch
 from twinnet.config import InputSpec
 from twinnet.data.images import is_image_file, load_image, to_float
 from twinnet.errors import DataError
+
+if TYPE_CHECKING:
+    from twinnet.data.pairs import Pairs
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,19 @@ class ItemSet:
         """The items at ``indices`` as a float32 batch (images scaled to [0, 1])."""
         index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         return to_float(self.data.index_select(0, index))
+
+    @property
+    def texts(self) -> list[str] | None:
+        """The items as texts, for a set of texts (encoders build vocabularies from them); else None."""
+        return None
+
+    def split_pairs(self, pairs: Pairs, share: float, seed: int) -> tuple[tuple[ItemSet, Pairs], tuple[ItemSet, Pairs]]:
+        """Hold out ``share`` of ``pairs`` into these items (seeded): ``((items, kept), (items, held))``.
+        Both keep this item set; the order is one seeded permutation, as it always was, so runs
+        reproduce."""
+        order = np.random.default_rng(seed).permutation(len(pairs))
+        n_held = round(share * len(pairs))
+        return (self, pairs[order[n_held:]]), (self, pairs[order[:n_held]])
 
     def subset(self, indices: np.ndarray | Sequence[int]) -> ItemSet:
         """The items at ``indices``, keeping class ids and names (classes may become empty)."""

@@ -90,7 +90,7 @@ def read_dataset(
     path = Path(path)
     options = options or ReadOptions()
     if not path.exists():
-        raise DataError(f"{path}: not found")
+        raise DataError(f"data not found: {path}")
     if format == "auto":
         candidates = sorted(DATA_SOURCES.items(), key=lambda kv: -getattr(kv[1], "priority", 0))
         for name, factory in candidates:

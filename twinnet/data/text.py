@@ -43,6 +43,18 @@ class TextItemSet(ItemSet):
     def load(self, indices: np.ndarray | Sequence[int]) -> list[str]:  # type: ignore[override]
         return [self.data[int(i)] for i in np.asarray(indices).reshape(-1)]
 
+    @property
+    def texts(self) -> list[str]:
+        return self.data
+
+    def split_pairs(  # type: ignore[override]
+        self, pairs: Pairs, share: float, seed: int
+    ) -> tuple[tuple[TextItemSet, Pairs], tuple[TextItemSet, Pairs]]:
+        """Hold out ``share`` of the pairs as :meth:`TextPairs.split` does: each side keeps only the
+        texts its pairs use (a vocabulary is then built from the training texts alone)."""
+        kept, held = TextPairs(self, pairs, "").split(share, seed)
+        return (kept.items, kept.pairs), (held.items, held.pairs)
+
     def subset(self, indices: np.ndarray | Sequence[int]) -> TextItemSet:
         idx = np.asarray(indices, dtype=np.int64)
         return TextItemSet(

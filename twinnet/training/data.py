@@ -14,15 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from twinnet.config import Config, DataConfig
 from twinnet.data.archives import with_rotated_classes
 from twinnet.data.items import ItemSet
 from twinnet.data.pairs import Pairs
 from twinnet.data.sources import Dataset, ReadOptions, read_dataset
 from twinnet.data.splits import split_by_class
-from twinnet.data.text import TextItemSet, TextPairs
 from twinnet.errors import ConfigError
 
 
@@ -81,27 +78,22 @@ def hold_out_pairs(data: Dataset, share: float, seed: int) -> TrainingData:
     Texts are stored once per distinct text, so each side keeps only the texts its pairs use (a
     ``small_text`` vocabulary is built from the training texts alone); the images of an image pairs
     file stay one item set shared by both sides. Each keeps the split it always had, so runs
-    reproduce: texts as :meth:`TextPairs.split` (stream ``Stream.TEXT_SPLIT``, pairs in file order),
-    image pairs in the order of one seeded permutation.
+    reproduce (:meth:`ItemSet.split_pairs`: texts as :meth:`TextPairs.split`, stream
+    ``Stream.TEXT_SPLIT``; image pairs in the order of one seeded permutation).
     """
     if share == 0:
         return TrainingData(data)
     pairs = data.pairs
     assert pairs is not None  # callers split pair data only
-    if isinstance(data.items, TextItemSet):
-        kept, held = TextPairs(data.items, pairs, data.source).split(share, seed)
-        return TrainingData(replace(data, items=kept.items, pairs=kept.pairs),
-                            replace(data, items=held.items, pairs=held.pairs))  # fmt: skip
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    n_val = round(share * len(pairs))
-    if n_val == 0:
+    (kept_items, kept), (held_items, held) = data.items.split_pairs(pairs, share, seed)
+    if len(held) == 0:
         return TrainingData(data)
-    return TrainingData(replace(data, pairs=pairs[order[n_val:]]), replace(data, pairs=pairs[order[:n_val]]))
+    return TrainingData(replace(data, items=kept_items, pairs=kept), replace(data, items=held_items, pairs=held))
 
 
 def vocabulary_texts(data: Dataset) -> list[str] | None:
     """The training texts, for encoders that build a vocabulary from them (``None`` for tensors)."""
-    return data.items.data if isinstance(data.items, TextItemSet) else None
+    return data.items.texts
 
 
 def load_training_data(config: Config) -> tuple[ItemSet, ItemSet | None, Pairs | None, Pairs | None]:

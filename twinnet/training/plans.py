@@ -35,7 +35,6 @@ from twinnet.config import TrainConfig
 from twinnet.data.items import ItemSet
 from twinnet.data.pairs import Pairs, PairSampler
 from twinnet.data.samplers import PKBatchSampler
-from twinnet.data.text import TextItemSet
 from twinnet.data.transforms import RandomAffine
 from twinnet.errors import ConfigError, DataError
 from twinnet.registry import Registry
@@ -140,9 +139,8 @@ def build_plan(
 
 def _text_lengths(items: ItemSet) -> np.ndarray | None:
     """Characters per text, for length-grouped batches; ``None`` for tensors (all one size)."""
-    if isinstance(items, TextItemSet):
-        return np.array([len(t) for t in items.data])
-    return None
+    texts = items.texts
+    return None if texts is None else np.array([len(t) for t in texts])
 
 
 def _pair_job(items: ItemSet, p: Pairs, augment: Callable[[Any], Any]) -> BatchJob:
