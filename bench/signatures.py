@@ -23,10 +23,11 @@ from rich.console import Console
 from rich.table import Table
 
 from twinnet.config import load_config
+from twinnet.data.sources import Dataset
 from twinnet.data.splits import split_by_class
 from twinnet.model import build_model
+from twinnet.protocols import build_protocol, signature_pair_accuracy
 from twinnet.runtime import seed_everything
-from twinnet.protocols import calibrate_signature_threshold, evaluate_signatures, signature_pair_accuracy
 from twinnet.train import Trainer, build_loss, load_training_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,10 +44,11 @@ def run(kind: str, data: Path, test_share: float, overrides: list[str]) -> dict[
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model)
     started = time.perf_counter()
-    Trainer(model, build_loss(cfg), train, cfg.train, val_items=val, augment=cfg.data.augment).fit()
+    # the data source's calibration hook: the signature protocol's own threshold on validation writers
+    Trainer(model, build_loss(cfg), train, cfg.train, val_items=val, augment=cfg.data.augment,
+            calibration_protocols=["signature"]).fit()  # fmt: skip
     minutes = (time.perf_counter() - started) / 60
-    threshold = calibrate_signature_threshold(model, val)
-    result = evaluate_signatures(model, test, threshold=threshold).to_dict()
+    result = build_protocol("signature").evaluate(model, Dataset(test)).to_dict()
     result.update({"train_minutes": round(minutes, 2), "train_writers": len(set(train.groups)),
                    "validation_writers": len(set(val.groups))})  # fmt: skip
     if kind == "offline":

@@ -15,7 +15,7 @@ import twinnet
 from twinnet.compare import COMPARATORS, SCORE, Comparator
 from twinnet.config import InputSpec, parse_config
 from twinnet.data.items import from_arrays
-from twinnet.data.sources import DATA_SOURCES, DataSource, Dataset, ReadOptions
+from twinnet.data.sources import DATA_SOURCES, Dataset, DataSource, ReadOptions
 from twinnet.embedding import embed_batches
 from twinnet.evaluate import evaluate_path
 from twinnet.gallery import Gallery

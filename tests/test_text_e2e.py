@@ -80,8 +80,9 @@ def test_cli_train_generic_pairs_and_bad_file(tmp_path):
     data = tmp_path / "pairs.tsv"
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     args = ["train", "-c", "configs/text-small.yaml", "--data", str(data), "--out", str(tmp_path / "run"), "--json",
-            "-q", "data.val_path=null", "data.val_classes=0.25", "train.epochs=2", "train.validation.protocol=verification",
-            "loss.name=online_contrastive", "model.comparator.name=cosine_distance"]  # fmt: skip
+            "-q", "data.val_path=null", "data.val_classes=0.25", "train.epochs=2",
+            "train.validation.protocol=verification", "loss.name=online_contrastive",
+            "model.comparator.name=cosine_distance"]  # fmt: skip
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
@@ -113,8 +114,9 @@ def test_half_twin_small_text_with_in_batch_negatives(tmp_path):
     from twinnet.protocols import evaluate_retrieval
 
     overrides = ["model.encoder_b.name=small_text", "model.share=[embedding]", "loss.name=multiple_negatives_ranking",
-                 "train.epochs=4", "train.batch_size=16", "train.validation.protocol=verification", "data.val_path=null",
-                 "data.val_classes=0", f"data.path={_toy_pairs(tmp_path)}", "train.progress=false"]  # fmt: skip
+                 "train.epochs=4", "train.batch_size=16", "train.validation.protocol=verification",
+                 "data.val_path=null", "data.val_classes=0", f"data.path={_toy_pairs(tmp_path)}",
+                 "train.progress=false"]  # fmt: skip
     cfg = load_config("configs/text-small.yaml", overrides)
     cfg.model.encoder_b.params = dict(cfg.model.encoder.params)
     from twinnet.train import train_from_config

@@ -47,7 +47,7 @@ class TextItemSet(ItemSet):
     def texts(self) -> list[str]:
         return self.data
 
-    def split_pairs(  # type: ignore[override]
+    def split_pairs(
         self, pairs: Pairs, share: float, seed: int
     ) -> tuple[tuple[TextItemSet, Pairs], tuple[TextItemSet, Pairs]]:
         """Hold out ``share`` of the pairs as :meth:`TextPairs.split` does: each side keeps only the

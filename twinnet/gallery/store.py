@@ -124,7 +124,8 @@ class TemplateStore:
                     "INSERT INTO templates(identity, vector, source) VALUES(?, ?, ?)",
                     (identity, v.tobytes(), sources[i] if sources else None),
                 )
-                rowids.append(int(cur.lastrowid))
+                assert cur.lastrowid is not None  # an INSERT always sets it
+                rowids.append(cur.lastrowid)
         return rowids, removed
 
     def add_many(self, identities: list[str], vectors: np.ndarray) -> list[int]:
