@@ -87,8 +87,8 @@ def extensions():
     register_protocol("test_loo")(LeaveOneOut)
     yield
     for registry, name in names.items():
-        registry._entries.pop(name)
-    PROTOCOLS._entries.pop("test_loo")
+        registry.unregister(name)
+    PROTOCOLS.unregister("test_loo")
 
 
 def test_one_of_each_registered_from_outside_is_used_end_to_end(extensions, tmp_path):

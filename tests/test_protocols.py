@@ -98,7 +98,7 @@ def test_a_protocol_registered_outside_the_package_is_built_by_name_and_listed(r
             hits = data.items.labels[sim.argmax(1).numpy()] == data.items.labels
             return self.result({"recall@1": float(hits.mean())})
 
-    request.addfinalizer(lambda: PROTOCOLS._entries.pop("test_nearest_neighbour"))
+    request.addfinalizer(lambda: PROTOCOLS.unregister("test_nearest_neighbour"))
     assert "test_nearest_neighbour" in protocol_names()
     model = twinnet.TwinNetwork(Identity(), EuclideanDistance())
     items = vector_items([[0, 0], [0, 0.1], [5, 5], [5, 5.1]], [0, 0, 1, 1])

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from twinnet.errors import ConfigError
+from twinnet.registry import DATA_SOURCES, PROTOCOLS
 
 
 class _Strict(BaseModel):
@@ -135,9 +136,7 @@ class DataConfig(_Strict):
     @field_validator("format")
     @classmethod
     def _known_format(cls, v: str) -> str:
-        from twinnet.data.sources import format_names
-
-        names = format_names()
+        names = ["auto", *DATA_SOURCES.names()]
         if v not in names:
             raise ValueError(f"{v!r} is not a registered data format; known: {', '.join(names)}")
         return v
@@ -214,9 +213,7 @@ class ValidationConfig(_Strict):
     @field_validator("protocol")
     @classmethod
     def _registered(cls, v: str) -> str:
-        from twinnet.protocols.base import protocol_names
-
-        names = protocol_names()
+        names = PROTOCOLS.names()
         if v not in names:
             raise ValueError(f"{v!r} is not a registered protocol; known: {', '.join(names)}")
         return v

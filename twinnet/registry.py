@@ -5,6 +5,7 @@ Adding a component is one decorator on its class; nothing else has to be touched
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -15,11 +16,24 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A named collection of factories (classes or functions) of one kind of component."""
+    """A named collection of factories (classes or functions) of one kind of component.
 
-    def __init__(self, kind: str) -> None:
+    ``builtins`` names the module whose import registers the built-in entries; it is imported the
+    first time anyone asks the registry anything, so a module low in the package (the config
+    schema) can list what is registered without importing the modules that register it.
+    """
+
+    def __init__(self, kind: str, builtins: str | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, Callable[..., T]] = {}
+        self._builtins = builtins
+
+    @property
+    def _loaded(self) -> dict[str, Callable[..., T]]:
+        if self._builtins is not None:
+            module, self._builtins = self._builtins, None
+            importlib.import_module(module)
+        return self._entries
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
@@ -31,14 +45,14 @@ class Registry(Generic[T]):
         return decorator
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted(self._loaded)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        return name in self._loaded
 
     def get(self, name: str, *, field: str = "") -> Callable[..., T]:
         try:
-            return self._entries[name]
+            return self._loaded[name]
         except KeyError:
             prefix = f"{field}: " if field else ""
             raise ConfigError(f"{prefix}unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
@@ -61,7 +75,11 @@ class Registry(Generic[T]):
             raise ConfigError(f"{where}: {err}") from None
 
     def items(self) -> list[tuple[str, Callable[..., T]]]:
-        return sorted(self._entries.items())
+        return sorted(self._loaded.items())
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (for tests and plug-ins that register something for a while)."""
+        self._loaded.pop(name, None)
 
 
 def check_params(factory: Callable[..., Any], params: dict[str, Any], *, field: str) -> None:
@@ -79,3 +97,9 @@ def check_params(factory: Callable[..., Any], params: dict[str, Any], *, field: 
         raise ConfigError(
             f"{field}: unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(sorted(accepted))}"
         )
+
+
+#: Evaluation protocols (:class:`twinnet.protocols.EvaluationProtocol`), by name.
+PROTOCOLS: Registry[Any] = Registry("protocol", builtins="twinnet.protocols")
+#: Data formats (:class:`twinnet.data.sources.DataSource`), by name.
+DATA_SOURCES: Registry[Any] = Registry("data format", builtins="twinnet.data.builtin_sources")

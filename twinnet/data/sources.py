@@ -25,7 +25,7 @@ from twinnet.config import InputSpec
 from twinnet.data.items import ItemSet
 from twinnet.data.pairs import Pairs
 from twinnet.errors import ConfigError, DataError
-from twinnet.registry import Registry
+from twinnet.registry import DATA_SOURCES
 
 
 @dataclass
@@ -77,7 +77,6 @@ class DataSource(ABC):
     def read(self, path: Path, spec: InputSpec, options: ReadOptions) -> Dataset: ...
 
 
-DATA_SOURCES: Registry[DataSource] = Registry("data format")
 
 
 def read_dataset(
@@ -85,8 +84,6 @@ def read_dataset(
     field: str = "data.format",
 ) -> Dataset:  # fmt: skip
     """Read ``path`` with the source registered as ``format`` (``auto``: the first that sniffs it)."""
-    import twinnet.data.builtin_sources  # noqa: F401  (registers the built-in formats)
-
     path = Path(path)
     options = options or ReadOptions()
     if not path.exists():
@@ -112,6 +109,4 @@ def read_dataset(
 
 
 def format_names() -> list[str]:
-    import twinnet.data.builtin_sources  # noqa: F401
-
     return ["auto", *DATA_SOURCES.names()]

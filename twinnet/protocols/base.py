@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from twinnet.data.sources import Dataset
 from twinnet.errors import DataError
 from twinnet.model import AnyTwin
-from twinnet.registry import Registry
+from twinnet.registry import PROTOCOLS
 
 
 @dataclass
@@ -87,7 +87,6 @@ class EvaluationProtocol(ABC):
                               details)  # fmt: skip
 
 
-PROTOCOLS: Registry[EvaluationProtocol] = Registry("protocol")
 
 
 def register_protocol(name: str) -> Any:
@@ -104,12 +103,8 @@ def register_protocol(name: str) -> Any:
 def build_protocol(name: str, params: dict[str, Any] | None = None, *, field: str = "protocol") -> EvaluationProtocol:
     """The protocol registered as ``name`` with its options ``params`` (unknown options are errors
     naming ``field``)."""
-    import twinnet.protocols  # noqa: F401  (registers the built-in protocols)
-
     return PROTOCOLS.build(name, params, field=field)
 
 
 def protocol_names() -> list[str]:
-    import twinnet.protocols  # noqa: F401
-
     return PROTOCOLS.names()
