@@ -1,25 +1,9 @@
 """twinnet.data.images: reading one image as the model expects it."""
 
-import numpy as np
-import pytest
-import torch
 from PIL import Image
 
-from twinnet.config import AugmentConfig, InputSpec
-from twinnet.data import (
-    PairSampler,
-    PKBatchSampler,
-    RandomAffine,
-    balanced_pairs,
-    from_arrays,
-    image_folder,
-    read_pairs_file,
-    sample_triplets,
-    split_by_class,
-    split_by_item,
-)
+from twinnet.config import InputSpec
 from twinnet.data.images import load_image
-from twinnet.errors import DataError
 
 
 def test_load_image_grayscale_rgb_and_invert(tmp_path):

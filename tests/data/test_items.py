@@ -5,20 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from twinnet.config import AugmentConfig, InputSpec
+from twinnet.config import InputSpec
 from twinnet.data import (
-    PairSampler,
-    PKBatchSampler,
-    RandomAffine,
-    balanced_pairs,
     from_arrays,
     image_folder,
-    read_pairs_file,
-    sample_triplets,
-    split_by_class,
-    split_by_item,
 )
-from twinnet.data.images import load_image
 from twinnet.errors import DataError
 
 
@@ -32,6 +23,7 @@ def test_image_folder_reads_classes(image_folder_factory):
     rgb = image_folder(root, InputSpec(channels=3, size=(12, 12)))
     assert rgb.data.shape == (12, 3, 12, 12)
 
+
 def test_image_folder_class_depth_two(tmp_path):
     for alphabet in ("greek", "latin"):
         for ch in ("a", "b"):
@@ -43,14 +35,17 @@ def test_image_folder_class_depth_two(tmp_path):
     assert items.class_names == ["greek/a", "greek/b", "latin/a", "latin/b"]
     assert items.groups.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
 
+
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(DataError, match="data folder not found: .*nope"):
         image_folder(tmp_path / "nope", InputSpec())
+
 
 def test_folder_without_class_subfolders(tmp_path):
     Image.new("L", (4, 4)).save(tmp_path / "a.png")
     with pytest.raises(DataError, match="no images found in class sub-folders"):
         image_folder(tmp_path, InputSpec())
+
 
 def test_truncated_image_is_named_and_can_be_skipped(image_folder_factory):
     root = image_folder_factory(classes=2, per_class=3)
@@ -64,6 +59,7 @@ def test_truncated_image_is_named_and_can_be_skipped(image_folder_factory):
 
     kept = {f"{Path(n).parent.name}/{Path(n).name}" for n in items.names}
     assert len(items) == 5 and "class_1/img_2.png" not in kept and "class_0/notes.png" not in kept
+
 
 def test_class_with_one_item_is_named():
     items = from_arrays(np.zeros((5, 3), np.float32), ["a", "a", "b", "b", "lonely"])

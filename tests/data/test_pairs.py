@@ -2,23 +2,13 @@
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 
-from twinnet.config import AugmentConfig, InputSpec
 from twinnet.data import (
     PairSampler,
-    PKBatchSampler,
-    RandomAffine,
     balanced_pairs,
-    from_arrays,
-    image_folder,
     read_pairs_file,
     sample_triplets,
-    split_by_class,
-    split_by_item,
 )
-from twinnet.data.images import load_image
 from twinnet.errors import DataError
 
 LABELS = np.repeat(np.arange(7), [2, 3, 5, 8, 13, 4, 2])
@@ -30,6 +20,7 @@ def test_balanced_pairs_are_half_same_and_valid():
     assert np.array_equal(LABELS[pairs.a] == LABELS[pairs.b], pairs.same)
     assert not (pairs.a == pairs.b).any()  # never an item with itself
 
+
 def test_balanced_pairs_are_reproducible_per_seed_and_epoch():
     a = PairSampler(LABELS, 200, 64, seed=5).epoch(0)
     b = PairSampler(LABELS, 200, 64, seed=5).epoch(0)
@@ -40,6 +31,7 @@ def test_balanced_pairs_are_reproducible_per_seed_and_epoch():
     assert not np.array_equal(cat(a), cat(c)) and not np.array_equal(cat(a), cat(d))
     assert [len(x) for x in a] == [64, 64, 64, 8]  # an epoch is exactly 200 pairs
 
+
 def test_different_class_partners_are_uniform_over_other_items():
     pairs = balanced_pairs(LABELS, 40000, seed=0)
     diff = pairs[~pairs.same]
@@ -48,9 +40,11 @@ def test_different_class_partners_are_uniform_over_other_items():
     expected = np.where(LABELS[diff.a] == 4, 0.0, 13 / (len(LABELS) - sizes[LABELS[diff.a]])).mean()
     assert (LABELS[diff.b] == 4).mean() == pytest.approx(expected, abs=0.01)
 
+
 def test_triplets_are_valid():
     a, p, n = sample_triplets(LABELS, 500, seed=1)
     assert (LABELS[a] == LABELS[p]).all() and (a != p).all() and (LABELS[a] != LABELS[n]).all()
+
 
 def test_pairs_file_reading_and_errors(tmp_path):
     good = tmp_path / "pairs.csv"

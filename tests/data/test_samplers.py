@@ -1,25 +1,10 @@
 """twinnet.data.samplers: P×K batches."""
 
 import numpy as np
-import pytest
-import torch
-from PIL import Image
 
-from twinnet.config import AugmentConfig, InputSpec
 from twinnet.data import (
-    PairSampler,
     PKBatchSampler,
-    RandomAffine,
-    balanced_pairs,
-    from_arrays,
-    image_folder,
-    read_pairs_file,
-    sample_triplets,
-    split_by_class,
-    split_by_item,
 )
-from twinnet.data.images import load_image
-from twinnet.errors import DataError
 
 LABELS = np.repeat(np.arange(7), [2, 3, 5, 8, 13, 4, 2])
 

@@ -1,25 +1,11 @@
 """twinnet.data.splits: splits by class and by item."""
 
 import numpy as np
-import pytest
-import torch
-from PIL import Image
 
-from twinnet.config import AugmentConfig, InputSpec
 from twinnet.data import (
-    PairSampler,
-    PKBatchSampler,
-    RandomAffine,
-    balanced_pairs,
-    from_arrays,
-    image_folder,
-    read_pairs_file,
-    sample_triplets,
     split_by_class,
     split_by_item,
 )
-from twinnet.data.images import load_image
-from twinnet.errors import DataError
 
 LABELS = np.repeat(np.arange(7), [2, 3, 5, 8, 13, 4, 2])
 
@@ -29,6 +15,7 @@ def test_split_by_class_never_shares_a_class():
     assert set(LABELS[keep]).isdisjoint(LABELS[held])
     assert len(keep) + len(held) == len(LABELS)
     assert len(set(LABELS[held])) == 2  # 30% of 7 classes
+
 
 def test_split_by_item_is_stratified():
     labels = np.repeat(np.arange(3), 10)

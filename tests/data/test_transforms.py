@@ -1,25 +1,11 @@
 """twinnet.data.transforms: batched, seeded affine augmentation."""
 
-import numpy as np
-import pytest
 import torch
-from PIL import Image
 
-from twinnet.config import AugmentConfig, InputSpec
+from twinnet.config import AugmentConfig
 from twinnet.data import (
-    PairSampler,
-    PKBatchSampler,
     RandomAffine,
-    balanced_pairs,
-    from_arrays,
-    image_folder,
-    read_pairs_file,
-    sample_triplets,
-    split_by_class,
-    split_by_item,
 )
-from twinnet.data.images import load_image
-from twinnet.errors import DataError
 
 
 def test_augmentation_is_seeded_batched_and_off_when_disabled():
@@ -31,10 +17,12 @@ def test_augmentation_is_seeded_batched_and_off_when_disabled():
     off = RandomAffine(AugmentConfig(enabled=False))
     assert off(x, torch.Generator()) is x
 
+
 def test_identity_affine_leaves_images_unchanged():
     x = torch.rand(3, 1, 9, 9)
     aug = RandomAffine(AugmentConfig(enabled=True, rotation=0, shear=0, scale=(1, 1), translate=0))
     torch.testing.assert_close(aug(x, torch.Generator()), x, atol=1e-5, rtol=0)
+
 
 def test_flip_is_exact():
     x = torch.arange(16.0).view(1, 1, 4, 4)

@@ -77,8 +77,6 @@ class DataSource(ABC):
     def read(self, path: Path, spec: InputSpec, options: ReadOptions) -> Dataset: ...
 
 
-
-
 def read_dataset(
     path: str | Path, spec: InputSpec, format: str = "auto", options: ReadOptions | None = None, *,
     field: str = "data.format",

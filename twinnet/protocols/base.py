@@ -87,8 +87,6 @@ class EvaluationProtocol(ABC):
                               details)  # fmt: skip
 
 
-
-
 def register_protocol(name: str) -> Any:
     """Class decorator: register a protocol under ``name`` (and set its ``name``)."""
 
