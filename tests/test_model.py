@@ -118,3 +118,15 @@ def test_half_twin_from_config():
     net = build_model(cfg)
     assert isinstance(net, HalfTwinNetwork)
     assert net.encoder_a.features is net.encoder_b.features
+
+
+def test_a_bad_encoder_parameter_names_the_encoder_field_of_its_side():
+    # constructors raise plain ValueError; building from a config names the field it came from
+    base = {"input": {"kind": "vector", "features": 8}, "encoder": {"name": "mlp", "params": {"embedding_dim": 4}}}
+    with pytest.raises(ConfigError, match=r"^model.encoder.params \(encoder 'mlp'\): unknown parameter"):
+        build_model(ModelConfig.model_validate({**base, "encoder": {"name": "mlp", "params": {"widht": 3}}}))
+    half = {**base, "encoder_b": {"name": "small_text", "params": {"pooling": "median"}}}
+    with pytest.raises(ConfigError, match=r"^model.encoder_b.params \(encoder 'small_text'\)"):
+        build_model(ModelConfig.model_validate(half), texts=["a b", "c d"])
+    with pytest.raises(ConfigError, match=r"^model.encoder_b.name: unknown encoder 'nope'"):
+        build_model(ModelConfig.model_validate({**base, "encoder_b": {"name": "nope"}}))

@@ -254,14 +254,14 @@ def encoders_by_role(model: AnyTwin) -> dict[str, nn.Module]:
 
 
 def _encoder(
-    spec: ComponentConfig, input_spec: Any, assets: Path | None, texts: Sequence[str] | None
+    spec: ComponentConfig, input_spec: Any, assets: Path | None, texts: Sequence[str] | None, field: str
 ) -> tuple[nn.Module, int]:
     args = input_spec.encoder_args()
     if assets is not None and assets.is_dir():
         args["assets"] = assets
     if texts is not None:
         args["fit_texts"] = texts
-    enc = build_encoder(spec.name, spec.params, args)
+    enc = build_encoder(spec.name, spec.params, args, field=field)
     dim = infer_output_dim(enc, torch.zeros(2, *input_spec.example_shape()))
     return enc, dim
 
@@ -275,14 +275,18 @@ def build_model(
     ``assets`` is a saved model's asset folder (what :func:`twinnet.load` passes).
     """
     root = Path(assets) if assets is not None else None
-    encoder, dim = _encoder(config.encoder, config.input, root / "encoder" if root else None, texts)
+    encoder, dim = _encoder(config.encoder, config.input, root / "encoder" if root else None, texts, "model.encoder")
     if config.encoder_b is None:
         if config.share:
             raise ConfigError("model.share: only meaningful for a half-twin (set model.encoder_b)")
         comparator = build_comparator(config.comparator.name, config.comparator.params, dim)
         return TwinNetwork(encoder, comparator, config.normalize, config=config)
     encoder_b, dim_b = _encoder(
-        config.encoder_b, config.input_b or config.input, root / "encoder_b" if root else None, texts
+        config.encoder_b,
+        config.input_b or config.input,
+        root / "encoder_b" if root else None,
+        texts,
+        "model.encoder_b",
     )
     if dim_b != dim:
         raise ConfigError(f"model.encoder_b: embedding size {dim_b} differs from model.encoder's {dim}")

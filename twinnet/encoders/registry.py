@@ -32,14 +32,16 @@ def register_encoder(name: str) -> Callable[[Callable[..., nn.Module]], Callable
     return ENCODERS.register(name)
 
 
-def build_encoder(name: str, params: dict[str, Any] | None, input_args: dict[str, Any]) -> nn.Module:
+def build_encoder(
+    name: str, params: dict[str, Any] | None, input_args: dict[str, Any], *, field: str = "model.encoder"
+) -> nn.Module:
     """Build encoder ``name``; ``input_args`` (from the input spec) fill parameters it accepts
-    and the config left unset."""
-    factory = ENCODERS.get(name)
+    and the config left unset. Errors name ``field`` (``model.encoder`` or ``model.encoder_b``)."""
+    factory = ENCODERS.get(name, field=f"{field}.name")
     accepted = inspect.signature(factory).parameters
     merged = {k: v for k, v in input_args.items() if k in accepted}
     merged.update(params or {})
-    return ENCODERS.build(name, merged, field=f"model.encoder (name {name!r})")
+    return ENCODERS.build(name, merged, field=f"{field}.params (encoder {name!r})")
 
 
 @torch.no_grad()

