@@ -130,3 +130,61 @@ def test_a_bad_encoder_parameter_names_the_encoder_field_of_its_side():
         build_model(ModelConfig.model_validate(half), texts=["a b", "c d"])
     with pytest.raises(ConfigError, match=r"^model.encoder_b.name: unknown encoder 'nope'"):
         build_model(ModelConfig.model_validate({**base, "encoder_b": {"name": "nope"}}))
+
+
+# (encoder, input spec) of every built-in image, vector and sequence encoder, small enough to build fast
+SIZED_ENCODERS = [
+    ("conv4", {"size": [8, 8]}, {"hidden": 4, "blocks": 2}),
+    ("koch", {"size": [48, 48]}, {"width": 0.05}),
+    ("mlp", {"kind": "vector", "features": 6}, {"hidden": [4]}),
+    ("signet", {"size": [40, 60]}, {"width": 0.05, "hidden": 8}),
+    ("tdnn", {"kind": "sequence", "features": 3, "length": 16}, {"channels": [4]}),
+    ("gru", {"kind": "sequence", "features": 3, "length": 16}, {"hidden": 4}),
+]
+
+
+@pytest.mark.parametrize("dim", [0, -3])
+@pytest.mark.parametrize(("name", "spec", "params"), SIZED_ENCODERS, ids=[e[0] for e in SIZED_ENCODERS])
+def test_a_non_positive_embedding_dim_is_a_config_error_naming_it(name, spec, params, dim):
+    config = ModelConfig.model_validate(
+        {"input": spec, "encoder": {"name": name, "params": {**params, "embedding_dim": dim}}}
+    )
+    # before: a 0-wide layer was built (every embedding empty) or torch raised "negative dimension"
+    with pytest.raises(
+        ConfigError, match=rf"^model.encoder.params \(encoder '{name}'\): embedding_dim must be at least 1"
+    ):
+        build_model(config)
+
+
+def test_small_text_and_half_twin_sizes_name_their_side():
+    config = ModelConfig.model_validate(
+        {
+            "input": {"kind": "text"},
+            "encoder": {"name": "small_text", "params": {"embedding_dim": 8, "token_dim": 4, "hidden": 4}},
+            "encoder_b": {"name": "small_text", "params": {"embedding_dim": 0}},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"^model.encoder_b.params \(encoder 'small_text'\): embedding_dim must"):
+        build_model(config, texts=["a b", "c d"])
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [({"hidden": 0}, "hidden must be at least 1"), ({"blocks": -1}, "blocks must be at least 1"),
+     ({"embedding_dim": 2.5}, "embedding_dim must be a positive whole number"),
+     ({"embedding_dim": True}, "embedding_dim must be a positive whole number")],
+)  # fmt: skip
+def test_other_encoder_sizes_are_checked_too(params, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(
+            ModelConfig.model_validate({"input": {"size": [8, 8]}, "encoder": {"name": "conv4", "params": params}})
+        )
+
+
+def test_an_embedding_size_that_cannot_be_allocated_is_a_config_error_naming_the_encoder():
+    config = ModelConfig.model_validate(
+        {"input": {"kind": "vector", "features": 8}, "encoder": {"name": "mlp", "params": {"embedding_dim": 10**14}}}
+    )
+    # 8 × 10^14 float32 weights: torch's allocator refuses at once (a RuntimeError naming no field, before)
+    with pytest.raises(ConfigError, match=r"^model.encoder: cannot build encoder 'mlp' .*allocate"):
+        build_model(config)

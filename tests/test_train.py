@@ -455,3 +455,51 @@ def test_pairs_are_held_out_as_before():
     assert split.train.items.data == kept.items.data and split.val.items.data == held.items.data
     assert np.array_equal(split.train.pairs.a, kept.pairs.a) and np.array_equal(split.val.pairs.b, held.pairs.b)
     assert hold_out_pairs(images, 0.0, seed=3).val is None
+
+
+# -- progress a log can read -------------------------------------------------------------------------
+
+
+def test_progress_on_a_console_that_is_not_a_terminal_prints_plain_lines():
+    import io
+    import re
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    assert not console.is_terminal
+    cfg = config(epochs=2, samples_per_epoch=256, progress=True)
+    trainer = Trainer(vector_model(), ContrastiveLoss(), TRAIN, cfg, console=console, log_interval=1e-9)
+    trainer.fit()
+    lines = [line for line in out.getvalue().splitlines() if "left in epoch" in line]
+    steps = trainer.steps_per_epoch
+    # a line after every step (the interval is tiny), none of them a live bar's control codes
+    assert len(lines) == 2 * steps and "\x1b" not in out.getvalue()
+    pattern = re.compile(r"^epoch (\d)/2 · step (\d+)/(\d+) \(total (\d+)\) · loss \d+\.\d{4} · \d+ items/s · "
+                         r"\d:\d\d:\d\d left in epoch$")  # fmt: skip
+    parsed = [pattern.match(line) for line in lines]
+    assert all(parsed), lines[:3]
+    first, last = parsed[0], parsed[-1]
+    assert first is not None and last is not None
+    assert first.groups()[:3] == ("1", "1", str(steps)) and last.group(4) == str(2 * steps)
+    assert last.group(0).endswith("0:00:00 left in epoch")  # the epoch's last line: nothing left
+
+
+def test_progress_lines_come_at_the_interval_and_once_at_the_end_of_an_epoch():
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    trainer = Trainer(vector_model(), ContrastiveLoss(), TRAIN, config(epochs=1, progress=True),
+                      console=Console(file=out, force_terminal=False), log_interval=3600)  # fmt: skip
+    trainer.fit()
+    lines = [line for line in out.getvalue().splitlines() if "left in epoch" in line]
+    assert len(lines) == 1 and f"step {trainer.steps_per_epoch}/{trainer.steps_per_epoch}" in lines[0]
+    quiet = io.StringIO()
+    Trainer(vector_model(), ContrastiveLoss(), TRAIN, config(epochs=1, progress=False),
+            console=Console(file=quiet, force_terminal=False), log_interval=1e-9).fit()  # fmt: skip
+    assert "left in epoch" not in quiet.getvalue()
+    with pytest.raises(ConfigError, match="log_interval"):
+        Trainer(vector_model(), ContrastiveLoss(), TRAIN, config(), log_interval=0)

@@ -7,7 +7,9 @@ Results go to standard output (``--json`` for machine-readable); progress and lo
 from __future__ import annotations
 
 import json
+import math
 import sys
+import warnings
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -15,9 +17,14 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from twinnet.errors import TwinnetError
+from twinnet.errors import ConfigError, DataError, TwinnetError
+
+# The image reader refuses images over its own pixel limit with a message naming the file; Pillow's
+# warning about the same images (above 200 megapixels) would only add two lines of noise before it.
+warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
 
 app = typer.Typer(
     name="twinnet",
@@ -40,7 +47,8 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except TwinnetError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            # the message is text, not markup: "[enforce fail …]" or a file named "a[1].png" must print as is
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -50,7 +58,44 @@ def friendly_errors(fn: F) -> F:
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=float) + "\n")
+    """``data`` as JSON on standard output. NaN and infinity are not JSON (most parsers reject
+    them): a result holding one is an error naming where, never an invalid document."""
+    try:
+        text = json.dumps(data, indent=2, default=float, allow_nan=False)
+    except ValueError:
+        where = _non_finite_path(data) or "(a value)"
+        raise DataError(f"the result has a non-finite number at {where}; nothing was printed") from None
+    sys.stdout.write(text + "\n")
+
+
+def _non_finite_path(data: Any, path: str = "") -> str | None:
+    """The dotted path of the first NaN or infinite number in nested dicts and lists, if any."""
+    if isinstance(data, dict):
+        items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in data.items())
+    elif isinstance(data, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(data))
+    else:
+        try:
+            return None if isinstance(data, (bool, str)) or math.isfinite(float(data)) else (path or "the top level")
+        except (TypeError, ValueError, OverflowError):
+            return None
+    for key, value in items:
+        found = _non_finite_path(value, key)
+        if found is not None:
+            return found
+    return None
+
+
+def _at_least(option: str, value: int | None, minimum: int) -> None:
+    """Option values out of range are one-line errors naming the option (``--ways 1``, ``--top-k 0``)."""
+    if value is not None and value < minimum:
+        raise ConfigError(f"{option}: must be at least {minimum}, not {value}")
+
+
+def _finite(option: str, value: float | None) -> None:
+    """``--threshold nan`` would decide "different" for everything, ``inf`` "same": both are errors."""
+    if value is not None and not math.isfinite(value):
+        raise ConfigError(f"{option}: {value} is not a finite number")
 
 
 def _table(title: str, rows: dict[str, Any]) -> Table:
@@ -148,6 +193,10 @@ def evaluate(
     from twinnet.data.sources import ReadOptions
     from twinnet.evaluate import evaluate_model, load_model_or_config
 
+    for option, value, minimum in (("--ways", ways, 2), ("--shots", shots, 1), ("--episodes", episodes, 1),
+                                   ("--pairs", pairs, 2), ("--references", references, 1),
+                                   ("--class-depth", class_depth, 1), ("--seed", seed, 0)):  # fmt: skip
+        _at_least(option, value, minimum)
     given = {"references": references, "aggregate": aggregate, "pairs_file": None if pairs_file is None else
              str(pairs_file), "ways": ways, "shots": shots, "episodes": episodes, "n_pairs": pairs,
              "prototype": prototype, "seed": seed}  # fmt: skip
@@ -182,6 +231,7 @@ def verify(
     from twinnet.inference import verify as verify_pair
     from twinnet.io import load
 
+    _finite("--threshold", threshold)
     model = load(model_path)
     result = verify_pair(model, a, b, threshold).to_dict()
     if as_json:
@@ -208,6 +258,7 @@ def embed(
     """Embed inputs and save them as a .npy array (row order = input order; names in OUT.txt)."""
     from twinnet.inference import embed_files
 
+    _at_least("--batch-size", batch_size, 1)
     n, dim = embed_files(model_path, inputs, out_file, batch_size)
     err.print(f"wrote {n} embeddings of dimension {dim} to {out_file}")
 
@@ -224,6 +275,8 @@ def quickstart(
     """Train on scikit-learn's digits 0–5, test on held-back images and on unseen digits 6–9."""
     from twinnet.quickstart import run_quickstart
 
+    _at_least("--epochs", epochs, 1)
+    _at_least("--seed", seed, 0)
     result = run_quickstart(out_dir, seed=seed, epochs=epochs, progress=not quiet, console=err)
     if as_json:
         _print_json(result)
@@ -371,6 +424,8 @@ def gallery_identify(
     """Who is this? The top-k identities, or unknown when the best is beyond the threshold."""
     from twinnet.gallery.cli_ops import query_inputs
 
+    _at_least("--top-k", top_k, 1)
+    _finite("--threshold", threshold)
     with _open_gallery(model_path, gallery) as g:
         items, names = query_inputs(g, inputs)
         results = g.identify_batch(items, top_k, threshold)
@@ -396,6 +451,7 @@ def gallery_verify(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Is INPUT the claimed identity? Score against its templates, and the decision."""
+    _finite("--threshold", threshold)
     with _open_gallery(model_path, gallery) as g:
         result = g.verify(input_path, identity, threshold).to_dict()
     if as_json:

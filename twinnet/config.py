@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -16,9 +16,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from twinnet.errors import ConfigError
 from twinnet.registry import DATA_SOURCES, PROTOCOLS
 
+# Every number of a config has a valid range: a count of 0, a negative learning rate or NaN would
+# otherwise run and produce a meaningless model with exit status 0. Pydantic's messages for these
+# ("Input should be greater than 0") reach the user through format_validation_error, naming the key.
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Seed = Annotated[int, Field(ge=0, le=2**64 - 1)]  # what numpy and torch.manual_seed both accept
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: a NaN or infinite float (YAML .nan / .inf) is never a meaningful setting
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class InputSpec(_Strict):
@@ -26,15 +37,15 @@ class InputSpec(_Strict):
 
     kind: Literal["image", "vector", "sequence", "text"] = "image"
     channels: Literal[1, 3] = 1
-    size: tuple[int, int] = (28, 28)
+    size: tuple[PositiveInt, PositiveInt] = (28, 28)
     """Image height and width after resizing."""
-    features: int | None = None
+    features: PositiveInt | None = None
     """Vector length (``kind: vector``), or features per time step (``kind: sequence``)."""
-    length: int | None = None
+    length: PositiveInt | None = None
     """Time steps of a sequence (``kind: sequence``); trajectories are resampled to it."""
     invert: bool = False
     """Images: use ``1 - x``, so dark ink on white paper becomes high values."""
-    max_length: int | None = None
+    max_length: PositiveInt | None = None
     """Texts: tokens kept per text (longer texts are truncated); ``null`` = the encoder's default
     (the pretrained model's ``max_seq_length``, 256 for all-MiniLM-L6-v2; 64 words for ``small_text``)."""
 
@@ -87,17 +98,25 @@ class AugmentConfig(_Strict):
     ±10°, shear ±0.3, scale 0.8–1.2 and translation ±2 px)."""
 
     enabled: bool = False
-    rotation: float = 10.0
+    rotation: Annotated[float, Field(ge=0, le=180)] = 10.0
     """Maximum rotation in degrees (uniform in ±rotation)."""
-    shear: float = 0.3
+    shear: NonNegativeFloat = 0.3
     """Maximum shear (uniform in ±shear, per axis)."""
-    scale: tuple[float, float] = (0.8, 1.2)
-    translate: float = 0.05
+    scale: tuple[PositiveFloat, PositiveFloat] = (0.8, 1.2)
+    """Range of the scale factor (smallest, largest)."""
+    translate: Fraction = 0.05
     """Maximum translation as a fraction of the image size."""
     hflip: bool = False
     vflip: bool = False
-    probability: float = 1.0
+    probability: Fraction = 1.0
     """Probability that an image is distorted at all."""
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"the smallest scale comes first: [{v[1]}, {v[0]}], not [{v[0]}, {v[1]}]")
+        return v
 
 
 class DataConfig(_Strict):
@@ -109,7 +128,7 @@ class DataConfig(_Strict):
     CSV/TSV/JSONL file with ``text_a``, ``text_b`` and ``label`` or ``score``."""
     path: str | None = None
     """An image folder (one sub-folder per class, see ``class_depth``) or a pairs file."""
-    class_depth: int | None = None
+    class_depth: PositiveInt | None = None
     """How many folder levels name a class: 1 = ``root/class/img``, 2 = ``root/group/class/img``;
     ``null``: 2 for Omniglot's layout, else 1."""
     val_classes: float = 0.2
@@ -121,10 +140,10 @@ class DataConfig(_Strict):
     val_path: str | None = None
     """An explicit validation folder, zip or (text) pairs file instead of ``val_classes``. For pairs
     files, ``val_classes`` is the share of *pairs* held out."""
-    score_max: float | None = None
+    score_max: PositiveFloat | None = None
     """Graded text pairs: the top of the score scale in generic files (scores are divided by it;
     default 1). STS-B is always read on its 0–5 scale."""
-    positive_score: float | None = None
+    positive_score: Fraction | None = None
     """Graded text pairs: a pair counts as "same" (for pair metrics, calibration, contrastive and
     ranking losses) when its scaled score is at least this; default 0.8 for STS-B (4 of 5), 0.5 else."""
     rotate_classes: bool = False
@@ -175,9 +194,9 @@ class ValidationConfig(_Strict):
     (``twinnet evaluate --help`` lists them all)."""
     params: dict[str, Any] = Field(default_factory=dict)
     """The protocol's options, e.g. ``{ways: 20, shots: 1, episodes: 400, within_groups: true}``."""
-    pairs: int = 2000
+    pairs: Annotated[int, Field(ge=2)] = 2000
     """Balanced same/different validation pairs, for calibration (and ``verification``)."""
-    far_targets: list[float] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3])
+    far_targets: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3])
     """False-accept rates at which thresholds are calibrated and TAR is reported."""
 
     @model_validator(mode="before")
@@ -189,13 +208,15 @@ class ValidationConfig(_Strict):
         if not isinstance(data, dict) or not any(k in data for k in ("metric", *legacy_options)):
             return data
         data = dict(data)
+        if not isinstance(data.get("params") or {}, dict):
+            return data  # the params field reports that it is not a mapping
         if "metric" not in data:  # e.g. an override train.validation.episodes=50: the protocol's option
             params = dict(data.get("params") or {})
             params.update({k: data.pop(k) for k in legacy_options if k in data})
             data["params"] = params
             return data
         metric = data.pop("metric")
-        if metric not in LEGACY_VALIDATION_METRICS:
+        if not isinstance(metric, str) or metric not in LEGACY_VALIDATION_METRICS:
             raise ValueError(f"metric: {metric!r} is not one of {', '.join(LEGACY_VALIDATION_METRICS)} "
                              "(newer configs name a protocol: train.validation.protocol)")  # fmt: skip
         if "protocol" in data:
@@ -220,25 +241,25 @@ class ValidationConfig(_Strict):
 
 
 class EarlyStoppingConfig(_Strict):
-    patience: int | None = 5
+    patience: PositiveInt | None = 5
     """Epochs without improvement of the primary metric before stopping; ``null`` disables."""
-    min_delta: float = 0.0
+    min_delta: NonNegativeFloat = 0.0
 
 
 class TrainConfig(_Strict):
-    seed: int = 0
-    epochs: int = 10
-    samples_per_epoch: int = 10_000
+    seed: Seed = 0
+    epochs: PositiveInt = 10
+    samples_per_epoch: PositiveInt = 10_000
     """What one epoch is: this many pairs (pair losses) or items (batch losses with P×K batches)."""
-    batch_size: int = 64
+    batch_size: PositiveInt = 64
     """Pairs per step, for pair losses."""
-    classes_per_batch: int = 16
+    classes_per_batch: Annotated[int, Field(ge=2)] = 16
     """P of a P×K batch, for batch (in-batch mining) losses."""
-    items_per_class: int = 4
+    items_per_class: Annotated[int, Field(ge=2)] = 4
     """K of a P×K batch."""
-    class_weight: float = 1.0
+    class_weight: NonNegativeFloat = 1.0
     """Weight of the embedding loss on class labels (batch losses)."""
-    instance_weight: float = 0.0
+    instance_weight: NonNegativeFloat = 0.0
     """Batch losses: when positive, every item of a P×K batch appears twice, as two differently
     augmented views, and the loss is also applied with each item's two views as the only positives
     (self-supervised instance discrimination), weighted by this. It keeps embeddings general when
@@ -247,24 +268,24 @@ class TrainConfig(_Strict):
     """Text pairs: batch pairs of similar length together (shuffled by windows and batches), so
     batches pad less; ``false`` gives plain random batches."""
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-4
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     schedule: Literal["constant", "cosine", "step"] = "cosine"
-    warmup_steps: int = 0
-    step_epochs: int = 10
+    warmup_steps: NonNegativeInt = 0
+    step_epochs: PositiveInt = 10
     """For ``schedule: step``: multiply the rate by ``step_gamma`` every this many epochs."""
-    step_gamma: float = 0.1
-    grad_clip: float | None = 5.0
+    step_gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    grad_clip: PositiveFloat | None = 5.0
     """Clip the global gradient norm to this; ``null`` disables clipping."""
     device: str = "auto"
     """``auto`` picks CUDA when present, else CPU; or any torch device string."""
-    threads: int | None = None
+    threads: PositiveInt | None = None
     """CPU threads for torch; ``null`` keeps torch's default."""
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     progress: bool = True
-    max_minutes: float | None = None
+    max_minutes: PositiveFloat | None = None
     """Stop after the epoch during which this much training time has passed (a budget guard)."""
 
 
@@ -287,20 +308,47 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "config") -> Config:
+    """Validate a config mapping; any problem is a :class:`ConfigError` naming ``source`` and the keys."""
     try:
         return Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
 
 
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, with every failure as one exception type.
+
+    PyYAML's constructors raise whatever Python raises on malformed tagged or implicit scalars
+    (``2001-13-45``: ValueError from datetime; ``!!timestamp 3``: AttributeError; ``!!int``:
+    IndexError), and deep nesting recurses: all of it means "not valid YAML", so all is caught.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise _NotYAML(where + str(err.problem or err.context or "malformed YAML")) from None
+    except Exception as err:  # see above: any failure of the parser is bad input
+        raise _NotYAML(" ".join(str(err).split()) or type(err).__name__) from None
+
+
+class _NotYAML(Exception):
+    pass
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML (or ``.json``) config file; errors are :class:`ConfigError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(text) if path.suffix == ".json" else _load_yaml(text)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from None
+    except (_NotYAML, json.JSONDecodeError, RecursionError) as err:
         raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
     if data is None:
         return {}
@@ -323,9 +371,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 raise ConfigError(f"override {item!r}: {part} is not a section")
             node = child
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            node[parts[-1]] = raw
+            node[parts[-1]] = _load_yaml(raw)
+        except _NotYAML:
+            node[parts[-1]] = raw  # not YAML: the text as it is (e.g. data.path=C:{x})
     return data
 
 

@@ -6,10 +6,14 @@ module only joins them, so a newly registered protocol or format works here with
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from twinnet.data.sources import ReadOptions, read_dataset
+from twinnet.errors import ModelFormatError
 from twinnet.io import load
 from twinnet.model import AnyTwin
 from twinnet.protocols.base import ProtocolResult, build_protocol
@@ -27,9 +31,21 @@ def evaluate_model(
     """Run the registered ``protocol`` (with its options ``params``) on the data at ``data``, read by
     the registered ``format`` (``auto``: recognised from the path)."""
     evaluator = build_protocol(protocol, params, field="--protocol")
+    check_finite_weights(model)
     dataset = read_dataset(data, model.input_spec("a"), format, options, field="--format")
     evaluator.check_data(dataset)
     return evaluator.evaluate(model, dataset)
+
+
+def check_finite_weights(model: torch.nn.Module) -> None:
+    """A :class:`ModelFormatError` naming the first parameter or buffer holding NaN or infinity.
+
+    NaN weights embed everything to NaN: episodes then pick the first class every time and report
+    a chance-level accuracy with exit status 0, and pair metrics fail deep inside scikit-learn.
+    """
+    for name, tensor in chain(model.named_parameters(), model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFormatError(f"the model's weights are corrupt: {name} holds NaN or infinite values")
 
 
 def evaluate_path(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from twinnet.config import InputSpec
 from twinnet.data.images import is_image_file, load_image, to_float
 from twinnet.data.text import read_utf8
 from twinnet.embedding import embed_batches, embed_texts
-from twinnet.errors import DataError
+from twinnet.errors import ConfigError, DataError, ModelFormatError
 from twinnet.model import AnyTwin, Side
 
 __all__ = ["Verification", "decide", "embed", "embed_files", "embed_texts", "read_input", "verify"]
@@ -68,23 +69,61 @@ def read_input(item: Input, spec: InputSpec) -> torch.Tensor | str:
     return tensor
 
 
+def check_batch_size(batch_size: int, field: str = "batch_size") -> int:
+    """``batch_size`` when it is a whole number ≥ 1, else a :class:`ConfigError` naming ``field``."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"{field}: must be a whole number of at least 1, not {batch_size!r}")
+    return batch_size
+
+
+def check_finite_embeddings(z: torch.Tensor, names: Sequence[str] | None = None) -> torch.Tensor:
+    """``z`` when every embedding is finite; else a :class:`DataError` naming the inputs whose rows
+    are not. A NaN embedding compares as "different" to everything and prints as invalid JSON, so
+    it must never become an answer; it comes from corrupt weights (or an input that overflows)."""
+    bad = (~torch.isfinite(z.reshape(len(z), -1))).any(1) if len(z) else torch.zeros(0, dtype=torch.bool)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad).flatten().tolist()
+        label = [names[i] if names is not None and i < len(names) else f"input {i + 1}" for i in rows[:3]]
+        more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+        raise DataError(f"the model produced non-finite embeddings for {', '.join(label)}{more}: "
+                        "its weights may be corrupt")  # fmt: skip
+    return z
+
+
+def _names(inputs: Sequence[Input], texts: bool) -> list[str]:
+    """How errors name each input: files by path, texts and tensors by position."""
+    if texts:
+        return [f"text {n + 1}" for n in range(len(inputs))]
+    return [str(i) if isinstance(i, (str, Path)) else f"input {n + 1}" for n, i in enumerate(inputs)]
+
+
 @torch.no_grad()
 def embed(
-    model: AnyTwin, inputs: Sequence[Input] | torch.Tensor, batch_size: int = 256, side: Side = "a"
+    model: AnyTwin,
+    inputs: Sequence[Input] | torch.Tensor,
+    batch_size: int = 256,
+    side: Side = "a",
+    *,
+    names: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Embeddings of files, tensors or (for text models) texts, batched, on the CPU.
-    ``side="b"`` uses a half-twin's second encoder."""
+    ``side="b"`` uses a half-twin's second encoder. Non-finite embeddings are a :class:`DataError`
+    naming the inputs (by ``names`` when given)."""
+    check_batch_size(batch_size)
     if isinstance(inputs, torch.Tensor):
-        return embed_batches(model, inputs, side=side, batch_size=batch_size)
+        return check_finite_embeddings(embed_batches(model, inputs, side=side, batch_size=batch_size), names)
+    if names is None:
+        names = _names(inputs, model.takes_texts(side))
     if model.takes_texts(side):
         spec = model.input_spec(side)
-        return embed_batches(model, [read_input(t, spec) for t in inputs], side=side, batch_size=batch_size)  # type: ignore[misc]
+        texts = [read_input(t, spec) for t in inputs]
+        return check_finite_embeddings(embed_batches(model, texts, side=side, batch_size=batch_size), names)  # type: ignore[arg-type]
     if any(isinstance(i, (str, Path)) for i in inputs):
         spec = model.input_spec(side)
         batch = torch.stack([read_input(i, spec) for i in inputs])  # type: ignore[misc]
     else:
         batch = torch.stack([torch.as_tensor(i).float() for i in inputs])
-    return embed_batches(model, batch, side=side, batch_size=batch_size)
+    return check_finite_embeddings(embed_batches(model, batch, side=side, batch_size=batch_size), names)
 
 
 @dataclass
@@ -109,13 +148,46 @@ class Verification:
         return out
 
 
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or ``None`` when it is not a real number or not finite."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def check_threshold(threshold: Any, field: str = "threshold") -> float | None:
+    """``threshold`` as a float (``None`` stays ``None``), else a :class:`ConfigError` naming
+    ``field``: a NaN threshold decides "different" for everything, an infinite one "same"."""
+    if threshold is None:
+        return None
+    number = _finite(threshold)
+    if number is None:
+        raise ConfigError(f"{field}: {threshold!r} is not a finite number")
+    return number
+
+
 def decide(model: AnyTwin, value: float, threshold: float | None = None) -> Verification:
     """The decision for one native value: at ``threshold`` (native scale), else at the model's
-    calibrated default threshold, else undecided."""
+    calibrated default threshold, else undecided. A non-finite ``threshold`` is a
+    :class:`ConfigError`, a non-finite ``value`` (corrupt weights) a :class:`DataError`, a
+    non-finite calibrated threshold a :class:`ModelFormatError`."""
+    threshold = check_threshold(threshold)
+    native = _finite(value)
+    if native is None:
+        raise DataError(f"the model gave a non-finite {model.comparator.orientation.value_name} ({value!r}): "
+                        "its weights may be corrupt")  # fmt: skip
     if threshold is None and model.calibration is not None:
-        threshold = model.calibration.native_threshold()
-    same = None if threshold is None else bool(model.comparator.matches(value, threshold))
-    return Verification(float(value), model.comparator.orientation, threshold, same)
+        calibrated = model.calibration.native_threshold()
+        threshold = _finite(calibrated)
+        if threshold is None:
+            raise ModelFormatError(f"the model's calibrated threshold is {calibrated!r}, not a finite number: "
+                                   "its calibration may be corrupt")  # fmt: skip
+    same = None if threshold is None else bool(model.comparator.matches(native, threshold))
+    return Verification(native, model.comparator.orientation, threshold, same)
 
 
 @torch.no_grad()
@@ -129,8 +201,9 @@ def compare_embeddings(model: AnyTwin, z_a: torch.Tensor, z_b: torch.Tensor) -> 
 def verify(model: AnyTwin, a: Input, b: Input, threshold: float | None = None) -> Verification:
     """Compare two inputs (``a`` through side a, ``b`` through side b); decide with ``threshold``
     (native scale) or the model's calibration."""
-    z_a = embed(model, [a] if not isinstance(a, torch.Tensor) else a.unsqueeze(0), side="a")
-    z_b = embed(model, [b] if not isinstance(b, torch.Tensor) else b.unsqueeze(0), side="b")
+    threshold = check_threshold(threshold)
+    z_a = embed(model, [a] if not isinstance(a, torch.Tensor) else a.unsqueeze(0), side="a", names=["A"])
+    z_b = embed(model, [b] if not isinstance(b, torch.Tensor) else b.unsqueeze(0), side="b", names=["B"])
     result = decide(model, float(compare_embeddings(model, z_a, z_b)[0]), threshold)
     for name, x, side in (("A", a, "a"), ("B", b, "b")):
         if isinstance(x, str) and model.takes_texts(side):  # type: ignore[arg-type]
@@ -173,6 +246,7 @@ def embed_files(
 
     from twinnet.io import load
 
+    check_batch_size(batch_size, "--batch-size")
     out_file = Path(out_file)
     if out_file.suffix != ".npy":
         raise DataError(f"--out {out_file}: the embeddings file must end in .npy")
@@ -181,14 +255,19 @@ def embed_files(
     names: list[str] | list[Path]
     if model.takes_texts("a"):
         texts, names = read_text_lines(inputs)
-        array = embed(model, texts).numpy().astype(np.float32)
+        array = embed(model, texts, batch_size, names=names).numpy().astype(np.float32)
     else:
         files = names = expand_inputs(inputs)
         rows = []
         for i in range(0, len(files), batch_size):
-            batch = torch.stack([read_input(f, spec) for f in files[i : i + batch_size]])  # type: ignore[misc]
-            rows.append(embed_batches(model, batch, batch_size=batch_size))
+            chunk = files[i : i + batch_size]
+            batch = torch.stack([read_input(f, spec) for f in chunk])  # type: ignore[misc]
+            rows.append(
+                check_finite_embeddings(embed_batches(model, batch, batch_size=batch_size), list(map(str, chunk)))
+            )
         array = torch.cat(rows).numpy().astype(np.float32)
+    if not np.isfinite(array).all():  # finite in float32 too: a huge value overflows to inf when cast
+        check_finite_embeddings(torch.from_numpy(array), list(map(str, names)))
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(f".{out_file.name}.tmp")
     with open(tmp, "wb") as f:

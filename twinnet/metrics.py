@@ -3,16 +3,18 @@
 Scores follow one convention: **larger means more alike** (negate distances first, e.g. with
 ``comparator.to_similarity``). ``same`` is a boolean array, True for same-class pairs. Thresholds
 returned here are in that score scale, and a pair is accepted as "same" when ``score >= threshold``.
-ROC curves come from scikit-learn.
+ROC curves come from scikit-learn; Clopper–Pearson intervals from SciPy's beta distribution.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import beta, pearsonr, spearmanr
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, roc_curve
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
@@ -99,6 +101,69 @@ def calc_far_frr(scores: ArrayLike, same: ArrayLike, threshold: float) -> tuple[
     return float(accept[~y].mean()), float((~accept[y]).mean())
 
 
+def calc_threshold_at_frr(scores: ArrayLike, same: ArrayLike, frr: float) -> tuple[float, float]:
+    """The false-accept rate at the strictest threshold whose false-reject rate is at most ``frr``,
+    and that threshold (a genuine score: accepting ``score >= threshold`` rejects at most
+    ``floor(frr · n_genuine)`` genuine pairs, and any higher threshold rejects more)."""
+    s, y = _check(scores, same)
+    genuine = np.sort(s[y])
+    allowed = math.floor(frr * len(genuine) + 1e-9)  # rejections allowed; the epsilon absorbs 0.1·30 = 2.9999…
+    t = float(genuine[min(allowed, len(genuine) - 1)])
+    return float((s[~y] >= t).mean()), t
+
+
+def calc_clopper_pearson(errors: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper–Pearson) two-sided ``confidence`` interval of a rate of ``errors`` in
+    ``trials``, from the beta distribution (SciPy): it never covers less than ``confidence``, and
+    with 0 errors its upper end is ``1 − ((1 − confidence)/2)^(1/n)``, about 3.7/n at 95%."""
+    if trials <= 0:
+        raise ValueError("a rate needs at least one trial")
+    if not 0 <= errors <= trials:
+        raise ValueError(f"{errors} errors in {trials} trials")
+    alpha = 1.0 - confidence
+    lower = 0.0 if errors == 0 else float(beta.ppf(alpha / 2, errors, trials - errors + 1))
+    upper = 1.0 if errors == trials else float(beta.ppf(1 - alpha / 2, errors + 1, trials - errors))
+    return lower, upper
+
+
+def calc_min_trials(rate: float) -> int:
+    """The fewest trials that can show an error rate as low as ``rate`` at 95%: with ``n`` trials
+    and no errors, the one-sided 95% upper bound is ``1 − 0.05^(1/n) ≈ 3/n`` (the "rule of
+    three"), so a rate below ``3/n`` cannot be shown; this is ``ceil(3 / rate)``."""
+    if not 0 < rate < 1:
+        raise ValueError(f"a rate must lie strictly between 0 and 1, not {rate}")
+    return math.ceil(3.0 / rate - 1e-9)  # 3 / 1e-4 is 29999.999…: it means 30000
+
+
+@dataclass(frozen=True)
+class ErrorRates:
+    """FAR and FRR at one threshold, their counts, and 95% Clopper–Pearson intervals."""
+
+    far: float
+    frr: float
+    accuracy: float
+    false_accepts: int
+    impostors: int
+    false_rejects: int
+    genuine: int
+    far_ci: tuple[float, float]
+    frr_ci: tuple[float, float]
+
+
+def calc_error_rates(scores: ArrayLike, same: ArrayLike, threshold: float, confidence: float = 0.95) -> ErrorRates:
+    """FAR, FRR and accuracy of accepting ``score >= threshold``, with exact (Clopper–Pearson)
+    ``confidence`` intervals of FAR (over the impostor pairs) and FRR (over the genuine pairs)."""
+    s, y = _check(scores, same)
+    accept = s >= threshold
+    fa, n_imp = int(accept[~y].sum()), int((~y).sum())
+    fr, n_gen = int((~accept[y]).sum()), int(y.sum())
+    return ErrorRates(
+        far=fa / n_imp, frr=fr / n_gen, accuracy=float((accept == y).mean()), false_accepts=fa, impostors=n_imp,
+        false_rejects=fr, genuine=n_gen, far_ci=calc_clopper_pearson(fa, n_imp, confidence),
+        frr_ci=calc_clopper_pearson(fr, n_gen, confidence),
+    )  # fmt: skip
+
+
 def calc_accuracy(scores: ArrayLike, same: ArrayLike, threshold: float) -> float:
     s, y = _check(scores, same)
     return float(((s >= threshold) == y).mean())
@@ -176,13 +241,20 @@ def calc_retrieval(
 def calc_verification_metrics(
     scores: ArrayLike, same: ArrayLike, far_targets: Sequence[float] = (1e-1, 1e-2, 1e-3)
 ) -> dict[str, float]:
-    """The usual verification report in one dict: ROC AUC, EER, best accuracy, TAR at each FAR."""
+    """The usual verification report in one dict: ROC AUC, EER, TAR at each FAR (points of the
+    ROC curve), and ``oracle_best_accuracy``: the best accuracy any threshold gives on these very
+    pairs, with that threshold (an optimistic figure, since the threshold is chosen on the labels
+    it is scored on; a decision's accuracy is the one at a threshold calibrated elsewhere).
+    ``best_accuracy`` and ``best_accuracy_threshold`` are the same oracle figures under their
+    former names, kept for callers that read them."""
     eer, eer_t = calc_eer(scores, same)
     acc, acc_t = calc_best_accuracy(scores, same)
     out = {
         "roc_auc": calc_roc_auc(scores, same),
         "eer": eer,
         "eer_threshold": eer_t,
+        "oracle_best_accuracy": acc,
+        "oracle_best_accuracy_threshold": acc_t,
         "best_accuracy": acc,
         "best_accuracy_threshold": acc_t,
     }

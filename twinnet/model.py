@@ -261,9 +261,21 @@ def _encoder(
         args["assets"] = assets
     if texts is not None:
         args["fit_texts"] = texts
-    enc = build_encoder(spec.name, spec.params, args, field=field)
-    dim = infer_output_dim(enc, torch.zeros(2, *input_spec.example_shape()))
+    try:
+        enc = build_encoder(spec.name, spec.params, args, field=field)
+        dim = infer_output_dim(enc, torch.zeros(2, *input_spec.example_shape()))
+    except (RuntimeError, MemoryError) as err:
+        # torch reports a layer too large to allocate (an embedding size of 10^11) or an input too
+        # small for the encoder's kernels as a RuntimeError naming no config field
+        raise ConfigError(
+            f"{field}: cannot build encoder {spec.name!r} with these parameters ({_first_line(err)})"
+        ) from None
     return enc, dim
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def build_model(
@@ -279,7 +291,7 @@ def build_model(
     if config.encoder_b is None:
         if config.share:
             raise ConfigError("model.share: only meaningful for a half-twin (set model.encoder_b)")
-        comparator = build_comparator(config.comparator.name, config.comparator.params, dim)
+        comparator = _comparator(config, dim)
         return TwinNetwork(encoder, comparator, config.normalize, config=config)
     encoder_b, dim_b = _encoder(
         config.encoder_b,
@@ -290,5 +302,13 @@ def build_model(
     )
     if dim_b != dim:
         raise ConfigError(f"model.encoder_b: embedding size {dim_b} differs from model.encoder's {dim}")
-    comparator = build_comparator(config.comparator.name, config.comparator.params, dim)
+    comparator = _comparator(config, dim)
     return HalfTwinNetwork(encoder, encoder_b, comparator, config.normalize, config.share, config=config)
+
+
+def _comparator(config: ModelConfig, dim: int) -> Comparator:
+    try:
+        return build_comparator(config.comparator.name, config.comparator.params, dim)
+    except (RuntimeError, MemoryError) as err:  # a learned metric of dim × dim weights that cannot be allocated
+        raise ConfigError(f"model.comparator: cannot build {config.comparator.name!r} for {dim}-dimensional "
+                          f"embeddings ({_first_line(err)})") from None  # fmt: skip

@@ -6,10 +6,15 @@
 - Auth: an ``X-API-Key`` header (or ``Authorization: Bearer KEY``), compared in constant time
   with every configured key; without keys the service refuses to start unless told ``no_auth``
   on a loopback address. ``/health`` and the OpenAPI pages need no key.
-- Limits: request bodies (default 10 MB) and decoded image size (default 40 megapixels).
-- Bad input is a 4xx with ``{"error": {"code", "message"}}``, never a 500.
-- Embedding requests that arrive together are run through the model as one batch, on a worker
-  thread, so the event loop never blocks on the model.
+- Limits, all checked before any image is decoded: the request body (default 10 MB, also when
+  sent chunked), inputs per request (64), pixels per image (40 M, read from the image header)
+  and per request (200 M); each is a 413.
+- Bad input is a 4xx with ``{"error": {"code", "message"}}``, never a 500; unknown routes and
+  methods answer with the same body. JSON must be UTF-8-encodable, finite and at most
+  :data:`MAX_JSON_DEPTH` levels deep, so that whatever is stored can be served back.
+- Nothing heavy runs on the event loop: JSON is parsed on a thread, images are decoded on a
+  small pool (:class:`DecodePool`, one image at a time per request), and embedding requests that
+  arrive together run through the model as one batch on a worker thread (:class:`MicroBatcher`).
 """
 
 from __future__ import annotations
@@ -20,21 +25,25 @@ import binascii
 import io
 import ipaddress
 import json
+import math
 import os
 import secrets
+import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from twinnet.config import InputSpec
 from twinnet.data.images import decode_image, to_float
 from twinnet.embedding import embed_batches
 from twinnet.errors import ConfigError, NotFoundError, TwinnetError
@@ -43,6 +52,16 @@ from twinnet.inference import compare_embeddings, decide, truncation_notes
 from twinnet.model import SIDES, AnyTwin, Side
 
 API_KEY_ENV = "TWINNET_API_KEYS"
+#: Paths that need no API key.
+PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+#: JSON nesting allowed in a body (metadata included): deep enough for any real metadata, and far
+#: below the recursion limit, so that what is stored can always be encoded again.
+MAX_JSON_DEPTH = 32
+#: A body is handed to the app in pieces of this size, yielding to the event loop between them,
+#: so that parsing a big multipart body lets other requests run.
+BODY_CHUNK = 64 * 1024
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,11 +70,18 @@ class ServiceSettings:
     no_auth: bool = False
     max_body_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
+    """Pixels per image, read from its header before it is decoded (:func:`serve` sets the
+    library's own limit, ``twinnet.data.images.MAX_PIXELS``, to the same)."""
+    max_request_pixels: int = 200_000_000
+    """Pixels of all the images of one request together: the decoding work one request can queue."""
     batch_window_ms: float = 2.0
     max_batch: int = 64
     max_top_k: int = 100
     max_inputs: int = 64
     max_text_chars: int = 100_000
+    decode_workers: int = 2
+    """Threads decoding images. One request uses at most one of them at a time, so with two, one
+    request with many big images never keeps a small one waiting for a worker."""
 
 
 class ServiceError(Exception):
@@ -64,8 +90,8 @@ class ServiceError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 #: What each kind of user error becomes, most specific first: decided by the exception's type,
@@ -74,6 +100,9 @@ ERROR_STATUS: tuple[tuple[type[TwinnetError], int, str], ...] = (
     (NotFoundError, 404, "unknown_identity"),
     (TwinnetError, 400, "bad_input"),
 )
+
+#: Codes for the statuses the framework itself answers with (unknown route, wrong method).
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 def error_status(err: TwinnetError) -> tuple[int, str]:
@@ -84,32 +113,204 @@ def error_status(err: TwinnetError) -> tuple[int, str]:
     return 400, "bad_input"
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for bodies over the limit, by header or as they stream in."""
+# -- JSON in and out ----------------------------------------------------------------------------------
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+def _refuse_constant(name: str) -> Any:
+    raise ServiceError(400, "bad_json", f"{name} is not a JSON number (numbers must be finite)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf, which could be stored but not served back
+        raise ServiceError(400, "bad_json", f"{text[:40]}: numbers must be finite")
+    return value
+
+
+def check_utf8(value: str, what: str) -> None:
+    """400 for a string UTF-8 cannot encode (a lone surrogate, which JSON's ``\\ud800`` escapes can
+    make): it could be neither stored nor sent back."""
+    if value.isascii():  # O(1) for str: the common case costs nothing
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ServiceError(400, "bad_text", f"{what}: a string that is not valid Unicode (a lone surrogate)") from None
+
+
+def parse_json(raw: bytes | str, what: str) -> Any:
+    """Parse untrusted JSON: 400 (never a 500) for bad syntax or encoding, non-finite numbers,
+    nesting over :data:`MAX_JSON_DEPTH` and strings UTF-8 cannot encode."""
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:  # the C parser gives up after about 1,000 levels
+        raise ServiceError(400, "bad_json", f"{what}: nested too deeply") from None
+    except ValueError:  # JSONDecodeError, a bad encoding (UnicodeDecodeError), an integer of > 4,300 digits
+        raise ServiceError(400, "bad_json", f"{what}: not valid JSON") from None
+    check_json_value(data, what)
+    return data
+
+
+def check_json_value(data: Any, what: str) -> None:
+    """Walk ``data`` without recursion: depth and the strings (keys included)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            check_utf8(value, what)
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ServiceError(400, "bad_json", f"{what}: nested more than {MAX_JSON_DEPTH} levels deep")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    check_utf8(key, what)
+                    stack.append((item, depth + 1))
+            else:
+                stack.extend((item, depth + 1) for item in value)
+
+
+def _finite_or_named(value: Any) -> Any:
+    """``value`` with non-finite floats spelt as strings ("NaN", "Infinity"): JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return {k: _finite_or_named(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_named(v) for v in value]
+    return value
+
+
+class StoredDataResponse(JSONResponse):
+    """JSON for data read back from a gallery, which another writer (the CLI, Python) may have
+    filled with what JSON cannot say: lone surrogates are escaped (``ensure_ascii``, losslessly),
+    non-finite numbers are spelt as strings, and an item that still cannot be encoded (nested too
+    deeply) has its metadata replaced by ``null`` with a ``metadata_error``, instead of a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+        except (ValueError, RecursionError):
+            pass
+        items = content.get("identities", []) if isinstance(content, dict) else []
+        for item in items:
+            try:
+                item["metadata"] = _finite_or_named(item.get("metadata"))
+                json.dumps(item, ensure_ascii=True, allow_nan=False)
+            except (ValueError, RecursionError):
+                item["metadata"], item["metadata_error"] = None, "the stored metadata cannot be written as JSON"
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+# -- ASGI middleware --------------------------------------------------------------------------------------
+
+
+class Gate:
+    """ASGI middleware in front of the app: the API key, then the body size, both checked before
+    any of the body is parsed. The body is read whole (at most ``max_body_bytes``, declared or sent
+    chunked) and handed on in :data:`BODY_CHUNK` pieces, so the app never sees an oversized body.
+
+    Pure ASGI rather than Starlette's ``BaseHTTPMiddleware``: an error raised while the body
+    streamed through that one left its task group as a 500, or a 400 naming the ``TaskGroup``."""
+
+    def __init__(self, app: ASGIApp, settings: ServiceSettings) -> None:
+        self.app, self.settings = app, settings
+
+    def authorised(self, scope: Scope) -> bool:
+        if self.settings.no_auth or scope["path"] in PUBLIC_PATHS:
+            return True
+        headers = Headers(scope=scope)
+        given = headers.get("x-api-key") or ""
+        bearer = headers.get("authorization", "")
+        if not given and bearer.lower().startswith("bearer "):
+            given = bearer[7:].strip()
+        ok = False
+        for key in self.settings.api_keys:  # compare with every key, in constant time each
+            ok |= secrets.compare_digest(given.encode("utf-8", "replace"), key.encode("utf-8", "replace"))
+        return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(413, "too_large", f"request body over {self.max_bytes} bytes")(scope, receive, send)
+        if not self.authorised(scope):
+            response = error_response(401, "unauthorized", "missing or wrong API key (X-API-Key header)")
+            await response(scope, receive, send)
             return
+        limit = self.settings.max_body_bytes
+        too_large = error_response(413, "too_large", f"request body over {limit} bytes")
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise ServiceError(413, "too_large", f"request body over {self.max_bytes} bytes")
-            return message
+            if message["type"] == "http.disconnect":  # the client left: nobody to answer
+                return
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > limit:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
 
-        await self.app(scope, limited, send)
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` in pieces, then whatever the client sends next (its
+    disconnect)."""
+    offset, done = 0, False
+
+    async def replayed() -> Message:
+        nonlocal offset, done
+        if done:
+            return await receive()
+        if offset:
+            await asyncio.sleep(0)  # let other requests run between the pieces of a big body
+        chunk = body[offset : offset + BODY_CHUNK]
+        offset += len(chunk)
+        done = offset >= len(body)
+        return {"type": "http.request", "body": chunk, "more_body": not done}
+
+    return replayed
+
+
+# -- workers ------------------------------------------------------------------------------------------------
+
+
+class DecodePool:
+    """Image decoding on ``workers`` threads, off the event loop.
+
+    Callers decode one image at a time per request (see ``create_app``), and wait their turn for a
+    worker in arrival order, so a request with many big images holds one worker while the other
+    serves everyone else: with two workers a small request waits for no big image unless two big
+    requests are decoding at once, and then for one image at most."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self.executor: ThreadPoolExecutor | None = None
+        self.slots = asyncio.Semaphore(self.workers)
+        self.decoded = 0
+
+    async def start(self) -> None:
+        # made here, so each run of the app has a pool and a semaphore of its own event loop
+        self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="twinnet-decode")
+        self.slots = asyncio.Semaphore(self.workers)
+
+    async def stop(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.executor is None:  # used without the app's lifespan (a bare ASGI call)
+            await self.start()
+        async with self.slots:  # at most `workers` decodes admitted at once, the rest wait here
+            result = await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        self.decoded += 1
+        return result
 
 
 class MicroBatcher:
@@ -127,6 +328,7 @@ class MicroBatcher:
 
     async def start(self) -> None:
         self.queue = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twinnet-model")
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -181,6 +383,56 @@ class MicroBatcher:
                             future.set_exception(err)
 
 
+# -- images ---------------------------------------------------------------------------------------------------
+
+
+def image_pixels(data: bytes, name: str, max_pixels: int) -> int:
+    """The pixel count from an image's header, without decoding it: 413 over ``max_pixels``."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            w, h = image.size
+    except Exception as err:
+        raise _image_error(err, name) from None
+    if w * h > max_pixels:
+        raise ServiceError(413, "too_large", f"{name}: {w}×{h} pixels, over the limit of {max_pixels}")
+    return w * h
+
+
+def decode_image_bytes(data: bytes, name: str, spec: InputSpec) -> torch.Tensor:
+    """Decode one image (its header already checked) to the model's input: runs on a decode worker."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return to_float(decode_image(image, spec))
+    except Exception as err:
+        raise _image_error(err, name) from None
+
+
+def _image_error(err: Exception, name: str) -> ServiceError:
+    if isinstance(err, ServiceError):
+        return err
+    if isinstance(err, UnidentifiedImageError):
+        return ServiceError(400, "not_an_image", f"{name}: not an image")
+    if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return ServiceError(413, "too_large", f"{name}: too many pixels ({err})")
+    # any other failure to read the client's bytes (OSError, SyntaxError, ValueError, and the odd
+    # struct.error or EOFError of a format plugin) is a bad image, not a fault of the service
+    return ServiceError(400, "bad_image", f"{name}: unreadable or truncated image ({err})")
+
+
+@dataclass
+class Prepared:
+    """One input, checked and sized but not yet decoded: an image's bytes, or a ready value."""
+
+    name: str
+    value: torch.Tensor | str | None = None
+    data: bytes | None = None
+    pixels: int = 0
+
+
+# -- settings and start-up ---------------------------------------------------------------------------------
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -212,30 +464,50 @@ def check_auth_settings(settings: ServiceSettings, host: str) -> None:
         raise ConfigError("API keys must be at least 16 characters")
 
 
+def auth_warnings(settings: ServiceSettings) -> list[str]:
+    """What to tell the operator at start-up about settings that override each other."""
+    if settings.no_auth and settings.api_keys:
+        n = len(settings.api_keys)
+        return [f"warning: --no-auth: the {n} configured API key{'s' * (n != 1)} (${API_KEY_ENV} or --api-key-file) "
+                "are ignored and every request is served without a key"]  # fmt: skip
+    return []
+
+
+# -- the app ----------------------------------------------------------------------------------------------------
+
+
 def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: ServiceSettings | None = None) -> Any:
-    """The FastAPI application for ``model`` (and ``gallery``, for identify/enroll).
+    """The ASGI application for ``model`` (and ``gallery``, for identify/enroll): FastAPI behind
+    :class:`Gate`.
 
     Inputs ``a`` (queries) and ``b`` (templates, documents) are decoded and embedded by the model's
     own side for each; a half-twin's second encoder embeds what a gallery holds."""
+    from contextlib import asynccontextmanager
+
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.formparsers import MultiPartException
 
     settings = settings or ServiceSettings()
     batcher = MicroBatcher(model, settings.batch_window_ms / 1000.0, settings.max_batch)
+    decoder = DecodePool(settings.decode_workers)
     specs = {side: model.input_spec(side) for side in SIDES}  # how each side's inputs are decoded
-    from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(_: Any):
         await batcher.start()
+        await decoder.start()
         yield
         await batcher.stop()
+        await decoder.stop()
         if gallery is not None:
             await run_in_threadpool(gallery.flush)
 
     app = FastAPI(title="twinnet", version=_version(), lifespan=lifespan)
     app.state.batcher = batcher
+    app.state.decoder = decoder
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, err: ServiceError) -> JSONResponse:
@@ -252,82 +524,110 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(422, "invalid_request", f"{where}: {first.get('msg')}")
 
-    @app.middleware("http")
-    async def _auth(request: Request, call_next: Any) -> Any:
-        path = request.url.path
-        if settings.no_auth or path in ("/health", "/docs", "/openapi.json", "/redoc"):
-            return await call_next(request)
-        given = request.headers.get("x-api-key") or ""
-        bearer = request.headers.get("authorization", "")
-        if not given and bearer.lower().startswith("bearer "):
-            given = bearer[7:].strip()
-        ok = False
-        for key in settings.api_keys:  # compare with every key, in constant time each
-            ok |= secrets.compare_digest(given.encode(), key.encode())
-        if not ok:
-            return error_response(401, "unauthorized", "missing or wrong API key (X-API-Key header)")
-        try:
-            return await call_next(request)
-        except ServiceError as err:  # raised while streaming the body (size limit)
-            return error_response(err.status, err.code, err.message)
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, err: HTTPException) -> JSONResponse:
+        # the framework's own answers (unknown route, wrong method) in the service's error body;
+        # a 405 keeps its Allow header
+        code = HTTP_ERROR_CODES.get(err.status_code, "http_error")
+        return error_response(err.status_code, code, str(err.detail), dict(err.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+        # a bug, not the client's fault: still the one error body, and no internals in it
+        # (Starlette logs the traceback after this answer)
+        return error_response(500, "internal_error", f"internal error ({type(err).__name__})")
 
     # -- input parsing ------------------------------------------------------------------------------
 
-    def decode_text(value: str, name: str) -> str:
+    def check_text(value: str, name: str) -> str:
         if len(value) > settings.max_text_chars:
             raise ServiceError(413, "too_large", f"{name}: {len(value)} characters, over the limit of "
                                                  f"{settings.max_text_chars}")  # fmt: skip
         return value
 
-    def decode_bytes(data: bytes, name: str, side: Side) -> torch.Tensor | str:
+    def prepare_bytes(data: bytes, name: str, side: Side) -> Prepared:
         s = specs[side]
         if s.kind == "text":  # an uploaded text file
             try:
-                return decode_text(data.decode("utf-8"), name)
+                return Prepared(name, value=check_text(data.decode("utf-8"), name))
             except UnicodeDecodeError:
                 raise ServiceError(400, "bad_text", f"{name}: not UTF-8 text") from None
         if not data:
             raise ServiceError(400, "empty_input", f"{name}: empty")
         if s.kind == "vector":
             raise ServiceError(400, "bad_input", f"{name}: this model takes vectors (JSON lists), not files")
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                w, h = image.size
-                if w * h > settings.max_pixels:
-                    raise ServiceError(
-                        413, "too_large", f"{name}: {w}×{h} pixels, over the limit of {settings.max_pixels}"
-                    )
-                image.load()
-                return to_float(decode_image(image, s))
-        except ServiceError:
-            raise
-        except UnidentifiedImageError:
-            raise ServiceError(400, "not_an_image", f"{name}: not an image") from None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-            raise ServiceError(400, "bad_image", f"{name}: unreadable or truncated image ({err})") from None
+        return Prepared(name, data=data, pixels=image_pixels(data, name, settings.max_pixels))
 
-    def decode_json_value(value: Any, name: str, side: Side) -> torch.Tensor | str:
+    def prepare_json_value(value: Any, name: str, side: Side) -> Prepared:
         s = specs[side]
         if s.kind == "text":
             if not isinstance(value, str):
                 raise ServiceError(400, "bad_input", f"{name}: expected a text (a JSON string)")
-            return decode_text(value, name)
+            return Prepared(name, value=check_text(value, name))
         if isinstance(value, str):
             try:
                 raw = base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError):
                 raise ServiceError(400, "bad_base64", f"{name}: not valid base64") from None
-            return decode_bytes(raw, name, side)
+            return prepare_bytes(raw, name, side)
         if isinstance(value, list) and s.kind == "vector":
+            shape = s.example_shape()
+            if len(value) != shape[0]:  # before converting: a long list costs time, a right one little
+                raise ServiceError(400, "bad_vector", f"{name}: expected {shape[0]} finite numbers")
             try:
                 tensor = torch.tensor(value, dtype=torch.float32)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RuntimeError):
                 raise ServiceError(400, "bad_vector", f"{name}: not a list of numbers") from None
-            if tuple(tensor.shape) != s.example_shape() or not torch.isfinite(tensor).all():
-                raise ServiceError(400, "bad_vector", f"{name}: expected {s.example_shape()[0]} finite numbers")
-            return tensor
+            if tuple(tensor.shape) != shape or not torch.isfinite(tensor).all():
+                raise ServiceError(400, "bad_vector", f"{name}: expected {shape[0]} finite numbers")
+            return Prepared(name, value=tensor)
         raise ServiceError(400, "bad_input", f"{name}: expected a base64 image string" + (
             " or a list of numbers" if s.kind == "vector" else ""))  # fmt: skip
+
+    def prepare(fields: dict[str, Any], files: dict[str, list[bytes]], name: str, *, many: bool,
+                side: Side) -> list[Prepared]:  # fmt: skip
+        """Check one named input: how many (before looking at any), then each one's kind and size;
+        images are sized from their headers and left for :func:`decode`."""
+        if name in files:
+            parts = files[name]
+            labels = [f"{name}[{i}]" for i in range(len(parts))]
+        elif name in fields:
+            value = fields[name]
+            parts = value if many and isinstance(value, list) and (not value or not _is_number(value[0])) else [value]
+            labels = [f"{name}[{i}]" if many else name for i in range(len(parts))]
+        else:
+            raise ServiceError(400, "missing_input", f"missing input {name!r}")
+        if not parts:
+            raise ServiceError(400, "missing_input", f"{name}: no inputs")
+        if len(parts) > settings.max_inputs:
+            raise ServiceError(413, "too_many_inputs", f"{name}: at most {settings.max_inputs} inputs per request")
+        if not many and len(parts) > 1:
+            raise ServiceError(400, "bad_input", f"{name}: one input expected")
+        if name in files:
+            return [prepare_bytes(p, label, side) for p, label in zip(parts, labels)]
+        return [prepare_json_value(p, label, side) for p, label in zip(parts, labels)]
+
+    def prepare_all(fields: dict[str, Any], files: dict[str, list[bytes]],
+                    wanted: tuple[tuple[str, bool, Side], ...]) -> list[list[Prepared]]:  # fmt: skip
+        """Every input of a request checked, and their pixels counted together, before any is decoded."""
+        groups = [prepare(fields, files, name, many=many, side=side) for name, many, side in wanted]
+        pixels = sum(p.pixels for group in groups for p in group)
+        if pixels > settings.max_request_pixels:
+            raise ServiceError(413, "too_large", f"the request's images have {pixels} pixels in all, over the "
+                                                 f"limit of {settings.max_request_pixels} per request")  # fmt: skip
+        return groups
+
+    async def decode(group: list[Prepared], side: Side) -> torch.Tensor | list[str]:
+        values: list[torch.Tensor | str] = []
+        for p in group:  # one at a time: a request holds at most one decode worker (see DecodePool)
+            if p.data is not None:
+                values.append(await decoder.run(decode_image_bytes, p.data, p.name, specs[side]))
+            else:
+                assert p.value is not None
+                values.append(p.value)
+        if isinstance(values[0], str):
+            return [v for v in values if isinstance(v, str)]
+        return torch.stack([v for v in values if isinstance(v, torch.Tensor)])
 
     async def read_body(request: Request) -> tuple[dict[str, Any], dict[str, list[bytes]]]:
         """(fields, files) from a JSON or multipart body; 415 for anything else."""
@@ -336,16 +636,23 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
             raw = await request.body()
             if not raw:
                 raise ServiceError(400, "empty_body", "empty request body")
-            try:
-                data = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise ServiceError(400, "bad_json", "the body is not valid JSON") from None
+            data = await run_in_threadpool(parse_json, raw, "the body")  # up to 10 MB: not on the event loop
             if not isinstance(data, dict):
                 raise ServiceError(400, "bad_json", "the JSON body must be an object")
             return data, {}
         if content_type == "multipart/form-data":
             try:
-                form = await request.form(max_files=settings.max_inputs, max_fields=32)
+                # room for every named input (a and b of /verify) and a few fields; inputs per
+                # name are counted against max_inputs afterwards, by prepare()
+                form = await request.form(max_files=settings.max_inputs + 2, max_fields=32)
+            except (MultiPartException, HTTPException) as err:
+                # Starlette raises its parser's error as an HTTPException(400) inside an app; its
+                # limits on parts say "Too many ..." / "... exceeded maximum size": sizes, so 413
+                message = str(err.detail if isinstance(err, HTTPException) else err)
+                if message.startswith("Too many"):
+                    raise ServiceError(413, "too_many_inputs", f"multipart body: {message}") from None
+                status, code = (413, "too_large") if "exceeded maximum size" in message else (400, "bad_multipart")
+                raise ServiceError(status, code, f"multipart body: {message}") from None
             except ServiceError:
                 raise
             except Exception as err:
@@ -357,6 +664,7 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
                     files.setdefault(key, []).append(await value.read())
                 else:
                     fields[key] = value
+            await form.close()
             return fields, files
         if not content_type:
             raise ServiceError(400, "empty_body", "no body (send multipart/form-data or application/json)")
@@ -364,29 +672,11 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
             415, "unsupported_media_type", f"{content_type}: send multipart/form-data or application/json"
         )
 
-    async def inputs_named(request: Request, name: str, *, many: bool, side: Side) -> torch.Tensor | list[str]:
+    async def read_inputs(request: Request, *wanted: tuple[str, bool, Side]) -> tuple[dict[str, Any], list[Any]]:
+        """The body's fields, and each wanted input (name, many, side) decoded for its side."""
         fields, files = await read_body(request)
-        return inputs_from(fields, files, name, many=many, side=side)
-
-    def inputs_from(fields: dict[str, Any], files: dict[str, list[bytes]], name: str, *, many: bool,
-                    side: Side) -> torch.Tensor | list[str]:  # fmt: skip
-        if name in files:
-            tensors = [decode_bytes(b, f"{name}[{i}]", side) for i, b in enumerate(files[name])]
-        elif name in fields:
-            value = fields[name]
-            values = value if many and isinstance(value, list) and (not value or not _is_number(value[0])) else [value]
-            tensors = [decode_json_value(v, f"{name}[{i}]" if many else name, side) for i, v in enumerate(values)]
-        else:
-            raise ServiceError(400, "missing_input", f"missing input {name!r}")
-        if not tensors:
-            raise ServiceError(400, "missing_input", f"{name}: no inputs")
-        if len(tensors) > settings.max_inputs:
-            raise ServiceError(413, "too_many_inputs", f"{name}: at most {settings.max_inputs} inputs per request")
-        if not many and len(tensors) > 1:
-            raise ServiceError(400, "bad_input", f"{name}: one input expected")
-        if isinstance(tensors[0], str):
-            return list(tensors)  # type: ignore[arg-type]
-        return torch.stack(tensors)  # type: ignore[arg-type]
+        groups = await run_in_threadpool(prepare_all, fields, files, wanted)
+        return fields, [await decode(group, side) for group, (_, _, side) in zip(groups, wanted)]
 
     def need_gallery() -> Any:
         if gallery is None:
@@ -405,14 +695,17 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
             raise ServiceError(422, "invalid_request", f"{name}: must be between {low} and {high}")
         return value
 
-    def float_param(request: Request, name: str) -> float | None:
-        raw = request.query_params.get(name)
+    def threshold_param(request: Request) -> float | None:
+        raw = request.query_params.get("threshold")
         if raw is None:
             return None
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
-            raise ServiceError(422, "invalid_request", f"{name}: not a number") from None
+            raise ServiceError(422, "invalid_request", "threshold: not a number") from None
+        if not math.isfinite(value):  # inf would call everything "same", nan nothing
+            raise ServiceError(422, "invalid_request", "threshold: must be a finite number")
+        return value
 
     # -- endpoints ----------------------------------------------------------------------------------
 
@@ -420,20 +713,18 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
     async def health() -> dict[str, Any]:
         counts = await run_in_threadpool(gallery.count) if gallery is not None else None
         return {"status": "ok", "model": (model.fingerprint or "")[:16], "gallery": counts,
-                "batches": batcher.batches, "embedded": batcher.items}  # fmt: skip
+                "batches": batcher.batches, "embedded": batcher.items, "decoded": decoder.decoded}  # fmt: skip
 
     @app.post("/embed")
     async def embed(request: Request) -> dict[str, Any]:
-        x = await inputs_named(request, "inputs", many=True, side=QUERY_SIDE)
+        _, (x,) = await read_inputs(request, ("inputs", True, QUERY_SIDE))
         vectors = await batcher.embed(x, QUERY_SIDE)
         return {"embeddings": vectors.tolist(), "dim": int(vectors.shape[1])}
 
     @app.post("/verify")
     async def verify(request: Request) -> dict[str, Any]:
-        threshold = float_param(request, "threshold")
-        fields, files = await read_body(request)
-        a = inputs_from(fields, files, "a", many=False, side="a")
-        b = inputs_from(fields, files, "b", many=False, side="b")
+        threshold = threshold_param(request)
+        _, (a, b) = await read_inputs(request, ("a", False, "a"), ("b", False, "b"))
         ea, eb = await asyncio.gather(batcher.embed(a, "a"), batcher.embed(b, "b"))
 
         def decided() -> dict[str, Any]:  # the comparator runs off the event loop, as the encoders do
@@ -452,8 +743,8 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
     async def identify(request: Request) -> dict[str, Any]:
         g = need_gallery()
         k = int_param(request, "top_k", 5, 1, settings.max_top_k)
-        threshold = float_param(request, "threshold")
-        x = await inputs_named(request, "inputs", many=True, side=QUERY_SIDE)
+        threshold = threshold_param(request)
+        _, (x,) = await read_inputs(request, ("inputs", True, QUERY_SIDE))
         vectors = await batcher.embed(x, QUERY_SIDE)
         results = await run_in_threadpool(lambda: g.identify_batch(vectors, k, threshold, precomputed=True))
         return {"results": [r.to_dict() for r in results]}
@@ -466,36 +757,41 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
         if not isinstance(identity, str) or not identity.strip() or len(identity) > 256:
             raise ServiceError(400, "bad_identity", "identity: a non-empty string of at most 256 characters")
         metadata = fields.get("metadata") or {}
-        if isinstance(metadata, str):
-            try:
-                metadata = json.loads(metadata)
-            except json.JSONDecodeError:
-                raise ServiceError(400, "bad_metadata", "metadata: not valid JSON") from None
+        if isinstance(metadata, str):  # multipart: a JSON text, held to the same rules as a JSON body
+            metadata = await run_in_threadpool(parse_json, metadata, "metadata")
         if not isinstance(metadata, dict):
             raise ServiceError(400, "bad_metadata", "metadata: must be a JSON object")
         replace = str(fields.get("replace", "false")).lower() in ("1", "true", "yes")
-        x = inputs_from(fields, files, "inputs", many=True, side=TEMPLATE_SIDE)
+        (group,) = await run_in_threadpool(prepare_all, fields, files, (("inputs", True, TEMPLATE_SIDE),))
+        x = await decode(group, TEMPLATE_SIDE)
         vectors = await batcher.embed(x, TEMPLATE_SIDE)
         added = await run_in_threadpool(
             lambda: g.enroll(identity, vectors, metadata, replace=replace, precomputed=True)
         )
-        return {"identity": identity, "templates_added": added, "identity_templates": g.get(identity)["templates"]}
+        try:
+            templates = (await run_in_threadpool(g.get, identity))["templates"]
+        except NotFoundError:  # removed by another request since: the enrolment itself did happen
+            templates = 0
+        return {"identity": identity, "templates_added": added, "identity_templates": templates}
 
-    @app.delete("/identities/{identity}")
+    # `:path`, so that an identity with a "/" in it (any non-blank string can be enrolled, from
+    # the CLI as from here) can be removed too: DELETE /identities/a%2Fb removes "a/b"
+    @app.delete("/identities/{identity:path}")
     async def remove(identity: str) -> dict[str, Any]:
         g = need_gallery()
         removed = await run_in_threadpool(g.remove, identity)
         return {"identity": identity, "templates_removed": removed}
 
     @app.get("/identities")
-    async def identities(request: Request) -> dict[str, Any]:
+    async def identities(request: Request) -> StoredDataResponse:
         g = need_gallery()
         offset = int_param(request, "offset", 0, 0, 1 << 40)
         limit = int_param(request, "limit", 100, 1, 10_000)
         items = await run_in_threadpool(g.list, offset, limit)
-        return {"identities": items, "count": (await run_in_threadpool(g.count))["identities"]}
+        count = (await run_in_threadpool(g.count))["identities"]
+        return StoredDataResponse({"identities": items, "count": count})
 
-    return BodyLimit(app, settings.max_body_bytes)
+    return Gate(app, settings)
 
 
 def _is_number(x: Any) -> bool:
@@ -508,21 +804,33 @@ def _version() -> str:
     return __version__
 
 
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def serve(model_path: str | Path, gallery_path: str | Path | None, host: str, port: int,
           settings: ServiceSettings) -> None:  # fmt: skip
-    """Load the model (and gallery) and run the service with uvicorn until interrupted."""
+    """Load the model (and gallery) and run the service with uvicorn until interrupted.
+
+    Says "serving … on …" on stderr only once the settings are checked and the model and gallery
+    are open, so the line never precedes a refusal to start."""
     import uvicorn
 
+    from twinnet.data import images
     from twinnet.io import load
 
     check_auth_settings(settings, host)
+    for warning in auth_warnings(settings):
+        print(warning, file=sys.stderr, flush=True)
     Image.MAX_IMAGE_PIXELS = settings.max_pixels
+    images.MAX_PIXELS = settings.max_pixels  # the library's own check agrees with the service's
     model = load(model_path)
     gallery = None
     if gallery_path is not None:
         path = Path(gallery_path)
         gallery = Gallery.open(path, model) if (path / "gallery.json").exists() else Gallery.create(path, model)
     app = create_app(model, gallery, settings)
+    print(f"serving {model_path} on {_url(host, port)} (docs at /docs)", file=sys.stderr, flush=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:

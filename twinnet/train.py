@@ -87,6 +87,9 @@ class Trainer:
         run_dir: where checkpoints, the metrics log and the final model go; ``None`` keeps all in memory.
         calibration_protocols: protocols whose ``calibrate`` adds thresholds to the model after
             training (e.g. ``["signature"]``); :meth:`from_datasets` takes them from the validation data.
+        log_interval: seconds between plain progress lines (step, loss, items/s, time left in the
+            epoch) when the console is not a terminal (CI, a log file), where a live progress bar
+            would show nothing until the epoch ends; one more line closes each epoch.
     """
 
     def __init__(
@@ -104,8 +107,12 @@ class Trainer:
         run_config: Config | None = None,
         console: Console | None = None,
         calibration_protocols: Sequence[str] = (),
+        log_interval: float = 30.0,
     ) -> None:
         self.config = c = config or TrainConfig()
+        if log_interval <= 0:
+            raise ConfigError(f"log_interval must be positive, not {log_interval}")
+        self.log_interval = float(log_interval)
         self.model = model
         self.loss = loss
         self.train_items = train_items
@@ -255,10 +262,13 @@ class Trainer:
         total_loss, n_steps, n_items = 0.0, 0, 0
         t_model = t_wait = 0.0
         epoch_start = time.perf_counter()
+        # a live bar on a console that is not a terminal shows nothing until the epoch ends: print lines
+        plain = c.progress and not self.console.is_terminal
+        next_line, lined_step = epoch_start + self.log_interval, 0
         progress = Progress(
             TextColumn(f"epoch {epoch + 1}/{c.epochs}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:.0f} items/s"),
-            TimeElapsedColumn(), console=self.console, disable=not c.progress, transient=True,
+            TimeElapsedColumn(), console=self.console, disable=not c.progress or plain, transient=True,
         )  # fmt: skip
         prefetcher = Prefetcher(jobs)
         cuda = self.device.type == "cuda"
@@ -293,6 +303,12 @@ class Trainer:
                     progress.update(
                         task, advance=1, loss=total_loss / n_steps, speed=n_items / max(1e-9, t0 - epoch_start)
                     )
+                    if plain and t0 >= next_line:
+                        self._progress_line(epoch, n_steps, len(jobs), total_loss / n_steps, n_items, t0 - epoch_start)
+                        next_line, lined_step = t0 + self.log_interval, n_steps
+            if plain and n_steps and lined_step != n_steps:  # the epoch's last line
+                self._progress_line(epoch, n_steps, len(jobs), total_loss / n_steps, n_items,
+                                    time.perf_counter() - epoch_start)  # fmt: skip
         finally:
             prefetcher.close()
         seconds = time.perf_counter() - epoch_start
@@ -305,6 +321,16 @@ class Trainer:
             "items_per_s": n_items / max(seconds, 1e-9),
             "model_share": t_model / max(t_model + t_wait, 1e-9),
         }
+
+    def _progress_line(self, epoch: int, done: int, total: int, loss: float, items: int, seconds: float) -> None:
+        """One plain progress line: epoch, step in the epoch (and overall), mean loss, items/s, and
+        the time left in the epoch at the pace so far."""
+        left = (total - done) * seconds / max(done, 1)
+        self.console.print(
+            f"epoch {epoch + 1}/{self.config.epochs} · step {done}/{total} (total {self.state.step}) · "
+            f"loss {loss:.4f} · {items / max(seconds, 1e-9):.0f} items/s · {_clock(left)} left in epoch",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
     def _print_epoch(self, record: dict[str, Any], outcome: ValidationOutcome | None) -> None:
         if not self.config.progress:
@@ -342,6 +368,12 @@ class Trainer:
             calibration=calibration, validation=validation, model_dir=model_dir, run_dir=self.run_dir,
             train_seconds=seconds,
         )  # fmt: skip
+
+
+def _clock(seconds: float) -> str:
+    """``H:MM:SS``."""
+    s = max(0, round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def _unique_parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:

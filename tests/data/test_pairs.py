@@ -53,8 +53,8 @@ def test_pairs_file_reading_and_errors(tmp_path):
     assert [p.name for p in pf.paths] == ["1.png", "2.png", "1.png"]
     assert pf.pairs.same.tolist() == [True, False] and pf.pairs.a.tolist() == [0, 0]
     tsv = tmp_path / "pairs.tsv"
-    tsv.write_text("p\tq\tsame\n")
-    assert read_pairs_file(tsv).pairs.same.tolist() == [True]
+    tsv.write_text("p\tq\tsame\np\tr\tdifferent\n")
+    assert read_pairs_file(tsv).pairs.same.tolist() == [True, False]
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     with pytest.raises(DataError, match="empty.csv: the pairs file is empty"):
@@ -71,3 +71,36 @@ def test_pairs_file_reading_and_errors(tmp_path):
     short.write_text("a,b,1\nc,d\n")
     with pytest.raises(DataError, match=r"short.csv:2: expected 3 fields"):
         read_pairs_file(short)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (bytes(range(256)) * 4, r"bin.csv:1: a binary file, not a pairs file \(NUL byte at byte 0\)"),
+        (b"a,b,label\nx.png,y.png,1\n\x00\x01\x02,z.png,0\n", r"bin.csv:3: a binary file"),
+        ("a,b,label\nä.png,b.png,1\nc.png,d.png,0\n".encode("latin-1"), r"bin.csv:2: not UTF-8 text"),
+        ("a,b,label\nx.png,y.png,1\n".encode("utf-16"), r"bin.csv: UTF-16 text; save the pairs file as UTF-8"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(40), r"bin.csv:3: a binary file"),  # a PNG named .csv
+    ],
+    ids=["random-bytes", "nul-in-a-row", "latin-1", "utf-16", "png"],
+)
+def test_binary_or_non_utf8_pairs_file_is_a_data_error_naming_file_and_line(tmp_path, content, message):
+    f = tmp_path / "bin.csv"
+    f.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_pairs_file(f)
+
+
+def test_a_field_over_the_csv_size_limit_is_a_data_error(tmp_path):
+    f = tmp_path / "huge.csv"
+    f.write_text('a,b,label\n"' + "x" * 200_000 + '",y.png,1\n')
+    with pytest.raises(DataError, match=r"huge.csv: not a readable CSV/TSV pairs file"):
+        read_pairs_file(f)
+
+
+@pytest.mark.parametrize(("label", "kind"), [("1", "same"), ("0", "different")])
+def test_pairs_file_with_one_label_only_is_a_data_error(tmp_path, label, kind):
+    f = tmp_path / "one.csv"
+    f.write_text(f"a,b,label\nx.png,y.png,{label}\nx.png,z.png,{label}\n")
+    with pytest.raises(DataError, match=rf"one.csv: all 2 pairs are labelled {kind}.*need both same and different"):
+        read_pairs_file(f)

@@ -116,7 +116,7 @@ def test_generic_errors(tmp_path, name, content, message):
 def test_not_utf8_and_missing(tmp_path):
     f = tmp_path / "bad.csv"
     f.write_bytes(b"text_a,text_b,label\n\xff\xfe,B,1\n")
-    with pytest.raises(DataError, match="bad.csv: not UTF-8"):
+    with pytest.raises(DataError, match="bad.csv:2: not UTF-8"):
         read_text_pair_file(f)
     with pytest.raises(DataError, match="not found"):
         read_text_pair_file(tmp_path / "missing.csv")
@@ -133,3 +133,33 @@ def test_split_is_seeded_disjoint_and_reindexed(tmp_path):
     again = pairs.split(0.2, seed=3)[1]
     assert again.texts_a == held.texts_a
     assert held.pairs.same.tolist() == [int(t[1:]) % 2 == 1 for t in held.texts_a]
+
+
+@pytest.mark.parametrize("fmt", ["auto", "sts", "mrpc", "text_pairs"])
+@pytest.mark.parametrize("name", ["pairs.csv", "pairs.tsv", "pairs.jsonl"])
+def test_binary_text_pairs_file_is_a_data_error_naming_file_and_line(tmp_path, fmt, name):
+    f = tmp_path / name
+    f.write_bytes(b"text_a,text_b,label\nA,B,1\n\x00\x00\x00\x01,C,0\n")
+    with pytest.raises(DataError, match=rf"{name}:3: a binary file, not a text pairs file"):
+        read_text_pair_file(f, fmt)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("a.csv", "text_a,text_b,label\nA,B,0\nC,D,0\n"),
+        ("a.jsonl", '{"text_a": "A", "text_b": "B", "label": 0}\n'),
+        ("a.txt", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n0\t1\t2\tA\tB\n"),
+    ],
+)
+def test_text_pairs_with_no_positive_pair_are_an_error(tmp_path, name, content):
+    f = tmp_path / name
+    f.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{name}: all \d+ pairs are labelled different \(0\)"):
+        read_text_pair_file(f)
+
+
+def test_positive_only_text_pairs_stay_valid_for_in_batch_negatives(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"query": "a b", "document": "a b c", "label": 1}\n{"query": "d", "document": "d e", "label": 1}\n')
+    assert read_text_pair_file(f).pairs.same.tolist() == [True, True]

@@ -137,22 +137,48 @@ class PairsFile:
     source: Path
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file (a byte-order mark is dropped), else a :class:`DataError` naming the file,
+    the line and the reason: not UTF-8, or binary (a NUL byte, which no text file holds)."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path}: UTF-16 text; save the {what} as UTF-8")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise DataError(f"{path}:{line}: a binary file, not a {what} (NUL byte at byte {nul})")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                        f"save the {what} as UTF-8") from None  # fmt: skip
+
+
 def read_pairs_file(path: str | Path) -> PairsFile:
     """Read ``a,b,label`` rows (CSV, or TSV when the file ends in ``.tsv``/``.txt`` or has tabs).
 
     A header row is recognised when its label field is not a label. Labels: 1/true/same/yes for
-    same pairs, 0/false/different/no for different pairs. Relative paths are relative to the file.
-    Errors name the file and line.
+    same pairs, 0/false/different/no for different pairs; a file needs both (training pairs and
+    verification do). Relative paths are relative to the file. Errors (a missing, binary or
+    non-UTF-8 file, a malformed row) are :class:`DataError` naming the file and line.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"pairs file not found: {path}")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text_file(path, "pairs file")
     if not text.strip():
         raise DataError(f"{path}: the pairs file is empty")
-    first = text.splitlines()[0]
+    lines = text.splitlines()
+    first = lines[0]
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".txt") or "\t" in first else ","
-    rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
+    try:
+        rows = list(csv.reader(lines, delimiter=delimiter))
+    except csv.Error as err:  # e.g. a field over csv's size limit: a binary file, or not a pairs file
+        raise DataError(f"{path}: not a readable CSV/TSV pairs file ({err})") from None
     index: dict[str, int] = {}
     a, b, same = [], [], []
     for line_no, row in enumerate(rows, start=1):
@@ -180,6 +206,11 @@ def read_pairs_file(path: str | Path) -> PairsFile:
         same.append(value)
     if not a:
         raise DataError(f"{path}: no pairs in the file (only a header or blank lines)")
+    if all(same) or not any(same):
+        # one kind of pair only: a pair loss learns nothing (or collapses), and no threshold can be chosen
+        kind = "same (1)" if same[0] else "different (0)"
+        raise DataError(f"{path}: all {len(same)} pairs are labelled {kind}; training and verification need "
+                        "both same and different pairs")  # fmt: skip
     base = path.parent
     paths = [p if (p := Path(s)).is_absolute() else base / p for s in index]
     return PairsFile(paths, Pairs(np.asarray(a), np.asarray(b), np.asarray(same, dtype=bool)), path)

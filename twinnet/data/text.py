@@ -22,7 +22,7 @@ import numpy as np
 
 from twinnet.config import InputSpec
 from twinnet.data.items import ItemSet
-from twinnet.data.pairs import Pairs
+from twinnet.data.pairs import Pairs, read_text_file
 from twinnet.data.sources import DATA_SOURCES, Dataset, DataSource, ReadOptions
 from twinnet.errors import DataError
 from twinnet.runtime import numpy_rng
@@ -140,6 +140,11 @@ class _Builder:
             raise DataError(f"{self.source}: no pairs in the file")
         if self.score and len(self.score) != len(self.a):
             raise DataError(f"{self.source}: some rows have a score and others a label; use one of the two")
+        if not self.score and not any(self.same):
+            # no positive pair: nothing to learn or retrieve, and no threshold to choose. (Positive-only
+            # files are fine: in-batch-negative losses and retrieval use exactly those.)
+            raise DataError(f"{self.source}: all {len(self.same)} pairs are labelled different (0); training, "
+                            "verification and retrieval need same (1) pairs too")  # fmt: skip
         texts = list(self.index)
         pairs = Pairs(np.asarray(self.a), np.asarray(self.b), np.asarray(self.same, dtype=bool),
                       np.asarray(self.score, dtype=np.float32) if self.score else None)  # fmt: skip
@@ -147,15 +152,12 @@ class _Builder:
 
 
 def read_utf8(path: str | Path, what: str = "text pairs file") -> str:
-    """A UTF-8 text file (a byte-order mark is dropped), or a DataError saying ``{what} not found``
-    or that it is not UTF-8."""
+    """A UTF-8 text file (a byte-order mark is dropped), or a DataError saying ``{what} not found``,
+    or naming the line where it is not UTF-8 or is binary (a NUL byte)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err})") from None
+    return read_text_file(path, what)
 
 
 def _parse_score(raw: str, where: str, score_max: float) -> float:

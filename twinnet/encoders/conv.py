@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from twinnet.encoders.registry import register_encoder
+from twinnet.encoders.registry import optional_positive_int, positive_float, positive_int, register_encoder
 
 
 def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -52,6 +52,10 @@ class Conv4Encoder(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        positive_int(in_channels, "in_channels")
+        positive_int(hidden, "hidden")
+        positive_int(blocks, "blocks")
+        embedding_dim = optional_positive_int(embedding_dim, "embedding_dim")
         layers: list[nn.Module] = []
         channels = in_channels
         for _ in range(blocks):
@@ -92,6 +96,9 @@ class KochEncoder(nn.Module):
         width: float = 1.0,
     ) -> None:
         super().__init__()
+        positive_int(in_channels, "in_channels")
+        embedding_dim = positive_int(embedding_dim, "embedding_dim")
+        positive_float(width, "width")
         c1, c2, c3, c4 = (max(1, round(c * width)) for c in (64, 128, 128, 256))
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 10), nn.ReLU(inplace=True), nn.MaxPool2d(2),

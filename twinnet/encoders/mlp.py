@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from twinnet.encoders.registry import register_encoder
+from twinnet.encoders.registry import positive_int, positive_ints, register_encoder
 
 
 @register_encoder("mlp")
@@ -25,6 +25,9 @@ class MLPEncoder(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        in_features = positive_int(in_features, "in_features")
+        hidden = positive_ints(hidden, "hidden")
+        embedding_dim = positive_int(embedding_dim, "embedding_dim")
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:

@@ -16,6 +16,8 @@ model builder fills them from the model's input specification.
 from __future__ import annotations
 
 import inspect
+import math
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +44,43 @@ def build_encoder(
     merged = {k: v for k, v in input_args.items() if k in accepted}
     merged.update(params or {})
     return ENCODERS.build(name, merged, field=f"{field}.params (encoder {name!r})")
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as an int ≥ 1, else ``ValueError`` naming ``name``.
+
+    Encoders check their sizes with this: torch builds a layer of width 0 without complaint (and
+    the model embeds everything to an empty vector) and fails on a negative width with a RuntimeError
+    that names no parameter; a ValueError here becomes a ConfigError naming the config field.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive whole number, not {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive whole number, not {value!r}") from None
+    if number < 1:
+        raise ValueError(f"{name} must be at least 1, not {number}")
+    return number
+
+
+def optional_positive_int(value: Any, name: str) -> int | None:
+    """:func:`positive_int`, where ``None`` (the component's default) passes."""
+    return None if value is None else positive_int(value, name)
+
+
+def positive_ints(values: Any, name: str) -> tuple[int, ...]:
+    """A sequence of sizes ≥ 1 (hidden layer widths, channels; may be empty), else ``ValueError``."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name} must be a list of positive whole numbers, not {values!r}")
+    return tuple(positive_int(v, f"{name}[{i}]") for i, v in enumerate(values))
+
+
+def positive_float(value: Any, name: str) -> float:
+    """``value`` as a finite float > 0, else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, not {value!r}")
+    return float(value)
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from twinnet.encoders.conv import _flat_dim, _size_pair
-from twinnet.encoders.registry import register_encoder
+from twinnet.encoders.registry import positive_float, positive_int, positive_ints, register_encoder
 
 
 @register_encoder("signet")
@@ -29,6 +29,10 @@ class SigNetEncoder(nn.Module):
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
+        positive_int(in_channels, "in_channels")
+        embedding_dim = positive_int(embedding_dim, "embedding_dim")
+        hidden = positive_int(hidden, "hidden")
+        positive_float(width, "width")
         c1, c2, c3, c4 = (max(8, round(c * width)) for c in (96, 256, 384, 256))
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 11, stride=2, padding=5), nn.BatchNorm2d(c1), nn.ReLU(inplace=True),
@@ -71,6 +75,10 @@ class TDNNEncoder(nn.Module):
         kernel: int = 7, embedding_dim: int = 64, dropout: float = 0.1,
     ) -> None:  # fmt: skip
         super().__init__()
+        in_features = positive_int(in_features, "in_features")
+        channels = positive_ints(channels, "channels")
+        kernel = positive_int(kernel, "kernel")
+        embedding_dim = positive_int(embedding_dim, "embedding_dim")
         layers: list[nn.Module] = []
         width = in_features
         for i, c in enumerate(channels):
@@ -95,6 +103,9 @@ class GRUEncoder(nn.Module):
     def __init__(self, in_features: int = 9, length: int | None = None, hidden: int = 64, layers: int = 2,
                  embedding_dim: int = 64, dropout: float = 0.1) -> None:  # fmt: skip
         super().__init__()
+        for value, name in ((in_features, "in_features"), (hidden, "hidden"), (layers, "layers"),
+                            (embedding_dim, "embedding_dim")):  # fmt: skip
+            positive_int(value, name)
         self.gru = nn.GRU(in_features, hidden, layers, batch_first=True, bidirectional=True,
                           dropout=dropout if layers > 1 else 0.0)  # fmt: skip
         self.head = nn.Linear(4 * hidden, embedding_dim)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from twinnet.encoders.registry import register_encoder
+from twinnet.encoders.registry import optional_positive_int, positive_int, register_encoder
 from twinnet.encoders.signature import _masked_pool
 from twinnet.errors import ConfigError, DataError, ModelFormatError
 
@@ -158,6 +158,8 @@ class TransformerTextEncoder(nn.Module):
         assets: str | Path | None = None,
     ) -> None:
         super().__init__()
+        projection = optional_positive_int(projection, "projection")
+        max_length = optional_positive_int(max_length, "max_length")
         tf = _transformers()
         dense_dirs: list[str] = []
         if assets is not None:
@@ -363,6 +365,12 @@ class SmallTextEncoder(nn.Module):
         assets: str | Path | None = None,
     ) -> None:
         super().__init__()
+        for value, name in ((embedding_dim, "embedding_dim"), (token_dim, "token_dim"), (hidden, "hidden"),
+                            (layers, "layers"), (max_vocab, "max_vocab"), (min_count, "min_count"),
+                            (max_length, "max_length")):  # fmt: skip
+            positive_int(value, name)
+        if isinstance(oov_buckets, bool) or not isinstance(oov_buckets, int) or oov_buckets < 0:
+            raise ValueError(f"oov_buckets must be a whole number ≥ 0, not {oov_buckets!r}")
         if assets is not None:
             try:
                 data = json.loads((Path(assets) / VOCABULARY_FILE).read_text(encoding="utf-8"))

@@ -1,17 +1,40 @@
-"""Gallery operations on files, shared by the CLI and scripts."""
+"""Gallery operations on files, shared by the CLI and scripts.
+
+Enrolment from files is idempotent and resumable: each template records the SHA-256 of the input
+it was made from (the file's bytes, or a text's UTF-8 bytes), and enrolling the same content for
+the same identity again adds nothing ("already enrolled"). Folder and document enrolment commit in
+chunks and print each acknowledged chunk to standard error, so a run that was interrupted (even by
+``kill -9``) can simply be run again: what was acknowledged is on disk and is not enrolled twice.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from twinnet.data.images import is_image_file
 from twinnet.data.text import read_utf8
 from twinnet.errors import DataError
 from twinnet.gallery.gallery import QUERY_SIDE, TEMPLATE_SIDE, Gallery
+from twinnet.gallery.store import content_hash, file_content_hash
 from twinnet.inference import expand_inputs
 from twinnet.model import Side
+
+#: Where progress lines go: True (standard error), False (nowhere) or a function taking a line.
+Progress = Union[bool, Callable[[str], None]]
+#: Files per transaction in folder enrolment: a kill loses at most one chunk's work, re-done on re-run.
+FOLDER_CHUNK = 64
+
+
+def _reporter(progress: Progress) -> Callable[[str], None]:
+    if callable(progress):
+        return progress
+    if progress:
+        return lambda line: print(line, file=sys.stderr, flush=True)
+    return lambda line: None
 
 
 def takes_text(g: Gallery, side: Side = QUERY_SIDE) -> bool:
@@ -28,9 +51,25 @@ def query_inputs(g: Gallery, inputs: list[str], side: Side = QUERY_SIDE) -> tupl
     return files, [str(f) for f in files]
 
 
-def enroll_inputs(g: Gallery, identity: str, inputs: list[str], metadata: dict[str, Any] | None, replace: bool) -> int:
+def input_hashes(g: Gallery, items: list[Any], side: Side = TEMPLATE_SIDE) -> list[str]:
+    """Content hashes of what :func:`query_inputs` returned: of each text's UTF-8 bytes for a text
+    model, else of each file's bytes."""
+    if takes_text(g, side):
+        return [content_hash(str(t).encode("utf-8")) for t in items]
+    return [file_content_hash(f) for f in items]
+
+
+def enroll_inputs(
+    g: Gallery, identity: str, inputs: list[str], metadata: dict[str, Any] | None, replace: bool,
+    progress: Progress = True,
+) -> int:  # fmt: skip
+    """Enrol INPUT arguments (files, or texts) as ``identity``; inputs it already has (same
+    content) are reported as already enrolled and not added again. Returns the templates added."""
     items, names = query_inputs(g, inputs, TEMPLATE_SIDE)
-    return g.enroll(identity, items, metadata, replace=replace, sources=names)
+    result = g.enroll_detailed(identity, items, metadata, replace=replace, sources=names,
+                               hashes=input_hashes(g, items))  # fmt: skip
+    _reporter(progress)(f"{identity}: {result.added} added, {result.already} already enrolled")
+    return result.added
 
 
 def read_documents(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
@@ -64,35 +103,69 @@ def read_documents(path: Path) -> list[tuple[str, str, dict[str, Any]]]:
     return rows
 
 
-def enroll_documents(g: Gallery, path: Path, replace: bool = False, batch_size: int = 256) -> dict[str, int]:
+def enroll_documents(
+    g: Gallery, path: Path, replace: bool = False, batch_size: int = 256, progress: Progress = True
+) -> dict[str, int]:
     """Enrol each document of a JSONL/TSV file as an identity (its text is its one template;
-    several rows with one id give that id several templates)."""
+    several rows with one id give that id several templates, one per distinct text). A text the
+    identity already has is not enrolled again, so a re-run adds nothing. Returns templates added
+    per identity."""
     if not takes_text(g, TEMPLATE_SIDE):
         raise DataError("--documents: this gallery's model does not take texts")
+    say = _reporter(progress)
     report: dict[str, int] = {}
     rows = read_documents(path)
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        vectors = g.embed([text for _, text, _ in chunk], precomputed=False, side=TEMPLATE_SIDE)
-        for (identity, text, metadata), vector in zip(chunk, vectors):
+        hashes = [content_hash(text.encode("utf-8")) for _, text, _ in chunk]
+        # embed only the texts not enrolled yet (replace re-enrols everything it touches)
+        todo = [i for i, (identity, _, _) in enumerate(chunk)
+                if replace or hashes[i] not in g.store.known_hashes(identity, [hashes[i]])]  # fmt: skip
+        vectors = g.embed([chunk[i][1] for i in todo], precomputed=False, side=TEMPLATE_SIDE) if todo else None
+        position = {j: n for n, j in enumerate(todo)}
+        added = already = 0
+        for j, (identity, text, metadata) in enumerate(chunk):
             first = identity not in report
-            report[identity] = report.get(identity, 0) + g.enroll(
-                identity, vector[None], metadata or None, replace=replace and first, sources=[text[:200]],
-                precomputed=True,
-            )  # fmt: skip
+            embedded = j in position and vectors is not None
+            # already enrolled: nothing is embedded, but metadata still merges as in a first run
+            item: Any = vectors[position[j]][None] if embedded and vectors is not None else [text]
+            result = g.enroll_detailed(identity, item, metadata or None, replace=replace and first,
+                                       sources=[text[:200]], precomputed=embedded, hashes=[hashes[j]])  # fmt: skip
+            report[identity] = report.get(identity, 0) + result.added
+            added, already = added + result.added, already + result.already
+        say(f"documents {start + 1}-{start + len(chunk)} of {len(rows)}: {added} added, {already} already enrolled")
     return report
 
 
-def enroll_folder(g: Gallery, folder: Path, replace: bool = False) -> dict[str, int]:
-    """Each sub-folder of ``folder`` is an identity; its images are that identity's templates."""
+def enroll_folder(
+    g: Gallery, folder: Path, replace: bool = False, progress: Progress = True, chunk: int = FOLDER_CHUNK
+) -> dict[str, int]:
+    """Each sub-folder of ``folder`` is an identity; its images (and ``.npy`` arrays) are that
+    identity's templates. Resumable: files whose content the identity already has are skipped, and
+    each committed chunk of files is acknowledged on standard error (``progress``) as
+    ``IDENTITY: N added, M already enrolled (files a-b of n)``. Returns templates added per identity.
+
+    With ``replace``, an identity's earlier templates are dropped before its first chunk, so a
+    re-run with ``replace`` enrols everything again (once)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"folder not found: {folder}")
-    report = {}
+    say = _reporter(progress)
+    jobs = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         files = sorted(f for f in sub.rglob("*") if f.is_file() and (is_image_file(f) or f.suffix == ".npy"))
         if files:
-            report[sub.name] = g.enroll(sub.name, files, replace=replace, sources=[str(f) for f in files])
-    if not report:
+            jobs.append((sub.name, files))
+    if not jobs:
         raise DataError(f"{folder}: no class sub-folders with inputs")
+    report = {}
+    for number, (identity, files) in enumerate(jobs, start=1):
+        report[identity] = 0
+        for start in range(0, len(files), chunk):
+            part = files[start : start + chunk]
+            result = g.enroll_detailed(identity, part, replace=replace and start == 0, sources=[str(f) for f in part],
+                                       hashes=[file_content_hash(f) for f in part])  # fmt: skip
+            report[identity] += result.added
+            where = f"files {start + 1}-{start + len(part)} of {len(files)}; identity {number} of {len(jobs)}"
+            say(f"{identity}: {result.added} added, {result.already} already enrolled ({where})")
     return report

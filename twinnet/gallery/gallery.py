@@ -6,12 +6,22 @@ vector index searches it (:meth:`~twinnet.compare.Comparator.index_plan`) and wh
 better, best and matching (:attr:`~twinnet.compare.Comparator.orientation`). Templates are
 side-``b`` embeddings (documents) and queries side-``a`` ones: for a plain twin both sides are the
 same encoder.
+
+**Several processes.** The SQLite store is the source of truth and keeps a change log (see
+:mod:`twinnet.gallery.store`); the vector index is derived from it and records the change id it
+reflects. Every identify and every write first checks, cheaply, whether another connection has
+committed (``PRAGMA data_version``); if so the index replays the log from its change id (only the
+templates added and removed since; a full rebuild only where the index cannot follow: an HNSW
+index after a removal, an ``auto`` index changing kind, IVF lists outgrown, or a log pruned past
+it). The FAISS cache file ``index.faiss`` is written atomically, stamped with the change id it
+holds, and checked against the store before it is used.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -24,13 +34,23 @@ import torch
 
 from twinnet.compare import COMPARATORS, Comparator, IndexPlan, Orientation, build_comparator
 from twinnet.errors import DataError, NotFoundError
-from twinnet.gallery.index import AUTO_APPROX_THRESHOLD, FaissIndex, QdrantIndex, index_similarity
-from twinnet.gallery.store import TemplateStore
+from twinnet.gallery.index import (
+    AUTO_APPROX_THRESHOLD,
+    CacheError,
+    FaissIndex,
+    QdrantIndex,
+    fsync_directory,
+    index_similarity,
+)
+from twinnet.gallery.store import TemplateStore, Written
 from twinnet.io import weights_fingerprint
 from twinnet.model import AnyTwin, Side
 
 GALLERY_FORMAT = "twinnet-gallery"
-GALLERY_VERSION = 1
+#: 2: the store has a change log and content hashes, and the index cache is stamped with a change
+#: id. Version 1 galleries are upgraded when opened; a twinnet that reads only version 1 then
+#: refuses the gallery (it would not log its writes' effect on the cache).
+GALLERY_VERSION = 2
 
 TEMPLATE_SIDE: Side = "b"
 """The side templates (documents) are embedded with."""
@@ -40,6 +60,8 @@ QUERY_SIDE: Side = "a"
 #: Comparators a gallery of precomputed vectors (no model) may be created with: both have no
 #: learned parameters, so the name alone rebuilds them.
 VECTOR_METRICS = ("cosine", "euclidean")
+_INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
+_BACKENDS = ("faiss", "qdrant")
 
 
 @dataclass
@@ -89,6 +111,19 @@ class GalleryVerification:
                 "same": self.same, "templates": self.templates}  # fmt: skip
 
 
+@dataclass
+class Enrolment:
+    """What one enrolment did: templates added, and inputs whose content the identity already had."""
+
+    identity: str
+    added: int
+    already: int
+    template_ids: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"identity": self.identity, "added": self.added, "already_enrolled": self.already}
+
+
 class Gallery:
     """A persistent gallery of identities: a directory with ``gallery.json``, the SQLite store
     (the source of truth) and a cached vector index (FAISS, or a Qdrant collection).
@@ -96,7 +131,24 @@ class Gallery:
     The model that made the embeddings is part of a gallery's identity: opening it with another
     model (a different weight fingerprint) is refused. A gallery of precomputed vectors has no
     model; give ``dim`` and ``metric`` (``cosine`` or ``euclidean``) when creating it.
+
+    **Concurrency.** One ``Gallery`` object is safe to share between threads. Several processes
+    *on one machine* may open one gallery and read and write it at once (the CLI next to a running
+    ``twinnet serve``, several ``gallery enroll`` runs): each sees the others' committed
+    enrolments and removals at its next identify, without reopening, and SQLite serialises the
+    writes. Not supported: a gallery on a network filesystem (NFS, SMB, most FUSE mounts) or
+    shared between machines or containers without one kernel: SQLite's WAL mode needs shared
+    memory and working locks, which twinnet cannot detect are missing (keep such galleries
+    local, or use a Qdrant server for the vectors and one writer host). With ``backend="qdrant"``
+    in embedded mode only one process may open the gallery (refused with a clear error); a Qdrant
+    server (``qdrant_url``) serves several.
     """
+
+    #: Log entries kept behind the newest cache file when the log is pruned: an index this far
+    #: behind still catches up incrementally; one further behind rebuilds.
+    LOG_KEEP = 10_000
+    #: The log is pruned when it is longer than ``LOG_SLACK`` plus twice the templates.
+    LOG_SLACK = 10_000
 
     def __init__(self, path: Path, info: dict[str, Any], model: AnyTwin | None) -> None:
         self.path = path
@@ -106,10 +158,16 @@ class Gallery:
         self.comparator: Comparator = model.comparator if model is not None else _named_comparator(info, path)
         self.orientation: Orientation = self.comparator.orientation
         self.plan: IndexPlan = self.comparator.index_plan(self.dim)
-        self.store = TemplateStore(path / "templates.sqlite")
+        self.store = TemplateStore(path / "templates.sqlite")  # creates or upgrades the schema
+        if int(info["format_version"]) < GALLERY_VERSION:
+            self.info = info = {**info, "format_version": GALLERY_VERSION}
+            _write_info(path, info)
         self._lock = threading.RLock()
-        self._dirty_index = False
-        self._index = self._open_index()
+        self._seen = 0  # the store change id the in-memory index reflects
+        self._data_version: int | None = None  # PRAGMA data_version when the index was last in step
+        self._saved = -1  # the change id of the cache file this process last loaded or wrote
+        self._status: dict[str, Any] = {"origin": None, "reason": None, "catch_ups": 0, "rebuilds": 0}
+        self._index: FaissIndex | QdrantIndex = self._open_index()
 
     @property
     def metric(self) -> str:
@@ -136,8 +194,10 @@ class Gallery:
             if exist_ok:
                 return cls.open(path, model)
             raise DataError(f"gallery already exists: {path}")
-        if index not in ("auto", "flat", "hnsw", "ivf"):
+        if index not in _INDEX_KINDS:
             raise DataError(f"index {index!r} is not one of auto, flat, hnsw, ivf")
+        if backend not in _BACKENDS:
+            raise DataError(f"backend {backend!r} is not one of faiss, qdrant")
         if model is not None:
             # written for people and for older readers; with a model, the model's comparator is used
             comparator = _registered_name(model)
@@ -152,25 +212,14 @@ class Gallery:
             "model_fingerprint": fingerprint, "index": index, "backend": backend, "qdrant_url": qdrant_url,
         }  # fmt: skip
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "gallery.json.tmp"
-        tmp.write_text(json.dumps(info, indent=2))
-        os.replace(tmp, path / "gallery.json")
+        _write_info(path, info)
         return cls(path, info, model)
 
     @classmethod
     def open(cls, path: str | Path, model: AnyTwin | None = None) -> Gallery:
         path = Path(path)
-        try:
-            info = json.loads((path / "gallery.json").read_text())
-        except FileNotFoundError:
-            raise DataError(f"gallery not found: {path} (create it with `twinnet gallery create`)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DataError(f"{path}/gallery.json: not valid JSON ({err})") from None
-        if info.get("format") != GALLERY_FORMAT or int(info.get("format_version", 99)) > GALLERY_VERSION:
-            raise DataError(
-                f"{path}: not a gallery this twinnet can read ({info.get('format')} v{info.get('format_version')})"
-            )
-        expected = info.get("model_fingerprint")
+        info = _read_info(path)
+        expected = info["model_fingerprint"]
         if model is not None:
             got = model.fingerprint or weights_fingerprint(model)
             if expected is None:
@@ -198,39 +247,236 @@ class Gallery:
 
     @property
     def index_kind(self) -> str:
-        kind = self.info["index"]
-        if kind == "auto":
-            return "ivf" if self.store.count()[1] >= AUTO_APPROX_THRESHOLD else "flat"
-        return kind
+        """The FAISS index kind this gallery's size asks for (``auto``: exact below
+        :data:`AUTO_APPROX_THRESHOLD` templates, IVF above)."""
+        current = self._index.kind if hasattr(self, "_index") else None
+        return self._wanted_kind(self.store.count()[1], current)
 
-    def _open_index(self) -> Any:
+    def _wanted_kind(self, n_templates: int, current: str | None) -> str:
+        kind = self.info["index"]
+        if kind != "auto":
+            return kind
+        # hysteresis: a gallery hovering around the threshold does not rebuild back and forth
+        threshold = AUTO_APPROX_THRESHOLD // 2 if current == "ivf" else AUTO_APPROX_THRESHOLD
+        return "ivf" if n_templates >= threshold else "flat"
+
+    def index_status(self) -> dict[str, Any]:
+        """How the index got here: ``origin`` (``cache``: the cache file, checked and caught up;
+        ``rebuilt``: from the store, with the ``reason``), catch-ups and rebuilds since, and the
+        change id it reflects."""
+        with self._lock:
+            return {**self._status, "change_id": self._seen, "kind": self._index.kind, "templates": len(self._index)}
+
+    def _open_index(self) -> FaissIndex | QdrantIndex:
         plan = self.plan
         if self.info["backend"] == "qdrant":
             url = self.info.get("qdrant_url")
-            index = QdrantIndex(plan.dim, plan.metric, path=None if url else str(self.path / "qdrant"), url=url)
-            if len(index) != self.store.count()[1]:
-                index.reset()
-                ids, vectors = self.store.all_templates(self.dim)
-                index.add(ids, plan.transform(vectors))
+            try:
+                index = QdrantIndex(plan.dim, plan.metric, path=None if url else str(self.path / "qdrant"), url=url)
+            except RuntimeError as err:
+                if "already accessed" not in str(err):
+                    raise
+                self.store.close()
+                raise DataError(
+                    f"gallery {self.path}: its embedded Qdrant store is open in another process, and embedded "
+                    "Qdrant allows one process at a time; close the other one, or keep the vectors in a Qdrant "
+                    "server (--qdrant-url) to share the gallery between processes"
+                ) from None
+            self._index = index
+            self._sync_qdrant(check_count=True)
             return index
-        cached = FaissIndex.load(self.path / "index.faiss", plan.dim, plan.metric, self.index_kind,
-                                 self.store.generation)  # fmt: skip
-        return cached if cached is not None else self._rebuild()
+        data_version = self.store.data_version()  # before the snapshot: a later commit shows as a change
+        cache = self.path / "index.faiss"
+        with self.store.snapshot() as store:
+            n_templates = store.count()[1]
+            try:
+                header = FaissIndex.read_header(cache)
+                kind = self._wanted_kind(n_templates, header.get("kind"))
+                loaded, claimed = FaissIndex.load(cache, plan.dim, plan.metric, kind)
+                changes = self._verify_cache(loaded, claimed, store)
+            except CacheError as err:
+                faiss_index = self._build(store, self._wanted_kind(n_templates, None), f"cache not used: {err}")
+            else:
+                self._saved = claimed
+                self._status.update(origin="cache", reason=f"cache at change {claimed}, {len(changes)} to replay")
+                self._seen = claimed
+                faiss_index = self._advance(loaded, changes.added_ids, changes.added_vectors, changes.removed_ids,
+                                            changes.head, store)  # fmt: skip
+        self._data_version = data_version
+        return faiss_index
 
-    def _rebuild(self) -> FaissIndex:
-        index = FaissIndex(self.plan.dim, self.plan.metric, self.index_kind)
-        ids, vectors = self.store.all_templates(self.dim)
+    def _verify_cache(self, index: FaissIndex, claimed: int, store: TemplateStore) -> Any:
+        """Check a cache file's claim against the store (inside one snapshot): it must hold exactly
+        the templates the store had at its change id, with their vectors; then return the changes
+        to replay. :class:`CacheError` when the claim is false or cannot be checked."""
+        head = store.head()
+        if claimed > head:
+            raise CacheError(f"it claims change {claimed}, but the database is at change {head}")
+        if claimed < store.pruned_through():
+            raise CacheError(f"its change {claimed} is older than the change log reaches")
+        changes = store.changes_since(claimed, self.dim)
+        now = store.template_ids()
+        expected = np.setdiff1d(np.union1d(now, changes.all_removed), changes.all_added)
+        held = index.ids()
+        if not np.array_equal(held, expected):
+            raise CacheError(
+                f"it claims change {claimed} but holds {len(held)} templates where the database had "
+                f"{len(expected)} ({len(np.setxor1d(held, expected))} differ)"
+            )
+        # a few vectors, compared with the store's: catches a file whose ids agree but contents do not
+        still_there = np.intersect1d(held, now)
+        if len(still_there):
+            sample = np.random.default_rng(claimed).choice(still_there, min(8, len(still_there)), replace=False)
+            stored = store.vectors_of(sample, self.dim)
+            truth = self.plan.transform(np.stack([stored[int(i)] for i in sample]))
+            if not np.allclose(index.reconstruct(sample), truth, rtol=1e-4, atol=1e-5):
+                raise CacheError(f"its vectors differ from the database's (change {claimed})")
+        return changes
+
+    def _build(self, store: TemplateStore, kind: str, reason: str) -> FaissIndex:
+        """A fresh index of every template, with the change id of the same snapshot (call inside
+        :meth:`TemplateStore.snapshot`)."""
+        index = FaissIndex(self.plan.dim, self.plan.metric, kind)
+        head = store.head()
+        ids, vectors = store.all_templates(self.dim)
         if len(ids):
             index.add(ids, self.plan.transform(vectors))
-        self._dirty_index = True
+        self._seen = head
+        self._status["rebuilds"] += self._status["origin"] is not None
+        self._status.update(origin="rebuilt", reason=reason)
         return index
 
+    def _advance(
+        self, index: FaissIndex, added_ids: np.ndarray, added: np.ndarray, removed_ids: np.ndarray, head: int,
+        store: TemplateStore | None,
+    ) -> FaissIndex:  # fmt: skip
+        """Apply a change (embeddings ``added`` under ``added_ids``; ``removed_ids`` gone) that takes
+        the index to change id ``head``; rebuild instead where the index cannot follow. ``store``:
+        the snapshot the change came from (None: take a new one for a rebuild)."""
+        n_after = len(index) + len(added_ids) - len(removed_ids)
+        kind = self._wanted_kind(n_after, index.kind)
+        reason = None
+        if kind != index.kind:
+            reason = f"{n_after} templates: {kind} index instead of {index.kind}"
+        elif len(removed_ids) and not index.remove(removed_ids):
+            reason = f"{index.kind} index cannot remove templates"
+        else:
+            if len(added_ids):
+                index.add(added_ids, self.plan.transform(added))
+            if index.needs_retraining():
+                reason = f"IVF lists trained for {index.trained_for} templates, now {len(index)}"
+        if reason is not None:
+            if store is not None:
+                return self._build(store, kind, reason)
+            with self.store.snapshot() as snapshot:
+                return self._build(snapshot, kind, reason)
+        self._seen = head
+        return index
+
+    def _sync(self) -> None:
+        """Bring the index in step with the database if another connection (this process or
+        another) committed since it was last in step. Costs one ``PRAGMA data_version`` when
+        nothing changed. Call with ``self._lock`` held."""
+        data_version = self.store.data_version()
+        if data_version == self._data_version:
+            return
+        if isinstance(self._index, QdrantIndex):
+            self._sync_qdrant()
+        elif self.store.head() != self._seen:
+            self._catch_up()
+        self._data_version = data_version
+
+    def _catch_up(self) -> None:
+        """Replay the change log from the index's change id (FAISS; ``self._lock`` held)."""
+        assert isinstance(self._index, FaissIndex)
+        with self.store.snapshot() as store:
+            if self._seen < store.pruned_through():
+                self._index = self._build(store, self._index.kind, f"change log pruned past change {self._seen}")
+                return
+            changes = store.changes_since(self._seen, self.dim)
+            self._status["catch_ups"] += 1
+            self._index = self._advance(self._index, changes.added_ids, changes.added_vectors, changes.removed_ids,
+                                        changes.head, store)  # fmt: skip
+
+    def _sync_qdrant(self, check_count: bool = False) -> None:
+        """Qdrant: the collection is shared by every process using it, so it is brought up to date
+        under the database's write lock (no commit and no other process's update meanwhile), and
+        its state point records the change id it then holds."""
+        index = self._index
+        assert isinstance(index, QdrantIndex)
+        with self.store.exclusive() as store:
+            head = store.head()
+            applied = index.applied()
+            reason = None
+            if applied is None:
+                reason = "the collection records no change id"
+            elif applied > head:
+                reason = f"the collection claims change {applied}, the database is at {head}"
+            elif applied < store.pruned_through():
+                reason = f"the collection's change {applied} is older than the change log reaches"
+            elif applied < head:
+                changes = store.changes_since(applied, self.dim)
+                index.remove(changes.removed_ids)
+                if len(changes.added_ids):
+                    index.add(changes.added_ids, self.plan.transform(changes.added_vectors))
+                index.set_applied(head)
+                self._status["catch_ups"] += 1
+            if reason is None and check_count and len(index) != store.count()[1]:
+                reason = f"the collection holds {len(index)} points, the database {store.count()[1]} templates"
+            if reason is not None:
+                index.reset()
+                ids, vectors = store.all_templates(self.dim)
+                if len(ids):
+                    index.add(ids, self.plan.transform(vectors))
+                index.set_applied(head)
+                self._status["rebuilds"] += self._status["origin"] is not None
+                self._status.update(origin="rebuilt", reason=reason)
+            elif self._status["origin"] is None:
+                self._status.update(origin="cache", reason=f"collection at change {applied}")
+            self._seen = head
+
+    def _after_write(self, written: Written, added: np.ndarray) -> None:
+        """Bring the index in step after this connection's write (``self._lock`` held)."""
+        if isinstance(self._index, QdrantIndex):
+            if written.after != written.before:
+                self._sync_qdrant()
+            return
+        if written.before != self._seen:
+            self._catch_up()  # others committed before our write: the log has theirs and ours
+            return
+        # only our own change since the index was in step: apply it from memory
+        self._index = self._advance(self._index, np.asarray(written.added, dtype=np.int64), added,
+                                    np.asarray(written.removed, dtype=np.int64), written.after, None)  # fmt: skip
+
     def flush(self) -> None:
-        """Save the FAISS index cache (derived data: a stale or missing cache is rebuilt on open)."""
+        """Save the FAISS index cache, stamped with the change id it holds (derived data: a stale
+        cache is caught up on open, a wrong or unreadable one rebuilt)."""
         with self._lock:
-            if isinstance(self._index, FaissIndex) and self._dirty_index:
-                self._index.save(self.path / "index.faiss", self.store.generation)
-                self._dirty_index = False
+            if not isinstance(self._index, FaissIndex):
+                return
+            self._sync()
+            if self._seen == self._saved:
+                return
+            path = self.path / "index.faiss"
+            try:
+                header = FaissIndex.read_header(path)
+                claimed = header.get("change_id")
+                # another process saved a newer state (one the database has reached: a file claiming
+                # a future change is a lie, and is replaced)
+                if isinstance(claimed, int) and self._seen < claimed <= self.store.head():
+                    return
+            except CacheError:
+                pass
+            self._index.save(path, self._seen)
+            self._saved = self._seen
+            self._prune_log()
+
+    def _prune_log(self) -> None:
+        """Bound the change log: when it is much longer than the gallery, drop all but the last
+        :attr:`LOG_KEEP` changes before the cache just written (an index further behind rebuilds)."""
+        floor = self.store.pruned_through()
+        if self._seen - floor > 2 * len(self._index) + self.LOG_SLACK and self._seen - self.LOG_KEEP > floor:
+            self.store.prune_log(self._seen - self.LOG_KEEP)
 
     # -- embedding ----------------------------------------------------------------------------------
 
@@ -272,54 +518,69 @@ class Gallery:
     def enroll(
         self, identity: str, inputs: Sequence[Any] | np.ndarray | torch.Tensor, metadata: dict[str, Any] | None = None,
         *, replace: bool = False, sources: list[str] | None = None, precomputed: bool | None = None,
+        hashes: Sequence[str | None] | None = None,
     ) -> int:  # fmt: skip
         """Add templates for ``identity`` (created if new; ``replace`` drops its old templates).
 
+        ``hashes``: a content hash per input (:func:`twinnet.gallery.store.content_hash` of the
+        input's bytes); an input whose hash the identity already has is not enrolled again.
         When this returns, the enrolment is committed to disk. Returns the number of templates added.
         """
+        return self.enroll_detailed(
+            identity, inputs, metadata, replace=replace, sources=sources, precomputed=precomputed, hashes=hashes
+        ).added
+
+    def enroll_detailed(
+        self, identity: str, inputs: Sequence[Any] | np.ndarray | torch.Tensor, metadata: dict[str, Any] | None = None,
+        *, replace: bool = False, sources: Sequence[str] | None = None, precomputed: bool | None = None,
+        hashes: Sequence[str | None] | None = None,
+    ) -> Enrolment:  # fmt: skip
+        """:meth:`enroll`, saying also how many inputs were already enrolled (same content hash).
+        Inputs already enrolled are not embedded again."""
         if not isinstance(identity, str) or not identity.strip():
             raise DataError("identity must be a non-empty string")
-        vectors = self.embed(inputs, precomputed, side=TEMPLATE_SIDE)
-        if len(vectors) == 0:
+        n = len(inputs)
+        if n == 0:
             raise DataError(f"enrolling {identity!r}: no inputs")
+        for name, values in (("sources", sources), ("hashes", hashes)):
+            if values is not None and len(values) != n:
+                raise DataError(f"enrolling {identity!r}: {len(values)} {name} for {n} inputs")
+        keep = list(range(n))
+        if hashes is not None and not replace:
+            known = self.store.known_hashes(identity, hashes)
+            keep = [i for i in keep if hashes[i] is None or hashes[i] not in known]
+        if not keep and not metadata:
+            return Enrolment(identity, 0, n)  # nothing to write: every input is already there
+        vectors = self.embed(_take(inputs, keep), precomputed, side=TEMPLATE_SIDE) if keep else np.zeros((0, self.dim))
         with self._lock:
-            rowids, removed = self.store.add(identity, vectors, metadata, replace, sources)
-            if removed and not self._index.remove(np.asarray(removed)):
-                self._index = self._rebuild()
-            else:
-                self._index.add(np.asarray(rowids), self.plan.transform(vectors))
-            self._dirty_index = True
-        return len(rowids)
+            written = self.store.add(identity, vectors, metadata, replace,
+                                     [sources[i] for i in keep] if sources else None,
+                                     [hashes[i] for i in keep] if hashes is not None else None)  # fmt: skip
+            skipped = set(written.skipped)  # raced: another writer enrolled the same content meanwhile
+            added = vectors[[i for i in range(len(vectors)) if i not in skipped]]
+            self._after_write(written, added)
+        return Enrolment(identity, len(written.added), n - len(written.added), written.added)
 
     def enroll_many(self, identities: Sequence[str], vectors: np.ndarray) -> int:
-        """Bulk enrolment of precomputed vectors, one template per row, in one transaction."""
+        """Bulk enrolment of precomputed vectors, one template per row, in one transaction (no
+        content hashes: enrolling a vector twice gives two templates)."""
         vectors = self.embed(np.asarray(vectors, dtype=np.float32), precomputed=True)
         if len(identities) != len(vectors):
             raise DataError(f"{len(identities)} identities for {len(vectors)} vectors")
         with self._lock:
-            rowids = self.store.add_many(list(identities), vectors)
-            if (
-                self.info["index"] == "auto"
-                and isinstance(self._index, FaissIndex)
-                and self._index.kind != self.index_kind
-            ):
-                self._index = self._rebuild()
-            else:
-                self._index.add(np.asarray(rowids), self.plan.transform(vectors))
-            self._dirty_index = True
-        return len(rowids)
+            written = self.store.add_many(list(identities), vectors)
+            self._after_write(written, vectors)
+        return len(written.added)
 
     def remove(self, identity: str) -> int:
         """Remove an identity and its templates; raises NotFoundError if unknown."""
         with self._lock:
             try:
-                rowids = self.store.remove(identity)
+                written = self.store.remove(identity)
             except KeyError:
                 raise NotFoundError(f"unknown identity {identity!r}") from None
-            if rowids and not self._index.remove(np.asarray(rowids)):
-                self._index = self._rebuild()
-            self._dirty_index = True
-        return len(rowids)
+            self._after_write(written, np.zeros((0, self.dim), np.float32))
+        return len(written.removed)
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -345,6 +606,22 @@ class Gallery:
         calibration = getattr(self.model, "calibration", None)
         return None if calibration is None else calibration.native_threshold()
 
+    def _threshold(self, threshold: float | None) -> float | None:
+        """The threshold to decide with: the given one, else the model's; a non-finite one is
+        refused (NaN would make every decision False and ±inf every one the same, silently)."""
+        given = threshold is not None
+        if not given:
+            threshold = self.default_threshold()
+        if threshold is None:
+            return None
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
+            raise DataError(f"threshold must be a number, not {threshold!r}")
+        value = float(threshold)
+        if not math.isfinite(value):
+            where = "threshold" if given else "the model's calibrated threshold"
+            raise DataError(f"{where} must be a finite number, not {value}")
+        return value
+
     def _decide(self, value: float, threshold: float | None) -> bool | None:
         return None if threshold is None else bool(self.orientation.matches(value, threshold))
 
@@ -364,15 +641,19 @@ class Gallery:
     ) -> builtins.list[Identification]:  # fmt: skip
         """Top-``k`` identities per query (best template per identity) with open-set rejection.
 
+        The index is first brought in step with the database (other processes' enrolments count).
         Re-scored plans fetch ``candidates`` templates per query from the index and score them
         exactly with the comparator."""
-        threshold = self.default_threshold() if threshold is None else threshold
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise DataError(f"k must be a positive integer, not {k!r}")
+        threshold = self._threshold(threshold)
         queries = self.embed(inputs, precomputed, side=QUERY_SIDE)
         plan, orientation = self.plan, self.orientation
-        n_templates = len(self._index)  # the index knows its size; COUNT(*) in SQLite costs ~10 ms at 1M
-        # several templates per identity: fetch more than k so k distinct identities usually remain
-        fetch = min(max(4 * k, candidates if plan.rescore else 4 * k), max(1, n_templates))
         with self._lock:
+            self._sync()
+            n_templates = len(self._index)  # the index knows its size; COUNT(*) in SQLite costs ~10 ms at 1M
+            # several templates per identity: fetch more than k so k distinct identities usually remain
+            fetch = min(max(4 * k, candidates if plan.rescore else 4 * k), max(1, n_templates))
             sims, ids = self._index.search(plan.transform(queries), fetch)
         owners = self.store.identities_of(ids)
         candidate_vectors = self.store.vectors_of(ids, self.dim) if plan.rescore else {}
@@ -380,6 +661,8 @@ class Gallery:
         for q in range(len(queries)):
             valid = ids[q] >= 0
             row_ids = ids[q][valid]
+            if plan.rescore:  # only candidates still in the store (one may be removed since the search)
+                row_ids = np.array([r for r in row_ids.tolist() if r in candidate_vectors], dtype=np.int64)
             if plan.rescore and len(row_ids):
                 templates = np.stack([candidate_vectors[int(r)] for r in row_ids])
                 native = self.comparator.score_matrix(queries[q : q + 1], templates)[0]
@@ -409,7 +692,7 @@ class Gallery:
         with ``aggregate="mean"`` the mean over them."""
         if aggregate not in ("best", "mean"):
             raise DataError(f"aggregate must be 'best' or 'mean', not {aggregate!r}")
-        threshold = self.default_threshold() if threshold is None else threshold
+        threshold = self._threshold(threshold)
         queries = self.embed(inputs, precomputed, side=QUERY_SIDE)
         if len(identities) != len(queries):
             raise DataError(f"{len(identities)} identities for {len(queries)} inputs")
@@ -427,6 +710,74 @@ class Gallery:
 
     def verify(self, x: Any, identity: str, threshold: float | None = None) -> GalleryVerification:
         return self.verify_batch(_as_batch(x), [identity], threshold)[0]
+
+
+def _write_info(path: Path, info: dict[str, Any]) -> None:
+    """Write ``gallery.json`` atomically and durably (temporary file, fsync, rename)."""
+    tmp = path / f".gallery.json.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(info, indent=2))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path / "gallery.json")
+    fsync_directory(path)
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    """``gallery.json``, checked field by field: a damaged file is named as such, rather than
+    surfacing later as a misleading error (a missing fingerprint read as "precomputed vectors")."""
+    file = path / "gallery.json"
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"gallery not found: {path} (create it with `twinnet gallery create`)") from None
+    except OSError as err:
+        raise DataError(f"{file}: cannot read it ({err.strerror or err})") from None
+
+    def corrupted(why: str) -> DataError:
+        return DataError(f"{file}: corrupted gallery file: {why}")
+
+    try:
+        info = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise corrupted(f"not valid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise corrupted(f"expected a JSON object, found {type(info).__name__}")
+    if info.get("format") != GALLERY_FORMAT:
+        raise corrupted(f"'format' is {info.get('format')!r}, not {GALLERY_FORMAT!r}")
+    version = info.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise corrupted(f"'format_version' is {version!r}, not a positive integer")
+    if version > GALLERY_VERSION:
+        raise DataError(
+            f"{path}: not a gallery this twinnet can read ({GALLERY_FORMAT} v{version}; this twinnet reads up to "
+            f"v{GALLERY_VERSION}): upgrade twinnet"
+        )
+    dim = info.get("dim")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise corrupted(f"'dim' is {dim!r}, not a positive integer")
+    if not isinstance(info.get("comparator"), str):
+        raise corrupted(f"'comparator' is {info.get('comparator')!r}, not a name")
+    if "model_fingerprint" not in info:
+        raise corrupted("'model_fingerprint' is missing")
+    if info["model_fingerprint"] is not None and not isinstance(info["model_fingerprint"], str):
+        raise corrupted(f"'model_fingerprint' is {info['model_fingerprint']!r}, not a string or null")
+    if info.get("index") not in _INDEX_KINDS:
+        raise corrupted(f"'index' is {info.get('index')!r}, not one of {', '.join(_INDEX_KINDS)}")
+    if info.get("backend") not in _BACKENDS:
+        raise corrupted(f"'backend' is {info.get('backend')!r}, not one of {', '.join(_BACKENDS)}")
+    if info.get("qdrant_url") is not None and not isinstance(info["qdrant_url"], str):
+        raise corrupted(f"'qdrant_url' is {info['qdrant_url']!r}, not a string or null")
+    return info
+
+
+def _take(inputs: Any, keep: builtins.list[int]) -> Any:
+    """The inputs at positions ``keep`` (a list, array or tensor, as given)."""
+    if len(keep) == len(inputs):
+        return inputs
+    if isinstance(inputs, (np.ndarray, torch.Tensor)):
+        return inputs[keep]
+    return [inputs[i] for i in keep]
 
 
 def _named_comparator(info: dict[str, Any], path: Path) -> Comparator:

@@ -2,12 +2,19 @@
 
 Scores are similarities (larger = closer): inner product for ``ip``, negated squared distance for
 ``l2``. Ids are the store's template row ids; a missing result has id -1.
+
+Both backends are derived data: they record the store's change id they reflect (the FAISS cache
+file in its header, a Qdrant collection in a companion state collection), and the gallery replays
+the store's change log from there.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import struct
+import zlib
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -16,12 +23,17 @@ import numpy as np
 Metric = Literal["ip", "l2"]
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
 
-#: ``auto`` switches from exact to IVF search at this many templates.
+#: ``auto`` switches from exact to IVF search at this many templates (and back below half of it).
 AUTO_APPROX_THRESHOLD = 200_000
 #: Query batches smaller than this search on one OpenMP thread: for a few queries, waking a thread
 #: team costs more than it saves, and on a busy machine (a model, a web server) spinning OpenMP
 #: threads made single queries 40× slower in our measurements.
 PARALLEL_MIN_QUERIES = 64
+
+#: The first bytes of a cache file written by this version; anything else (a version-1 cache, a
+#: torn or foreign file) is not trusted.
+CACHE_MAGIC = b"TWINNET-INDEX-CACHE\x00v2\n"
+_HEADER_LENGTH = struct.Struct("<Q")
 
 
 def index_similarity(metric: Metric, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -39,6 +51,12 @@ def index_similarity(metric: Metric, queries: np.ndarray, vectors: np.ndarray) -
     return out
 
 
+def ivf_lists_for(n: int) -> int:
+    """IVF lists for ``n`` vectors: about √n, and at most n/39 so that k-means has the 39 points
+    per centroid FAISS asks for (fewer make it print warnings and cluster badly)."""
+    return max(1, min(4096, int(np.sqrt(n)), n // 39))
+
+
 class VectorIndex(Protocol):
     kind: str
 
@@ -48,9 +66,18 @@ class VectorIndex(Protocol):
     def __len__(self) -> int: ...
 
 
+class CacheError(Exception):
+    """An index cache file that cannot be used (missing, torn, foreign, or for another index)."""
+
+
 class FaissIndex:
     """FAISS: ``flat`` (exact), ``ivf`` (inverted lists: trained on a sample, quick to build, supports
     removal) or ``hnsw`` (graph; no removal, so the gallery rebuilds it after one).
+
+    ``flat`` and ``hnsw`` sit in an ``IndexIDMap2`` (our ids over FAISS's positions); ``ivf`` keeps
+    our ids in its inverted lists itself, with a hash-table direct map for removal and
+    reconstruction. (An ``IndexIDMap2`` over IVF answers wrongly after a removal: it renumbers its
+    id map as if the inner index compacted, which IVF does not.)
 
     Measured on 1M random 128-d unit vectors with noisy probes (``bench/gallery.py``): IVF with
     √n lists and ``nprobe=48`` keeps recall@1 above 0.95 well under 1 ms per query, and builds in
@@ -65,45 +92,68 @@ class FaissIndex:
         self.dim, self.metric, self.kind = dim, metric, kind
         self.ef_search, self.nprobe, self.hnsw_m, self.ivf_lists = ef_search, nprobe, hnsw_m, ivf_lists
         self.train_per_list = train_per_list
+        #: how many vectors the IVF lists were trained for (0: not trained yet)
+        self.trained_for = 0
         faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
-        base: Any  # faiss's stubs type each index class apart; they share the attributes used here
+        self.index: Any  # faiss's stubs type each index class apart; they share the attributes used here
         if kind == "flat":
-            base = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+            self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim))
         elif kind == "hnsw":
             base = faiss.IndexHNSWFlat(dim, hnsw_m, faiss_metric)
             base.hnsw.efSearch = ef_search
             base.hnsw.efConstruction = max(80, 2 * hnsw_m)
+            self.index = faiss.IndexIDMap2(base)
         elif kind == "ivf":
-            self._quantizer = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
-            base = faiss.IndexIVFFlat(self._quantizer, dim, ivf_lists or 1024, faiss_metric)
-            base.nprobe = nprobe
+            self._make_ivf(ivf_lists or 1024)
         else:
             raise ValueError(f"unknown index kind {kind!r}")
-        self.index = faiss.IndexIDMap2(base)
+
+    def _make_ivf(self, n_lists: int) -> None:
+        faiss = self.faiss
+        self._quantizer = faiss.IndexFlatIP(self.dim) if self.metric == "ip" else faiss.IndexFlatL2(self.dim)
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else faiss.METRIC_L2
+        self.index = faiss.IndexIVFFlat(self._quantizer, self.dim, n_lists, faiss_metric)
+        self.index.nprobe = self.nprobe
+        self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
+
+    @property
+    def base(self) -> Any:
+        """The FAISS index doing the search (inside the id map for ``flat`` and ``hnsw``)."""
+        if self.kind == "ivf":
+            return self.index
+        return self.faiss.downcast_index(self.index.index)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        base: Any = self.faiss.downcast_index(self.index.index)
-        if self.kind == "ivf" and not base.is_trained:
-            n_lists = self.ivf_lists or max(16, min(4096, int(np.sqrt(len(vectors)))))
-            if n_lists != base.nlist:
-                self.__init__(self.dim, self.metric, "ivf", ivf_lists=n_lists, nprobe=self.nprobe,  # type: ignore[misc]
-                              train_per_list=self.train_per_list)  # fmt: skip
-                base = self.faiss.downcast_index(self.index.index)
+        if len(vectors) == 0:
+            return
+        if self.kind == "ivf" and not self.index.is_trained:
+            n_lists = self.ivf_lists or ivf_lists_for(len(vectors))
+            if n_lists != self.index.nlist:
+                self._make_ivf(n_lists)
             # k-means on a seeded sample: the full set costs minutes and gains little
             sample = min(len(vectors), self.train_per_list * n_lists)
             if sample < len(vectors):
                 vectors_for_training = vectors[np.random.default_rng(0).choice(len(vectors), sample, replace=False)]
             else:
                 vectors_for_training = vectors
-            base.train(vectors_for_training)
+            self.index.train(vectors_for_training)
+            self.trained_for = len(vectors)
         self.index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
 
     def remove(self, ids: np.ndarray) -> bool:
         if self.kind == "hnsw":
             return False  # HNSW cannot delete: the caller rebuilds
-        self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))  # type: ignore[arg-type]  # the wrapper takes arrays
+        if len(ids):
+            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
         return True
+
+    def needs_retraining(self) -> bool:
+        """An IVF index that has grown to four times what its lists were trained for (√n lists
+        should have doubled): searching it stays correct but gets slow and loses recall."""
+        if self.kind != "ivf" or self.ivf_lists is not None or not self.index.is_trained:
+            return False
+        return ivf_lists_for(len(self)) >= 2 * int(self.index.nlist)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if len(self) == 0:
@@ -124,32 +174,140 @@ class FaissIndex:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
-    def save(self, path: Path, generation: int) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        self.faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, path)
-        info = path.with_suffix(".json")
-        info_tmp = info.with_name(info.name + ".tmp")
-        info_tmp.write_text(json.dumps({"generation": generation, "kind": self.kind, "count": len(self)}))
-        os.replace(info_tmp, info)
+    def ids(self) -> np.ndarray:
+        """Every id the index holds, sorted."""
+        if self.kind == "ivf":
+            lists = self.index.invlists
+            parts = [
+                self.faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                for i in range(self.index.nlist)
+                if lists.list_size(i)
+            ]
+            out = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+        else:
+            out = self.faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        out.sort()
+        return out
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` (which must be in the index)."""
+        return np.stack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros((0, self.dim))
+
+    # -- the cache file -------------------------------------------------------------------------------
+
+    def save(self, path: Path, change_id: int) -> None:
+        """Write the index to ``path``, stamped with the store ``change_id`` it reflects.
+
+        Atomic and durable: the header and the index go to a temporary file of their own, which is
+        fsynced and then renamed over ``path``; so a reader finds the old file or the new one,
+        whole, and never a stamp with another index's contents. Several processes may save at once
+        (each has its own temporary file; the last rename wins, and each file is truthful)."""
+        payload = self.faiss.serialize_index(self.index).data  # a memoryview: no copy
+        header = json.dumps({
+            "change_id": int(change_id), "kind": self.kind, "metric": self.metric, "dim": self.dim,
+            "count": len(self), "trained_for": self.trained_for, "ivf_lists": self.ivf_lists,
+            "payload_bytes": payload.nbytes, "payload_crc32": zlib.crc32(payload),
+        }).encode()  # fmt: skip
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(CACHE_MAGIC + _HEADER_LENGTH.pack(len(header)) + header)
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_directory(path.parent)
+        path.with_suffix(".json").unlink(missing_ok=True)  # version 1's stamp file: meaningless now
+
+    @staticmethod
+    def read_header(path: Path) -> dict[str, Any]:
+        """The header of a cache file; :class:`CacheError` if it is not one."""
+        try:
+            with open(path, "rb") as f:
+                return _read_header(f, path)
+        except OSError as err:
+            raise CacheError(f"{path}: {err.strerror or err}") from None
 
     @classmethod
-    def load(cls, path: Path, dim: int, metric: Metric, kind: str, generation: int) -> FaissIndex | None:
-        """The cached index, if it exists and was saved at ``generation``; else None (rebuild)."""
-        info = path.with_suffix(".json")
+    def load(cls, path: Path, dim: int, metric: Metric, kind: str) -> tuple[FaissIndex, int]:
+        """The cached index and the change id it claims; :class:`CacheError` when the file is
+        missing, torn, corrupt, or holds another kind of index. The caller still checks the claim
+        against the store before trusting it."""
         try:
-            saved = json.loads(info.read_text())
-            if saved.get("generation") != generation or saved.get("kind") != kind:
-                return None
-            obj = cls(dim, metric, kind)
-            obj.index = obj.faiss.read_index(str(path))
-            return obj
-        except (OSError, ValueError, RuntimeError):
-            return None
+            with open(path, "rb") as f:
+                header = _read_header(f, path)
+                raw = f.read()
+        except OSError as err:
+            raise CacheError(f"{path}: {err.strerror or err}") from None
+        if header.get("dim") != dim or header.get("metric") != metric or header.get("kind") != kind:
+            raise CacheError(f"{path}: holds a {header.get('kind')} {header.get('metric')} index, not {kind} {metric}")
+        if len(raw) != header.get("payload_bytes") or zlib.crc32(raw) != header.get("payload_crc32"):
+            raise CacheError(f"{path}: torn or corrupted (checksum mismatch)")
+        obj = cls(dim, metric, kind, ivf_lists=header.get("ivf_lists"))
+        try:
+            obj.index = obj.faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8))
+        except RuntimeError as err:
+            raise CacheError(f"{path}: unreadable index ({str(err).splitlines()[0]})") from None
+        if kind == "ivf":
+            obj.index.nprobe = obj.nprobe
+        elif kind == "hnsw":
+            obj.base.hnsw.efSearch = obj.ef_search
+        if len(obj) != header.get("count") or obj.index.d != dim:
+            raise CacheError(f"{path}: holds {len(obj)} vectors of dimension {obj.index.d}, not what its header says")
+        obj.trained_for = int(header.get("trained_for") or 0)
+        change_id = header.get("change_id")
+        if not isinstance(change_id, int) or change_id < 0:
+            raise CacheError(f"{path}: bad change id {change_id!r}")
+        return obj, change_id
+
+
+def _read_header(f: Any, path: Path) -> dict[str, Any]:
+    magic = f.read(len(CACHE_MAGIC))
+    if magic != CACHE_MAGIC:
+        raise CacheError(f"{path}: not a twinnet v2 index cache")
+    raw_length = f.read(_HEADER_LENGTH.size)
+    if len(raw_length) != _HEADER_LENGTH.size:
+        raise CacheError(f"{path}: truncated header")
+    (length,) = _HEADER_LENGTH.unpack(raw_length)
+    if length > 1 << 16:
+        raise CacheError(f"{path}: implausible header length {length}")
+    try:
+        header = json.loads(f.read(length))
+    except (ValueError, UnicodeDecodeError):
+        raise CacheError(f"{path}: unreadable header") from None
+    if not isinstance(header, dict):
+        raise CacheError(f"{path}: unreadable header")
+    return header
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class QdrantIndex:
-    """Qdrant through ``qdrant-client``: embedded local mode (``path``) or a server/cluster (``url``)."""
+    """Qdrant through ``qdrant-client``: embedded local mode (``path``) or a server/cluster (``url``).
+
+    The change id the collection reflects lives in a one-point companion collection
+    (``<collection>_twinnet_state``). It is written after the changes it covers, so it never claims
+    more than the collection holds; replaying from it is safe because adds and removes of
+    templates are idempotent.
+
+    Embedded mode is one process at a time (qdrant-client locks the directory); several processes
+    need a Qdrant server.
+    """
 
     kind = "qdrant"
 
@@ -160,12 +318,33 @@ class QdrantIndex:
         self.models = models
         self.client = QdrantClient(url=url, api_key=api_key) if url else QdrantClient(path=path)
         self.collection = collection
+        self.state_collection = f"{collection}_twinnet_state"
         self.metric = metric
         distance = models.Distance.DOT if metric == "ip" else models.Distance.EUCLID
         if not self.client.collection_exists(collection):
             self.client.create_collection(collection, vectors_config=models.VectorParams(size=dim, distance=distance))
+        if not self.client.collection_exists(self.state_collection):
+            self.client.create_collection(
+                self.state_collection, vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT)
+            )
+
+    def applied(self) -> int | None:
+        """The store change id this collection reflects (None: unknown, e.g. made by version 1)."""
+        points = self.client.retrieve(self.state_collection, [0], with_payload=True)
+        if not points or not points[0].payload:
+            return None
+        value = points[0].payload.get("change_id")
+        return value if isinstance(value, int) else None
+
+    def set_applied(self, change_id: int | None) -> None:
+        if change_id is None:
+            self.client.delete(self.state_collection, self.models.PointIdsList(points=[0]))
+            return
+        self.client.upsert(self.state_collection, [self.models.PointStruct(
+            id=0, vector=[0.0], payload={"change_id": int(change_id)})])  # fmt: skip
 
     def reset(self) -> None:
+        self.set_applied(None)  # first: while the collection is rebuilt, it claims nothing
         info = self.client.get_collection(self.collection)
         params = info.config.params.vectors
         self.client.delete_collection(self.collection)
@@ -178,7 +357,8 @@ class QdrantIndex:
             ))  # fmt: skip
 
     def remove(self, ids: np.ndarray) -> bool:
-        self.client.delete(self.collection, self.models.PointIdsList(points=[int(i) for i in ids]))
+        if len(ids):
+            self.client.delete(self.collection, self.models.PointIdsList(points=[int(i) for i in ids]))
         return True
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,9 +10,13 @@ arguments are its options (``--ways``, ``train.validation.params``), checked by 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
+from twinnet.calibrate import OperatingPoint
 from twinnet.data.sources import Dataset
 from twinnet.errors import DataError
 from twinnet.model import AnyTwin
@@ -47,6 +51,19 @@ class ProtocolResult:
         return {"protocol": self.protocol, **self.metrics, **self.details, "primary_metric": self.primary_metric}
 
 
+@dataclass
+class DecisionScores:
+    """What a protocol that makes accept/reject decisions compares: one native comparator value per
+    trial (a pair, or a questioned signature against a writer's references), whether the trial is
+    genuine, how many identities took part, and the settings that produced the values (they go into
+    an operating point's provenance, and must match for a stored point to apply)."""
+
+    native: np.ndarray
+    genuine: np.ndarray
+    identities: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
 class EvaluationProtocol(ABC):
     """An evaluation protocol. Subclasses set ``name`` (by registration), ``primary_metric``,
     ``greater_is_better`` and ``needs`` and implement :meth:`evaluate`."""
@@ -77,6 +94,32 @@ class EvaluationProtocol(ABC):
     def evaluate(self, model: AnyTwin, data: Dataset) -> ProtocolResult:
         """Measure ``model`` on ``data`` (at the model's calibrated threshold where one applies)."""
 
+    #: Settings (keys of :attr:`DecisionScores.settings`) a stored operating point must share with this
+    #: protocol to decide for it (``signature``: ``references`` and ``aggregate``).
+    decision_keys: ClassVar[Sequence[str]] = ()
+
+    def decision_scores(self, model: AnyTwin, data: Dataset) -> DecisionScores | None:
+        """The native values and genuine flags this protocol decides on, scored with its own pairing
+        (what :func:`twinnet.calibrate.recalibrate` fits thresholds on); None for protocols that make
+        no accept/reject decision (episodes, correlations, retrieval)."""
+        return None
+
+    @classmethod
+    def makes_decisions(cls) -> bool:
+        return cls.decision_scores is not EvaluationProtocol.decision_scores
+
+    def decision_settings(self) -> dict[str, Any]:
+        """The settings a stored operating point is matched on (:attr:`decision_keys`)."""
+        return {k: getattr(self, k) for k in self.decision_keys}
+
+    def stored_operating_point(self, model: AnyTwin) -> tuple[str, OperatingPoint] | None:
+        """The model's operating point for this protocol: the default if it was fitted with this
+        protocol and settings, else the first other one that was; None when there is none. Never
+        chosen on the data being evaluated."""
+        if model.calibration is None:
+            return None
+        return model.calibration.find(self.name, self.decision_settings(), self.decision_keys)
+
     def calibrate(self, model: AnyTwin, data: Dataset) -> dict[str, Any] | None:
         """Protocol-specific decision thresholds chosen on validation ``data`` (stored in the model's
         ``calibration.extra[name]``), or None when the protocol has none of its own."""
@@ -106,3 +149,10 @@ def build_protocol(name: str, params: dict[str, Any] | None = None, *, field: st
 
 def protocol_names() -> list[str]:
     return PROTOCOLS.names()
+
+
+def decision_protocol_names() -> list[str]:
+    """The registered protocols that make accept/reject decisions (and so can be calibrated)."""
+    return [name for name, factory in PROTOCOLS.items()
+            if isinstance(factory, type) and issubclass(factory, EvaluationProtocol)
+            and factory.makes_decisions()]  # fmt: skip

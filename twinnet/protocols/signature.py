@@ -4,8 +4,11 @@ For each test writer, ``references`` genuine signatures (drawn with a seed) are 
 references; every other genuine signature and every skilled forgery of that writer is compared
 with them: the nearest reference (``min``; the most similar, whatever the comparator's
 orientation) or the ``mean`` value. Reported: EER pooled over writers and the mean of per-writer
-EERs, ROC AUC, and FAR/FRR at the threshold calibrated the same way on validation writers (stored
-in the model by training, for the same ``references`` and ``aggregate``).
+EERs, ROC AUC, and FAR/FRR (with 95% Clopper–Pearson intervals) at the model's stored operating
+point for this protocol and these ``references`` and ``aggregate`` (training fits one, named
+``signature``, at the EER of the validation writers; :func:`twinnet.calibrate.recalibrate` fits
+others). No threshold is ever chosen on the writers being evaluated, except the figures named
+``oracle_…``, which say so.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from twinnet._version import __version__
+from twinnet.calibrate import Provenance, data_fingerprint, fit_operating_point, measure, utc_now
 from twinnet.data.items import ItemSet
 from twinnet.data.sources import Dataset
 from twinnet.embedding import embed_batches
 from twinnet.errors import DataError
-from twinnet.metrics import calc_best_accuracy, calc_eer, calc_far_frr, calc_roc_auc
+from twinnet.metrics import calc_best_accuracy, calc_eer, calc_roc_auc
 from twinnet.model import AnyTwin
-from twinnet.protocols.base import EvaluationProtocol, ProtocolResult, register_protocol
+from twinnet.protocols.base import DecisionScores, EvaluationProtocol, ProtocolResult, register_protocol
 from twinnet.runtime import Stream, numpy_rng
 
 Aggregate = Literal["min", "mean"]
@@ -77,13 +82,35 @@ class SignatureProtocol(EvaluationProtocol):
             raise ValueError(f"references must be at least 1, not {references}")
         self.references, self.aggregate, self.seed, self.pairs_file = references, aggregate, seed, pairs_file
 
-    def stored_threshold(self, model: AnyTwin) -> float | None:
-        """The threshold training calibrated for this protocol, if it was for these settings."""
+    decision_keys = ("references", "aggregate")
+
+    def stored_decision(self, model: AnyTwin) -> tuple[float, str] | None:
+        """The threshold for these settings and where it comes from: the model's operating point for
+        this protocol (``operating point <name>``), else the threshold older training runs kept in
+        ``calibration.extra`` (``training calibration``); None when the model has neither."""
+        found = self.stored_operating_point(model)
+        if found is not None:
+            return found[1].threshold, f"operating point {found[0]}"
         stored = (model.calibration.extra.get(self.name) if model.calibration else None) or {}
         same_setting = stored.get("references") == self.references and stored.get("aggregate") == self.aggregate
-        return stored.get("threshold") if same_setting else None
+        if same_setting and stored.get("threshold") is not None:
+            return float(stored["threshold"]), "training calibration"
+        return None
 
-    def run(self, model: AnyTwin, items: ItemSet, threshold: float | None = None) -> ProtocolResult:
+    def stored_threshold(self, model: AnyTwin) -> float | None:
+        """The threshold stored for this protocol and these settings (:meth:`stored_decision`)."""
+        found = self.stored_decision(model)
+        return None if found is None else found[0]
+
+    def decision_scores(self, model: AnyTwin, data: Dataset) -> DecisionScores:
+        """Every questioned signature against its writer's ``references`` (aggregated)."""
+        native, genuine, owner = signature_scores(model, data.items, self.references, self.aggregate, self.seed)
+        settings = {"references": self.references, "aggregate": self.aggregate, "seed": self.seed}
+        return DecisionScores(native, genuine, len(np.unique(owner)), settings)
+
+    def run(
+        self, model: AnyTwin, items: ItemSet, threshold: float | None = None, threshold_source: str = "given"
+    ) -> ProtocolResult:
         native, genuine, owner = signature_scores(model, items, self.references, self.aggregate, self.seed)
         orientation = model.comparator.orientation
         scores = orientation.to_similarity(native)
@@ -95,23 +122,42 @@ class SignatureProtocol(EvaluationProtocol):
             "mean_writer_eer": float(np.mean(per_writer)), "roc_auc": calc_roc_auc(scores, genuine),
             "test_writers": len(np.unique(owner)), "genuine": int(genuine.sum()), "forgeries": int((~genuine).sum()),
             "references": self.references, "aggregate": self.aggregate, "far": None, "frr": None, "threshold": None,
+            "threshold_source": None,
         }  # fmt: skip
         if threshold is not None:
-            far, frr = calc_far_frr(scores, genuine, orientation.to_similarity(threshold))
-            metrics.update(far=far, frr=frr, threshold=threshold)
+            m = measure(native, genuine, orientation, threshold)
+            metrics.update(far=m["far"], far_ci95=m["far_ci95"], frr=m["frr"], frr_ci95=m["frr_ci95"],
+                           threshold=float(threshold), threshold_source=threshold_source)  # fmt: skip
         return self.result(metrics)
 
     def evaluate(self, model: AnyTwin, data: Dataset) -> ProtocolResult:
-        result = self.run(model, data.items, self.stored_threshold(model))
+        """The protocol at the model's stored threshold for it (never one chosen on these writers).
+        With ``pairs_file``, the pairs' accuracy at the model's operating point for pairs, and, named
+        as such, the oracle best accuracy any threshold gives on those very pairs."""
+        stored = self.stored_decision(model)
+        result = self.run(model, data.items, *(stored or (None,)))
         if self.pairs_file is not None:
-            result.details["pairs"] = signature_pair_accuracy(model, data.items, self.pairs_file)
+            pair_point = model.calibration.find("verification") if model.calibration is not None else None
+            threshold, source = (None, "") if pair_point is None else \
+                (pair_point[1].threshold, f"operating point {pair_point[0]}")  # fmt: skip
+            result.details["pairs"] = signature_pair_figures(model, data.items, self.pairs_file, threshold, source)
         return result
 
     def calibrate(self, model: AnyTwin, data: Dataset) -> dict[str, Any]:
-        """The protocol's EER threshold on validation writers, for these references and aggregate."""
-        threshold = self.run(model, data.items).metrics["eer_threshold"]
-        return {"threshold": threshold, "references": self.references, "aggregate": self.aggregate,
-                "criterion": "EER on validation writers"}  # fmt: skip
+        """The protocol's EER threshold on validation writers, for these references and aggregate:
+        stored as the operating point ``signature`` of ``model.calibration`` (with its FAR/FRR,
+        intervals and provenance) when the model has a calibration, and returned for
+        ``calibration.extra``."""
+        scores = self.decision_scores(model, data)
+        prov = Provenance(fingerprint=data_fingerprint(data), identities=scores.identities, protocol=self.name,
+                          settings=scores.settings, source="validation", date=utc_now(),
+                          twinnet_version=__version__)  # fmt: skip
+        point = fit_operating_point(scores.native, scores.genuine, model.comparator.orientation, "eer",
+                                    provenance=prov, strict=False)  # fmt: skip
+        if model.calibration is not None:
+            model.calibration.add(self.name, point)
+        return {"threshold": point.threshold, "references": self.references, "aggregate": self.aggregate,
+                "criterion": "EER on validation writers", "operating_point": self.name}  # fmt: skip
 
 
 def evaluate_signatures(
@@ -129,15 +175,9 @@ def calibrate_signature_threshold(
     return SignatureProtocol(references, aggregate, seed).calibrate(model, Dataset(val_items))["threshold"]
 
 
-def signature_pair_accuracy(
-    model: AnyTwin, items: ItemSet, pairs_csv: str | Path, writers: set[int] | None = None,
-    threshold: float | None = None, calibration_writers: set[int] | None = None,
-) -> dict[str, float]:  # fmt: skip
-    """Accuracy on SigComp2011's ``train_data.csv`` pairs (``target`` 1 = a genuine signature and a
-    forgery, 0 = two genuine signatures of one writer), restricted to pairs of ``writers``. The
-    threshold is ``threshold`` (native scale) if given; otherwise it is chosen for best accuracy on
-    the pairs of ``calibration_writers`` — with neither given, on the scored pairs themselves, an
-    optimistic (oracle) figure, reported as ``threshold_source: oracle``."""
+def _pair_values(model: AnyTwin, items: ItemSet, pairs_csv: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Native values, ``same`` flags and writers of the pairs of a SigComp2011 pairs file that name
+    images of ``items``."""
     path = Path(pairs_csv)
     by_name = {Path(n).parent.name + "/" + Path(n).name: i for i, n in enumerate(items.names)}
     rows = []
@@ -153,15 +193,48 @@ def signature_pair_accuracy(
     if not rows:
         raise DataError(f"{path}: none of its pairs name images of these items")
     a, b, same = (np.asarray(column) for column in zip(*rows))
-    pair_writer = items.attributes["writer"][a]
     emb = embed_batches(model, items)
     with torch.no_grad():
-        native = model.comparator(emb[torch.from_numpy(a)], emb[torch.from_numpy(b)]).numpy()
+        native = model.comparator(emb[torch.from_numpy(a)].to(model.device),
+                                  emb[torch.from_numpy(b)].to(model.device)).float().cpu().numpy()  # fmt: skip
+    return native, same.astype(bool), items.attributes["writer"][a]
+
+
+def signature_pair_figures(
+    model: AnyTwin, items: ItemSet, pairs_csv: str | Path, threshold: float | None = None,
+    threshold_source: str = "given",
+) -> dict[str, Any]:  # fmt: skip
+    """Figures of SigComp2011's pairs: ``accuracy`` (and FAR/FRR with 95% intervals) at a
+    ``threshold`` chosen elsewhere, when one is given, and ``oracle_best_accuracy``: the best any
+    threshold gives on these very pairs (chosen on their labels, so optimistic), with its threshold."""
+    native, same, _ = _pair_values(model, items, pairs_csv)
+    orientation = model.comparator.orientation
+    oracle, t = calc_best_accuracy(orientation.to_similarity(native), same)
+    out: dict[str, Any] = {"pairs": len(native), "oracle_best_accuracy": oracle,
+                           "oracle_threshold": float(orientation.from_similarity(t))}  # fmt: skip
+    if threshold is not None:
+        m = measure(native, same, orientation, threshold)
+        out.update(accuracy=m["accuracy"], far=m["far"], far_ci95=m["far_ci95"], frr=m["frr"], frr_ci95=m["frr_ci95"],
+                   threshold=float(threshold), threshold_source=threshold_source)  # fmt: skip
+    return out
+
+
+def signature_pair_accuracy(
+    model: AnyTwin, items: ItemSet, pairs_csv: str | Path, writers: set[int] | None = None,
+    threshold: float | None = None, calibration_writers: set[int] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Accuracy on SigComp2011's ``train_data.csv`` pairs (``target`` 1 = a genuine signature and a
+    forgery, 0 = two genuine signatures of one writer), restricted to pairs of ``writers``. The
+    threshold is ``threshold`` (native scale) if given; otherwise it is chosen for best accuracy on
+    the pairs of ``calibration_writers``. With neither, the threshold is chosen on the scored pairs
+    themselves: an optimistic figure, so it is reported as ``oracle_best_accuracy`` (with
+    ``threshold_source: oracle``), never as ``accuracy``."""
+    native, same, pair_writer = _pair_values(model, items, pairs_csv)
     orientation = model.comparator.orientation
     scores = orientation.to_similarity(native)
 
     def select(ws: set[int] | None) -> np.ndarray:
-        return np.ones(len(a), bool) if ws is None else np.isin(pair_writer, sorted(ws))
+        return np.ones(len(native), bool) if ws is None else np.isin(pair_writer, sorted(ws))
 
     if threshold is None:
         cal = select(calibration_writers)
@@ -171,9 +244,10 @@ def signature_pair_accuracy(
         t = orientation.to_similarity(threshold)
         source = "given"
     test = select(writers)
+    key = "oracle_best_accuracy" if source == "oracle" else "accuracy"
     return {
-        "accuracy": float(((scores[test] >= t) == same[test]).mean()),
+        key: float(((scores[test] >= t) == same[test]).mean()),
         "pairs": int(test.sum()),
         "threshold": float(orientation.from_similarity(t)),
-        "threshold_source": source,  # type: ignore[dict-item]
+        "threshold_source": source,
     }

@@ -9,15 +9,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from twinnet.calibrate import Calibration
+from twinnet.calibrate import Calibration, measure
 from twinnet.data.items import ItemSet
 from twinnet.data.pairs import Pairs, balanced_pairs
 from twinnet.data.sources import Dataset
 from twinnet.embedding import embed_batches
 from twinnet.errors import DataError
-from twinnet.metrics import calc_far_frr, calc_verification_metrics
+from twinnet.metrics import calc_verification_metrics
 from twinnet.model import AnyTwin
-from twinnet.protocols.base import EvaluationProtocol, ProtocolResult, register_protocol
+from twinnet.protocols.base import DecisionScores, EvaluationProtocol, ProtocolResult, register_protocol
 from twinnet.runtime import Stream
 
 
@@ -57,14 +57,20 @@ def verification_metrics(
     return {k: (float(orientation.from_similarity(v)) if k.endswith("_threshold") else v) for k, v in metrics.items()}
 
 
-def calibrated_decisions(calibration: Calibration, native: np.ndarray, same: np.ndarray) -> dict[str, float]:
-    """Accuracy, FAR and FRR of the calibration's default decisions on these pairs."""
-    decided = calibration.decide(native)
-    orientation = calibration.orientation
-    far, frr = calc_far_frr(orientation.to_similarity(native), same,
-                            orientation.to_similarity(calibration.native_threshold()))  # fmt: skip
-    return {"threshold": calibration.native_threshold(), "accuracy": float((decided == same).mean()), "far": far,
-            "frr": frr}  # fmt: skip
+def calibrated_decisions(
+    calibration: Calibration, native: np.ndarray, same: np.ndarray, operating_point: str | None = None
+) -> dict[str, Any]:
+    """Accuracy, FAR and FRR (with 95% Clopper–Pearson intervals) of the calibration's decisions on
+    these pairs, at ``operating_point``; by default at the calibration's point for pairs (the
+    default, unless that was fitted with another protocol). The threshold comes from the
+    calibration alone, never from these pairs."""
+    if operating_point is None:
+        found = calibration.find(VerificationProtocol.name)
+        operating_point = found[0] if found is not None else None
+    name = calibration.resolve(operating_point)
+    point = calibration.points[name]
+    return {"operating_point": name, "target": point.target, **measure(native, same, calibration.orientation,
+                                                                        point.threshold)}  # fmt: skip
 
 
 def evaluate_verification(
@@ -118,10 +124,20 @@ class VerificationProtocol(EvaluationProtocol):
             raise DataError(f"{data.source or 'these pairs'}: verification needs both same and different pairs")
         native = pair_values(model, data.items, pairs, None if embeddings is None else {"a": embeddings})
         details: dict[str, Any] = {}
-        if calibration is not None:
+        if calibration is not None and calibration.points:
             details["calibrated"] = calibrated_decisions(calibration, native, pairs.same)
         metrics = {"n_pairs": len(pairs), **verification_metrics(model, native, pairs.same, self.far_targets)}
         return self.result(metrics, **details), native, pairs.same
 
     def evaluate(self, model: AnyTwin, data: Dataset) -> ProtocolResult:
         return self.run(model, data, model.calibration)[0]
+
+    def decision_scores(self, model: AnyTwin, data: Dataset) -> DecisionScores:
+        """The pairs of the data (a pairs file), or ``n_pairs`` balanced pairs drawn with ``seed``."""
+        pairs = self.pairs_of(data)
+        native = pair_values(model, data.items, pairs)
+        used = np.unique(np.r_[pairs.a, pairs.b])
+        settings: dict[str, Any] = {"pairs": "given"} if data.pairs is not None else \
+            {"pairs": "balanced", "n_pairs": self.n_pairs, "seed": self.seed}  # fmt: skip
+        return DecisionScores(native, np.asarray(pairs.same, bool), len(np.unique(data.items.labels[used])),
+                              settings)  # fmt: skip
