@@ -359,6 +359,11 @@ def test_losses_and_data_that_do_not_fit_are_config_errors():
         Trainer(vector_model("cosine"), MultipleNegativesRankingLoss(), TRAIN, config())
     with pytest.raises(ConfigError, match="cannot train from a pairs file"):
         Trainer(vector_model(), TripletLoss(), TRAIN, config(), train_pairs=labelled_pairs)
+    positives_only = Pairs(np.arange(0, 10, 2), np.arange(1, 10, 2), np.ones(5, bool))
+    with pytest.raises(ConfigError, match="every training pair is same"):
+        Trainer(vector_model(), ContrastiveLoss(), TRAIN, config(), train_pairs=positives_only)
+    # ranking losses train from positive pairs only: no refusal there
+    Trainer(vector_model("cosine"), MultipleNegativesRankingLoss(), TRAIN, config(), train_pairs=positives_only)
     odd = type("Odd", (PairLoss,), {"batch_plan": "nope"})
     with pytest.raises(ConfigError, match="unknown batch plan 'nope'"):
         Trainer(vector_model(), odd(), TRAIN, config())

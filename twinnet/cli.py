@@ -532,7 +532,6 @@ def serve(
         api_keys=read_api_keys(api_key_file), no_auth=no_auth, max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_pixels=int(max_megapixels * 1_000_000), batch_window_ms=batch_window_ms,
     )  # fmt: skip
-    err.print(f"serving {model_path} on http://{host}:{port} (docs at /docs)")
     run_service(model_path, gallery, host, port, settings)
 
 

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from twinnet.config import InputSpec
-from twinnet.data.images import IMAGE_EXTENSIONS, decode_image
+from twinnet.data.images import IMAGE_EXTENSIONS, check_image_size, decode_image
 from twinnet.data.items import ItemSet, image_folder, load_images
 from twinnet.data.pairs import read_pairs_file
 from twinnet.data.sources import DATA_SOURCES, Dataset, DataSource, ReadOptions
@@ -60,6 +60,7 @@ def zip_image_folder(path: str | Path, spec: InputSpec, class_depth: int = 1, sk
                 continue
             try:
                 with Image.open(io.BytesIO(archive.read(name))) as image:
+                    check_image_size(image, f"{path}:{name}")  # before decoding: a small file can be huge
                     image.load()
                     tensors.append(decode_image(image, spec))
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError, zipfile.BadZipFile) as err:

@@ -216,7 +216,15 @@ class PairsPlan(BatchPlan):
             self.source = PairSampler(items.labels, config.samples_per_epoch, config.batch_size, config.seed)
 
     def _select(self, pairs: Pairs | None) -> Pairs | None:
-        """The fixed pairs this plan trains from (all of them here)."""
+        """The fixed pairs this plan trains from: all of them, which must hold both same and
+        different pairs (a pair loss on one kind only learns nothing, silently)."""
+        if pairs is not None and len(pairs) and (pairs.same.all() or not pairs.same.any()):
+            kind = "same" if pairs.same.all() else "different"
+            raise ConfigError(
+                f"loss {self.loss_name} learns from same and different pairs; every training pair is {kind}: "
+                "give a pairs file with both labels, or a loss that needs positive pairs only "
+                "(multiple_negatives_ranking)"
+            )
         return pairs
 
     @property
