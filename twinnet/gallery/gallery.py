@@ -41,6 +41,8 @@ from twinnet.gallery.index import (
     QdrantIndex,
     fsync_directory,
     index_similarity,
+    remove_orphan_temporaries,
+    temporary_name,
 )
 from twinnet.gallery.store import TemplateStore, Written
 from twinnet.io import weights_fingerprint
@@ -356,15 +358,18 @@ class Gallery:
         n_after = len(index) + len(added_ids) - len(removed_ids)
         kind = self._wanted_kind(n_after, index.kind)
         reason = None
-        if kind != index.kind:
-            reason = f"{n_after} templates: {kind} index instead of {index.kind}"
-        elif len(removed_ids) and not index.remove(removed_ids):
-            reason = f"{index.kind} index cannot remove templates"
-        else:
-            if len(added_ids):
-                index.add(added_ids, self.plan.transform(added))
-            if index.needs_retraining():
-                reason = f"IVF lists trained for {index.trained_for} templates, now {len(index)}"
+        try:
+            if kind != index.kind:
+                reason = f"{n_after} templates: {kind} index instead of {index.kind}"
+            elif len(removed_ids) and not index.remove(removed_ids):
+                reason = f"{index.kind} index cannot remove templates"
+            else:
+                if len(added_ids):
+                    index.add(added_ids, self.plan.transform(added))
+                if index.needs_retraining():
+                    reason = f"IVF lists trained for {index.trained_for} templates, now {len(index)}"
+        except Exception as err:  # half-applied: replaying onto it would duplicate; start again from the store
+            reason = f"applying changes failed ({type(err).__name__}: {err})"
         if reason is not None:
             if store is not None:
                 return self._build(store, kind, reason)
@@ -380,10 +385,11 @@ class Gallery:
         data_version = self.store.data_version()
         if data_version == self._data_version:
             return
-        if isinstance(self._index, QdrantIndex):
-            self._sync_qdrant()
-        elif self.store.head() != self._seen:
-            self._catch_up()
+        if self.store.head() != self._seen:  # else: a commit that changed no template (metadata)
+            if isinstance(self._index, QdrantIndex):
+                self._sync_qdrant()
+            else:
+                self._catch_up()
         self._data_version = data_version
 
     def _catch_up(self) -> None:
@@ -467,6 +473,7 @@ class Gallery:
                     return
             except CacheError:
                 pass
+            remove_orphan_temporaries(self.path)
             self._index.save(path, self._seen)
             self._saved = self._seen
             self._prune_log()
@@ -714,7 +721,7 @@ class Gallery:
 
 def _write_info(path: Path, info: dict[str, Any]) -> None:
     """Write ``gallery.json`` atomically and durably (temporary file, fsync, rename)."""
-    tmp = path / f".gallery.json.{os.getpid()}.tmp"
+    tmp = temporary_name(path / "gallery.json")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(json.dumps(info, indent=2))
         f.flush()

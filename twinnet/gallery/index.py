@@ -208,7 +208,7 @@ class FaissIndex:
             "count": len(self), "trained_for": self.trained_for, "ivf_lists": self.ivf_lists,
             "payload_bytes": payload.nbytes, "payload_crc32": zlib.crc32(payload),
         }).encode()  # fmt: skip
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        tmp = temporary_name(path)
         try:
             with open(tmp, "wb") as f:
                 f.write(CACHE_MAGIC + _HEADER_LENGTH.pack(len(header)) + header)
@@ -281,6 +281,29 @@ def _read_header(f: Any, path: Path) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise CacheError(f"{path}: unreadable header")
     return header
+
+
+def temporary_name(path: Path) -> Path:
+    """A temporary file next to ``path``, unique to this process and call: ``.NAME.PID.HEX.tmp``."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_orphan_temporaries(directory: Path) -> int:
+    """Delete temporary files (:func:`temporary_name`) whose writer process is gone: what a writer
+    killed between writing and renaming leaves behind. Returns how many went."""
+    removed = 0
+    for tmp in directory.glob(".*.tmp"):
+        parts = tmp.name.split(".")
+        if len(parts) < 4 or not parts[-3].isdigit():
+            continue
+        try:
+            os.kill(int(parts[-3]), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+            removed += 1
+        except (PermissionError, OverflowError):  # another user's live process, or not a PID
+            continue
+    return removed
 
 
 def fsync_directory(path: Path) -> None:
