@@ -88,7 +88,7 @@ def main() -> None:
         approx = FaissIndex(args.dim, "l2", "hnsw", hnsw_m=args.hnsw_m, ef_search=args.ef_search)
     approx.add(np.arange(1, args.n + 1), vectors)
     figures["approx_build_seconds"] = round(time.perf_counter() - t, 2)
-    base = approx.faiss.downcast_index(approx.index.index)
+    base = approx.base
     figures["approx_index"] = (f"IVF lists={base.nlist} nprobe={args.nprobe}" if args.approx == "ivf"
                                else f"HNSW M={args.hnsw_m} efSearch={args.ef_search}")  # fmt: skip
     t = time.perf_counter()

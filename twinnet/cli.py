@@ -408,7 +408,10 @@ def gallery_enroll(
         _print_json({"enrolled": report, **counts})
     else:
         n, k = sum(report.values()), len(report)
-        out.print(f"enrolled {n} template{'s' * (n != 1)} for {k} identit{'ies' if k != 1 else 'y'}; gallery: {counts}")
+        out.print(
+            f"enrolled {n} new template{'s' * (n != 1)} for {k} identit{'ies' if k != 1 else 'y'} "
+            f"(inputs already enrolled are skipped, see above); gallery: {counts}"
+        )
 
 
 @gallery_app.command("identify")
