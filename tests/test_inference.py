@@ -1,13 +1,12 @@
 """twinnet.inference and the image reader: no input, weight or threshold gives a silent wrong answer."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import twinnet
+from twinnet.calibrate import Calibration, OperatingPoint
 from twinnet.config import InputSpec, ModelConfig
 from twinnet.data import images
 from twinnet.data.images import decode_image, load_image
@@ -58,7 +57,8 @@ def test_decide_refuses_a_non_finite_value_and_a_corrupt_calibrated_threshold():
     net = model()
     with pytest.raises(DataError, match=r"non-finite distance \(nan\)"):
         decide(net, float("nan"), 0.5)
-    net.calibration = SimpleNamespace(native_threshold=lambda: float("nan"))  # a tampered calibration.json
+    tampered = OperatingPoint(threshold=float("nan"), target="eer", far=0.1, frr=0.1, accuracy=0.9)
+    net.calibration = Calibration(net.comparator.orientation, {"default": tampered})  # a tampered calibration.json
     with pytest.raises(ModelFormatError, match="calibrated threshold is nan"):
         decide(net, 0.3)
     assert decide(net, 0.3, 0.5).same is True  # an explicit threshold does not need the calibration

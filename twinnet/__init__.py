@@ -12,7 +12,20 @@ The public API::
 """
 
 from twinnet._version import __version__
-from twinnet.calibrate import Calibration, Threshold, calibrate, calibrate_threshold
+from twinnet.calibrate import (
+    Calibration,
+    OperatingPoint,
+    Provenance,
+    Target,
+    Threshold,
+    calibrate,
+    calibrate_threshold,
+    data_fingerprint,
+    drift_report,
+    fit_operating_point,
+    parse_target,
+    recalibrate,
+)
 from twinnet.compare import (
     COMPARATORS,
     DISTANCE,
@@ -47,6 +60,7 @@ from twinnet.losses import (
     TwinLoss,
 )
 from twinnet.model import HalfTwinNetwork, TwinNetwork, build_model
+from twinnet.normalize import ScoreNormalizer
 from twinnet.protocols import (
     PROTOCOLS,
     EvaluationProtocol,
@@ -93,10 +107,14 @@ __all__ = [
     "ModelFormatError",
     "MultipleNegativesRankingLoss",
     "OnlineContrastiveLoss",
+    "OperatingPoint",
     "Orientation",
     "ProtocolResult",
+    "Provenance",
     "ReadOptions",
+    "ScoreNormalizer",
     "SquaredEuclideanDistance",
+    "Target",
     "TextItemSet",
     "TextPairs",
     "Threshold",
@@ -114,6 +132,8 @@ __all__ = [
     "build_protocol",
     "calibrate",
     "calibrate_threshold",
+    "data_fingerprint",
+    "drift_report",
     "embed",
     "embed_texts",
     "evaluate_nway",
@@ -121,12 +141,15 @@ __all__ = [
     "evaluate_retrieval",
     "evaluate_sts",
     "evaluate_verification",
+    "fit_operating_point",
     "from_arrays",
     "image_folder",
     "load",
     "load_config",
+    "parse_target",
     "read_dataset",
     "read_text_pair_file",
+    "recalibrate",
     "register_encoder",
     "register_protocol",
     "save",

@@ -111,6 +111,9 @@ def _protocol_help() -> str:
     return "; ".join(f"{name}: {factory.summary}" for name, factory in PROTOCOLS.items())  # type: ignore[attr-defined]
 
 
+_OP_HELP = "The model's operating point to decide at (default: its default; --threshold overrides)."
+
+
 def _format_help() -> str:
     from twinnet.data.sources import format_names
 
@@ -190,8 +193,9 @@ def evaluate(
 ) -> None:
     """Evaluate a model with a registered protocol: verification (ROC AUC, EER, TAR@FAR), N-way K-shot
     accuracy, signatures, or for text models STS correlation, pair classification, retrieval."""
-    from twinnet.data.sources import ReadOptions
+    from twinnet.data.sources import ReadOptions, read_dataset
     from twinnet.evaluate import evaluate_model, load_model_or_config
+    from twinnet.protocols.base import build_protocol
 
     for option, value, minimum in (("--ways", ways, 2), ("--shots", shots, 1), ("--episodes", episodes, 1),
                                    ("--pairs", pairs, 2), ("--references", references, 1),
@@ -202,13 +206,20 @@ def evaluate(
              "prototype": prototype, "seed": seed}  # fmt: skip
     params = {k: v for k, v in given.items() if v is not None}
     model = load_model_or_config(model_path)
-    result = evaluate_model(model, data, protocol, params, format=data_format,
-                            options=ReadOptions(class_depth=class_depth, skip_bad=skip_bad)).to_dict()  # fmt: skip
+    options = ReadOptions(class_depth=class_depth, skip_bad=skip_bad)
+    result = evaluate_model(model, data, protocol, params, format=data_format, options=options).to_dict()
     result["source"] = str(data)
+    drift = None
+    if model.calibration is not None and model.calibration.points and \
+            build_protocol(protocol, params, field="--protocol").makes_decisions():  # fmt: skip
+        dataset = read_dataset(data, model.input_spec("a"), data_format, options, field="--format")
+        drift = _drift_of_stored_points(model, dataset, protocol, params)
+    if drift is not None:
+        result["operating_points"] = drift.to_json()
     if as_json:
         _print_json(result)
         return
-    rows = {k: v for k, v in result.items() if not isinstance(v, dict)}
+    rows = {k: v for k, v in result.items() if not isinstance(v, dict) and k != "operating_points"}
     for name, nested in result.items():
         if isinstance(nested, dict):
             rows.update({f"{name} {k}": v for k, v in nested.items()})
@@ -216,6 +227,165 @@ def evaluate(
         rows["accuracy"] = f"{result['accuracy']:.4f} ± {result['ci95']:.4f} (95% CI)"
         rows.pop("ci95")
     out.print(_table(f"{protocol} on {data}", rows))
+    if drift is not None:
+        for check in drift.checks:
+            out.print(escape(check.message), highlight=False, soft_wrap=True)
+
+
+def _drift_of_stored_points(model: Any, dataset: Any, protocol: str, params: dict[str, Any]) -> Any:
+    """The drift report of the model's stored operating points on ``dataset`` (None without any),
+    with a warning line on standard error for each point that drifted."""
+    from twinnet.calibrate import drift_report
+
+    if model.calibration is None or not model.calibration.points:
+        return None
+    report = drift_report(model, dataset, protocol, params)
+    for check in report.checks:
+        if check.drifted:
+            err.print(f"warning: operating point {escape(check.message)}", highlight=False, soft_wrap=True)
+    return report
+
+
+def _decision_params(references: int | None, aggregate: str | None, pairs: int | None,
+                     seed: int | None) -> dict[str, Any]:  # fmt: skip
+    """The protocol options ``calibrate`` and ``init`` take (a protocol refuses options it has not)."""
+    for option, value, minimum in (("--references", references, 1), ("--pairs", pairs, 2), ("--seed", seed, 0)):
+        _at_least(option, value, minimum)
+    given = {"references": references, "aggregate": aggregate, "n_pairs": pairs, "seed": seed}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _parse_target(target: str) -> str:
+    from twinnet.calibrate import parse_target
+
+    try:
+        return str(parse_target(target))
+    except ValueError as e:
+        raise ConfigError(f"--target: {e}") from None
+
+
+def _ci(ci: Any) -> str:
+    return "" if ci is None else f" [{ci[0]:.4f}, {ci[1]:.4f}]"
+
+
+def _print_point(name: str, point: Any, is_default: bool) -> None:
+    p = point.provenance
+    out.print(f"operating point {escape(name)}{' (the default)' if is_default else ''}: target {point.target}, "
+              f"threshold {point.threshold:.6g}", highlight=False, soft_wrap=True)  # fmt: skip
+    out.print(f"  FAR {point.far:.4f}{_ci(point.far_ci)} ({point.false_accepts} of {p.impostor_pairs} impostor pairs)",
+              highlight=False, soft_wrap=True)  # fmt: skip
+    out.print(f"  FRR {point.frr:.4f}{_ci(point.frr_ci)} ({point.false_rejects} of {p.genuine_pairs} genuine pairs)",
+              highlight=False, soft_wrap=True)  # fmt: skip
+    out.print(f"  95% Clopper–Pearson intervals; {p.identities} identities, {p.protocol} protocol "
+              f"{json.dumps(p.settings)}", highlight=False, soft_wrap=True)  # fmt: skip
+    out.print("  the intervals treat pairs as independent: pairs of one identity are correlated, so with few "
+              "identities they are too narrow", highlight=False, soft_wrap=True)  # fmt: skip
+    if point.warning:
+        err.print(f"warning: {escape(point.warning)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
+def calibrate(
+    model_path: Path = typer.Argument(..., metavar="MODEL", help="Saved model (or run) directory; updated in place."),
+    data: Path = typer.Option(..., "--data", help="Labelled data of your population (a folder of classes, pairs…)."),
+    data_format: str = typer.Option("auto", "--format", help="Data format: " + _format_help()),
+    protocol: str = typer.Option("verification", "--protocol", help="verification (pairs) or signature."),
+    target: str = typer.Option("eer", "--target", help="eer | best_accuracy | far=<rate> | frr=<rate>"),
+    name: str = typer.Option("default", "--name", help="The operating point's name."),
+    make_default: bool = typer.Option(
+        None, "--default/--no-default", help="Make it the default (default: when named 'default' or the first)."
+    ),
+    references: int = typer.Option(None, "--references", help="signature: genuine references enrolled per writer."),
+    aggregate: str = typer.Option(None, "--aggregate", help="signature: min (nearest reference) or mean distance."),
+    pairs: int = typer.Option(None, "--pairs", help="verification: balanced pairs drawn from a folder (default 4000)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of sampled pairs or references (default 0)."),
+    check: bool = typer.Option(False, "--check", help="Only check the stored points on DATA (drift); change nothing."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fit an operating point (a threshold for a target FAR, FRR or the EER) on your labelled data and
+    store it in MODEL; with --check, measure the stored points on the data and say which drifted."""
+    from twinnet.calibrate import drift_report, recalibrate
+    from twinnet.data.sources import read_dataset
+    from twinnet.io import load, resolve_model_dir, save
+
+    params = _decision_params(references, aggregate, pairs, seed)
+    target = _parse_target(target)
+    directory = resolve_model_dir(model_path)
+    model = load(directory)
+    dataset = read_dataset(data, model.input_spec("a"), data_format, field="--format")
+    if check:
+        report = drift_report(model, dataset, protocol, params)
+        if as_json:
+            _print_json({"model": str(directory), "source": str(data), **report.to_json()})
+        else:
+            out.print(f"{report.protocol} on {data}: {report.genuine_pairs} genuine and {report.impostor_pairs} "
+                      "impostor pairs (95% Clopper–Pearson intervals)", highlight=False, soft_wrap=True)  # fmt: skip
+            for c in report.checks:
+                out.print(escape(c.message), highlight=False, soft_wrap=True)
+        for c in report.checks:
+            if c.drifted:
+                err.print(f"warning: operating point {escape(c.message)}", highlight=False, soft_wrap=True)
+        return
+    point = recalibrate(model, dataset, protocol, target, name, params, make_default=make_default)
+    save(model, directory)
+    assert model.calibration is not None
+    is_default = model.calibration.resolve(name) == model.calibration.default
+    if as_json:
+        _print_json({"model": str(directory), "name": name, "default": is_default, **point.to_json()})
+        return
+    _print_point(name, point, is_default)
+    out.print(f"saved to {escape(str(directory))}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
+def init(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML/JSON config file (its model section)."),
+    out_dir: Path = typer.Option(..., "--out", help="Model directory to write."),
+    calibrate_on: Path = typer.Option(None, "--calibrate-on", help="Labelled data to fit an operating point on."),
+    data_format: str = typer.Option("auto", "--format", help="Data format of --calibrate-on: " + _format_help()),
+    protocol: str = typer.Option("verification", "--protocol", help="verification (pairs) or signature."),
+    target: str = typer.Option("eer", "--target", help="eer | best_accuracy | far=<rate> | frr=<rate>"),
+    name: str = typer.Option("default", "--name", help="The operating point's name."),
+    references: int = typer.Option(None, "--references", help="signature: genuine references enrolled per writer."),
+    aggregate: str = typer.Option(None, "--aggregate", help="signature: min (nearest reference) or mean distance."),
+    pairs: int = typer.Option(None, "--pairs", help="verification: balanced pairs drawn from a folder (default 4000)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of sampled pairs or references (default 0)."),
+    as_json: bool = typer.Option(False, "--json"),
+    overrides: list[str] = typer.Argument(None, help="Config overrides, e.g. model.comparator.name=cosine."),
+) -> None:
+    """Save the model a config describes, untrained (a pretrained encoder, a raw-pixel baseline), so
+    that it is evaluated, calibrated and served with the same commands as a trained one."""
+    from twinnet.calibrate import recalibrate
+    from twinnet.config import load_config
+    from twinnet.data.sources import read_dataset
+    from twinnet.io import save
+    from twinnet.model import build_model
+
+    params = _decision_params(references, aggregate, pairs, seed)
+    target = _parse_target(target) if calibrate_on is not None else target
+    cfg = load_config(config, list(overrides or []))
+    for field, encoder in (("model.encoder", cfg.model.encoder), ("model.encoder_b", cfg.model.encoder_b)):
+        if encoder is not None and encoder.name == "small_text":
+            raise ConfigError(f"{field}: small_text builds its vocabulary from training texts, so an untrained "
+                              "small_text model cannot be saved; train it (twinnet train) or use a pretrained "
+                              "text encoder (name: text)")  # fmt: skip
+    model = build_model(cfg.model)
+    point = None
+    if calibrate_on is not None:
+        dataset = read_dataset(calibrate_on, model.input_spec("a"), data_format, field="--format")
+        point = recalibrate(model, dataset, protocol, target, name, params)
+    save(model, out_dir)
+    if as_json:
+        _print_json(
+            {"model": str(out_dir), "operating_point": None if point is None else {"name": name, **point.to_json()}}
+        )
+        return
+    if point is not None:
+        _print_point(name, point, True)
+    out.print(f"model saved to {escape(str(out_dir))} (untrained{'' if point else ', no operating point'})",
+              highlight=False, soft_wrap=True)  # fmt: skip
 
 
 @app.command()
@@ -225,6 +395,7 @@ def verify(
     a: str = typer.Argument(..., metavar="A", help="First input: an image, a .npy (vector models) or a text."),
     b: str = typer.Argument(..., metavar="B", help="Second input."),
     threshold: float = typer.Option(None, "--threshold", help="Override the calibrated threshold (native scale)."),
+    operating_point: str = typer.Option(None, "--operating-point", help=_OP_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Are A and B the same? Prints the distance or score, the threshold and the decision."""
@@ -233,14 +404,15 @@ def verify(
 
     _finite("--threshold", threshold)
     model = load(model_path)
-    result = verify_pair(model, a, b, threshold).to_dict()
+    result = verify_pair(model, a, b, threshold, operating_point).to_dict()
     if as_json:
         _print_json(result)
         return
     key = "distance" if "distance" in result else "score"
     decision = {True: "[green]same[/]", False: "[red]different[/]", None: "undecided (no threshold)"}[result["same"]]
     t = "none" if result["threshold"] is None else f"{result['threshold']:.4f}"
-    out.print(f"{key} {result[key]:.4f} · threshold {t} ({result['rule']}) · {decision}")
+    at = "" if result["operating_point"] is None else f", operating point {escape(result['operating_point'])}"
+    out.print(f"{key} {result[key]:.4f} · threshold {t} ({result['rule']}{at}) · {decision}", soft_wrap=True)
     for note in result.get("notes", []):
         err.print(f"note: {note}")
 
@@ -422,6 +594,7 @@ def gallery_identify(
     gallery: Path = typer.Option(..., "--gallery", "-g"),
     top_k: int = typer.Option(5, "--top-k", "-k"),
     threshold: float = typer.Option(None, "--threshold", help="Override the calibrated threshold (native scale)."),
+    operating_point: str = typer.Option(None, "--operating-point", help=_OP_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Who is this? The top-k identities, or unknown when the best is beyond the threshold."""
@@ -431,7 +604,7 @@ def gallery_identify(
     _finite("--threshold", threshold)
     with _open_gallery(model_path, gallery) as g:
         items, names = query_inputs(g, inputs)
-        results = g.identify_batch(items, top_k, threshold)
+        results = g.identify_batch(items, top_k, threshold, operating_point=operating_point)
     rows = [{"input": name, **r.to_dict()} for name, r in zip(names, results)]
     if as_json:
         _print_json(rows if len(rows) > 1 else rows[0])
@@ -450,13 +623,14 @@ def gallery_verify(
     input_path: str = typer.Argument(..., metavar="INPUT", help="A file, or a text for a text model."),
     gallery: Path = typer.Option(..., "--gallery", "-g"),
     identity: str = typer.Option(..., "--id", help="The claimed identity."),
-    threshold: float = typer.Option(None, "--threshold"),
+    threshold: float = typer.Option(None, "--threshold", help="Override the calibrated threshold (native scale)."),
+    operating_point: str = typer.Option(None, "--operating-point", help=_OP_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Is INPUT the claimed identity? Score against its templates, and the decision."""
     _finite("--threshold", threshold)
     with _open_gallery(model_path, gallery) as g:
-        result = g.verify(input_path, identity, threshold).to_dict()
+        result = g.verify(input_path, identity, threshold, operating_point).to_dict()
     if as_json:
         _print_json(result)
     else:
@@ -526,6 +700,9 @@ def serve(
     max_body_mb: float = typer.Option(10.0, "--max-body-mb"),
     max_megapixels: float = typer.Option(40.0, "--max-megapixels"),
     batch_window_ms: float = typer.Option(2.0, "--batch-window-ms", help="How long to gather requests into a batch."),
+    operating_point: str = typer.Option(
+        None, "--operating-point", help="The operating point answers decide at unless a request names another."
+    ),
 ) -> None:
     """Serve MODEL (and a gallery) over HTTP: /verify /identify /enroll /identities /embed /health /docs."""
     from twinnet.serve import ServiceSettings, read_api_keys
@@ -533,7 +710,7 @@ def serve(
 
     settings = ServiceSettings(
         api_keys=read_api_keys(api_key_file), no_auth=no_auth, max_body_bytes=int(max_body_mb * 1024 * 1024),
-        max_pixels=int(max_megapixels * 1_000_000), batch_window_ms=batch_window_ms,
+        max_pixels=int(max_megapixels * 1_000_000), batch_window_ms=batch_window_ms, operating_point=operating_point,
     )  # fmt: skip
     run_service(model_path, gallery, host, port, settings)
 

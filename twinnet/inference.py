@@ -135,6 +135,8 @@ class Verification:
     same: bool | None
     notes: list[str] = field(default_factory=list)
     """E.g. that a text was longer than the model's ``max_length`` and was truncated."""
+    operating_point: str | None = None
+    """The model's operating point the threshold came from; None for an explicit threshold (or none)."""
 
     @property
     def rule(self) -> str:
@@ -142,7 +144,8 @@ class Verification:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {self.orientation.value_name: self.value, "threshold": self.threshold,
-                               "same": self.same, "rule": self.rule}  # fmt: skip
+                               "operating_point": self.operating_point, "same": self.same,
+                               "rule": self.rule}  # fmt: skip
         if self.notes:
             out["notes"] = self.notes
         return out
@@ -170,24 +173,32 @@ def check_threshold(threshold: Any, field: str = "threshold") -> float | None:
     return number
 
 
-def decide(model: AnyTwin, value: float, threshold: float | None = None) -> Verification:
-    """The decision for one native value: at ``threshold`` (native scale), else at the model's
-    calibrated default threshold, else undecided. A non-finite ``threshold`` is a
-    :class:`ConfigError`, a non-finite ``value`` (corrupt weights) a :class:`DataError`, a
-    non-finite calibrated threshold a :class:`ModelFormatError`."""
+def decide(
+    model: AnyTwin, value: float, threshold: float | None = None, operating_point: str | None = None
+) -> Verification:
+    """The decision for one native value: at ``threshold`` (native scale), else at the threshold of
+    the model's ``operating_point`` (None: its default), else undecided. A non-finite ``threshold``
+    is a :class:`ConfigError`, as is an unknown ``operating_point`` (the message lists the known
+    ones) or one asked of a model without calibration; a non-finite ``value`` (corrupt weights) a
+    :class:`DataError`, a non-finite calibrated threshold a :class:`ModelFormatError`."""
     threshold = check_threshold(threshold)
     native = _finite(value)
     if native is None:
         raise DataError(f"the model gave a non-finite {model.comparator.orientation.value_name} ({value!r}): "
                         "its weights may be corrupt")  # fmt: skip
+    name = None
+    if threshold is None and model.calibration is None and operating_point is not None:
+        raise ConfigError(f"operating point {operating_point!r}: the model has no calibration; "
+                          "calibrate it first (twinnet calibrate)")  # fmt: skip
     if threshold is None and model.calibration is not None:
-        calibrated = model.calibration.native_threshold()
+        name = model.calibration.resolve(operating_point)
+        calibrated = model.calibration.threshold(name)
         threshold = _finite(calibrated)
         if threshold is None:
             raise ModelFormatError(f"the model's calibrated threshold is {calibrated!r}, not a finite number: "
                                    "its calibration may be corrupt")  # fmt: skip
     same = None if threshold is None else bool(model.comparator.matches(native, threshold))
-    return Verification(native, model.comparator.orientation, threshold, same)
+    return Verification(native, model.comparator.orientation, threshold, same, operating_point=name)
 
 
 @torch.no_grad()
@@ -198,13 +209,17 @@ def compare_embeddings(model: AnyTwin, z_a: torch.Tensor, z_b: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def verify(model: AnyTwin, a: Input, b: Input, threshold: float | None = None) -> Verification:
+def verify(
+    model: AnyTwin, a: Input, b: Input, threshold: float | None = None, operating_point: str | None = None
+) -> Verification:
     """Compare two inputs (``a`` through side a, ``b`` through side b); decide with ``threshold``
-    (native scale) or the model's calibration."""
+    (native scale), else at the model's ``operating_point`` (None: its default)."""
     threshold = check_threshold(threshold)
+    if threshold is None and operating_point is not None:  # an unknown name fails before any embedding
+        decide(model, 0.0, None, operating_point)
     z_a = embed(model, [a] if not isinstance(a, torch.Tensor) else a.unsqueeze(0), side="a", names=["A"])
     z_b = embed(model, [b] if not isinstance(b, torch.Tensor) else b.unsqueeze(0), side="b", names=["B"])
-    result = decide(model, float(compare_embeddings(model, z_a, z_b)[0]), threshold)
+    result = decide(model, float(compare_embeddings(model, z_a, z_b)[0]), threshold, operating_point)
     for name, x, side in (("A", a, "a"), ("B", b, "b")):
         if isinstance(x, str) and model.takes_texts(side):  # type: ignore[arg-type]
             result.notes += truncation_notes(model, {name: x}, side)  # type: ignore[arg-type]

@@ -12,6 +12,8 @@ Saved model layout::
       weights.safetensors   the parameters and buffers
       calibration.json      decision thresholds chosen on validation data (optional)
       metrics.json          validation metrics of this model (optional)
+      normalizer.json       a cohort score normaliser (optional; twinnet.normalize), with
+      normalizer.safetensors  its cohort and cached template statistics
       assets/encoder/       what an encoder needs besides weights (text models: tokenizer files,
       assets/encoder_b/     the transformer's architecture, a vocabulary), as JSON/text files
 """
@@ -39,6 +41,8 @@ from twinnet.calibrate import Calibration
 from twinnet.config import ModelConfig, format_validation_error
 from twinnet.errors import ConfigError, ModelFormatError
 from twinnet.model import AnyTwin, build_model, encoders_by_role
+from twinnet.normalize import META as NORMALIZER_META
+from twinnet.normalize import load_normalizer, save_normalizer
 
 FORMAT = "twinnet-model"
 FORMAT_VERSION = 1
@@ -198,7 +202,8 @@ def save(
     metrics: dict[str, Any] | None = None,
     config: ModelConfig | None = None,
 ) -> Path:
-    """Save ``model`` (with its calibration and metrics) as a directory, atomically."""
+    """Save ``model`` (with its calibration, metrics and cohort ``normalizer``, when it has them) as a
+    directory, atomically."""
     config = config or model.config
     if config is None:
         raise ConfigError(
@@ -219,6 +224,9 @@ def save(
             write_json(tmp / "calibration.json", calibration.to_json())
         if metrics:
             write_json(tmp / "metrics.json", metrics)
+        normalizer = getattr(model, "normalizer", None)
+        if normalizer is not None:
+            save_normalizer(normalizer, tmp)
         write_manifest(tmp)
     model.fingerprint = weights_fingerprint(model)
     return path
@@ -227,7 +235,8 @@ def save(
 def load(path: str | Path, *, device: str | torch.device = "cpu", verify: bool = True) -> AnyTwin:
     """Load a saved model directory (or a run directory's ``model/``), ready for inference.
 
-    The returned network carries ``calibration``, ``metrics`` and ``fingerprint``
+    The returned network carries ``calibration``, ``metrics``, ``normalizer`` (a
+    :class:`~twinnet.normalize.ScoreNormalizer`, or None) and ``fingerprint``
     (:func:`weights_fingerprint`). Errors name what is missing, corrupt or incompatible.
     """
     directory = resolve_model_dir(path)
@@ -264,6 +273,8 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", verify: bool =
     met = directory / "metrics.json"
     if met.exists():
         model.metrics = json.loads(met.read_text(encoding="utf-8"))
+    normalizer = load_normalizer(directory, model.comparator) if (directory / NORMALIZER_META).exists() else None
+    model.normalizer = normalizer  # type: ignore[assignment]
     model.fingerprint = weights_fingerprint(model)
     return model.to(device).eval()
 

@@ -79,6 +79,9 @@ class ServiceSettings:
     max_top_k: int = 100
     max_inputs: int = 64
     max_text_chars: int = 100_000
+    operating_point: str | None = None
+    """The model's operating point /verify and /identify decide at unless a request names another
+    (``?operating_point=``) or gives a ``threshold``; None: the model's default."""
     decode_workers: int = 2
     """Threads decoding images. One request uses at most one of them at a time, so with two, one
     request with many big images never keeps a small one waiting for a worker."""
@@ -707,6 +710,17 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
             raise ServiceError(422, "invalid_request", "threshold: must be a finite number")
         return value
 
+    def operating_point_param(request: Request, threshold: float | None) -> str | None:
+        """The operating point a request decides at (checked before any input is embedded: an
+        unknown name is a ConfigError, a 400 naming the known ones)."""
+        raw = request.query_params.get("operating_point")
+        if raw is not None:
+            check_utf8(raw, "operating_point")
+        name = raw if raw is not None else settings.operating_point
+        if threshold is None and name is not None:
+            decide(model, 0.0, None, name)
+        return name
+
     # -- endpoints ----------------------------------------------------------------------------------
 
     @app.get("/health")
@@ -724,12 +738,13 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
     @app.post("/verify")
     async def verify(request: Request) -> dict[str, Any]:
         threshold = threshold_param(request)
+        point = operating_point_param(request, threshold)
         _, (a, b) = await read_inputs(request, ("a", False, "a"), ("b", False, "b"))
         ea, eb = await asyncio.gather(batcher.embed(a, "a"), batcher.embed(b, "b"))
 
         def decided() -> dict[str, Any]:  # the comparator runs off the event loop, as the encoders do
             value = float(compare_embeddings(model, torch.from_numpy(ea), torch.from_numpy(eb))[0])
-            result = decide(model, value, threshold)
+            result = decide(model, value, threshold, point)
             # texts: say which were truncated, as twinnet.verify does
             named: tuple[tuple[str, Side, Any], ...] = (("A", "a", a), ("B", "b", b))
             for name, side, x in named:
@@ -744,9 +759,12 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
         g = need_gallery()
         k = int_param(request, "top_k", 5, 1, settings.max_top_k)
         threshold = threshold_param(request)
+        point = operating_point_param(request, threshold)
         _, (x,) = await read_inputs(request, ("inputs", True, QUERY_SIDE))
         vectors = await batcher.embed(x, QUERY_SIDE)
-        results = await run_in_threadpool(lambda: g.identify_batch(vectors, k, threshold, precomputed=True))
+        results = await run_in_threadpool(
+            lambda: g.identify_batch(vectors, k, threshold, precomputed=True, operating_point=point)
+        )
         return {"results": [r.to_dict() for r in results]}
 
     @app.post("/enroll")
@@ -825,6 +843,8 @@ def serve(model_path: str | Path, gallery_path: str | Path | None, host: str, po
     Image.MAX_IMAGE_PIXELS = settings.max_pixels
     images.MAX_PIXELS = settings.max_pixels  # the library's own check agrees with the service's
     model = load(model_path)
+    if settings.operating_point is not None:  # an unknown name fails before the service starts
+        decide(model, 0.0, None, settings.operating_point)
     gallery = None
     if gallery_path is not None:
         path = Path(gallery_path)

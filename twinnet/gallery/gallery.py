@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from twinnet.compare import COMPARATORS, Comparator, IndexPlan, Orientation, build_comparator
-from twinnet.errors import DataError, NotFoundError
+from twinnet.errors import ConfigError, DataError, NotFoundError
 from twinnet.gallery.index import (
     AUTO_APPROX_THRESHOLD,
     CacheError,
@@ -80,6 +80,8 @@ class Identification:
     matches: list[Match]
     threshold: float | None
     orientation: Orientation
+    operating_point: str | None = None
+    """The model's operating point the threshold came from (None: an explicit threshold, or none)."""
 
     @property
     def identity(self) -> str | None:
@@ -94,6 +96,7 @@ class Identification:
             "identity": self.identity,
             "known": self.identity is not None,
             "threshold": self.threshold,
+            "operating_point": self.operating_point,
             "matches": [{"identity": m.identity, key: m.value, "same": m.same} for m in self.matches],
         }
 
@@ -107,10 +110,12 @@ class GalleryVerification:
     orientation: Orientation
     templates: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    operating_point: str | None = None
+    """The model's operating point the threshold came from (None: an explicit threshold, or none)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"identity": self.identity, self.orientation.value_name: self.value, "threshold": self.threshold,
-                "same": self.same, "templates": self.templates}  # fmt: skip
+                "operating_point": self.operating_point, "same": self.same, "templates": self.templates}  # fmt: skip
 
 
 @dataclass
@@ -609,25 +614,41 @@ class Gallery:
 
     # -- scoring ------------------------------------------------------------------------------------
 
-    def default_threshold(self) -> float | None:
+    def default_threshold(self, operating_point: str | None = None) -> float | None:
+        """The threshold of the model's ``operating_point`` (None: its default); None when the model
+        has no calibration. An unknown name is a ConfigError listing the known ones."""
         calibration = getattr(self.model, "calibration", None)
-        return None if calibration is None else calibration.native_threshold()
+        return None if calibration is None else calibration.threshold(operating_point)
 
-    def _threshold(self, threshold: float | None) -> float | None:
-        """The threshold to decide with: the given one, else the model's; a non-finite one is
-        refused (NaN would make every decision False and ±inf every one the same, silently)."""
-        given = threshold is not None
-        if not given:
-            threshold = self.default_threshold()
-        if threshold is None:
+    def _operating_point_name(self, operating_point: str | None) -> str | None:
+        calibration = getattr(self.model, "calibration", None)
+        if calibration is None:
+            if operating_point is not None:
+                raise ConfigError(f"operating point {operating_point!r}: the model has no calibration; "
+                                  "calibrate it first (twinnet calibrate)")  # fmt: skip
             return None
+        return calibration.resolve(operating_point)
+
+    def _threshold(
+        self, threshold: float | None, operating_point: str | None = None
+    ) -> tuple[float | None, str | None]:
+        """The threshold to decide with and the operating point it came from: the given threshold
+        (no operating point), else the model's ``operating_point`` (None: its default); a non-finite
+        one is refused (NaN would make every decision False and ±inf every one the same, silently)."""
+        given = threshold is not None
+        name = None
+        if not given:
+            name = self._operating_point_name(operating_point)
+            threshold = None if name is None else self.default_threshold(name)
+        if threshold is None:
+            return None, None
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
             raise DataError(f"threshold must be a number, not {threshold!r}")
         value = float(threshold)
         if not math.isfinite(value):
             where = "threshold" if given else "the model's calibrated threshold"
             raise DataError(f"{where} must be a finite number, not {value}")
-        return value
+        return value, name
 
     def _decide(self, value: float, threshold: float | None) -> bool | None:
         return None if threshold is None else bool(self.orientation.matches(value, threshold))
@@ -644,16 +665,17 @@ class Gallery:
 
     def identify_batch(
         self, inputs: Sequence[Any] | np.ndarray | torch.Tensor, k: int = 5, threshold: float | None = None,
-        candidates: int = 100, precomputed: bool | None = None,
+        candidates: int = 100, precomputed: bool | None = None, operating_point: str | None = None,
     ) -> builtins.list[Identification]:  # fmt: skip
         """Top-``k`` identities per query (best template per identity) with open-set rejection.
 
         The index is first brought in step with the database (other processes' enrolments count).
         Re-scored plans fetch ``candidates`` templates per query from the index and score them
-        exactly with the comparator."""
+        exactly with the comparator. Decisions are at ``threshold`` (native scale), else at the model's
+        ``operating_point`` (None: its default)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise DataError(f"k must be a positive integer, not {k!r}")
-        threshold = self._threshold(threshold)
+        threshold, point = self._threshold(threshold, operating_point)
         queries = self.embed(inputs, precomputed, side=QUERY_SIDE)
         plan, orientation = self.plan, self.orientation
         with self._lock:
@@ -685,21 +707,23 @@ class Gallery:
             names = list(best)
             order = orientation.rank(np.array([best[n] for n in names], dtype=np.float64))[:k]
             matches = [Match(names[i], float(best[names[i]]), self._decide(best[names[i]], threshold)) for i in order]
-            results.append(Identification(matches, threshold, orientation))
+            results.append(Identification(matches, threshold, orientation, point))
         return results
 
-    def identify(self, x: Any, k: int = 5, threshold: float | None = None) -> Identification:
-        return self.identify_batch(_as_batch(x), k, threshold)[0]
+    def identify(
+        self, x: Any, k: int = 5, threshold: float | None = None, operating_point: str | None = None
+    ) -> Identification:
+        return self.identify_batch(_as_batch(x), k, threshold, operating_point=operating_point)[0]
 
     def verify_batch(
         self, inputs: Any, identities: Sequence[str], threshold: float | None = None, precomputed: bool | None = None,
-        aggregate: Literal["best", "mean"] = "best",
+        aggregate: Literal["best", "mean"] = "best", operating_point: str | None = None,
     ) -> builtins.list[GalleryVerification]:  # fmt: skip
         """Score each input against its claimed identity's templates: the best template counts, or
         with ``aggregate="mean"`` the mean over them."""
         if aggregate not in ("best", "mean"):
             raise DataError(f"aggregate must be 'best' or 'mean', not {aggregate!r}")
-        threshold = self._threshold(threshold)
+        threshold, point = self._threshold(threshold, operating_point)
         queries = self.embed(inputs, precomputed, side=QUERY_SIDE)
         if len(identities) != len(queries):
             raise DataError(f"{len(identities)} identities for {len(queries)} inputs")
@@ -712,11 +736,13 @@ class Gallery:
             values = self.native_values(q[None], np.array(templates, dtype=np.float32))[0]
             value = float(values.mean() if aggregate == "mean" else self.orientation.best(values))
             out.append(GalleryVerification(identity, value, threshold, self._decide(value, threshold),
-                                           self.orientation, len(templates)))  # fmt: skip
+                                           self.orientation, len(templates), operating_point=point))  # fmt: skip
         return out
 
-    def verify(self, x: Any, identity: str, threshold: float | None = None) -> GalleryVerification:
-        return self.verify_batch(_as_batch(x), [identity], threshold)[0]
+    def verify(
+        self, x: Any, identity: str, threshold: float | None = None, operating_point: str | None = None
+    ) -> GalleryVerification:
+        return self.verify_batch(_as_batch(x), [identity], threshold, operating_point=operating_point)[0]
 
 
 def _write_info(path: Path, info: dict[str, Any]) -> None:

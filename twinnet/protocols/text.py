@@ -68,10 +68,11 @@ class STSProtocol(EvaluationProtocol):
 
 @register_protocol("pairs")
 class PairClassificationProtocol(EvaluationProtocol):
-    """Paraphrase / duplicate detection on labelled pairs: decisions at the model's calibrated
-    threshold (accuracy, F1, FAR, FRR; F1 is primary), threshold-free figures (average precision,
-    primary without a calibration; ROC AUC), and, marked as oracle, the best accuracy and F1 any
-    threshold would give on these very pairs."""
+    """Paraphrase / duplicate detection on labelled pairs: decisions at the model's operating point
+    for verification (its first point fitted on pairs, the default first; else the default), named
+    in the result's ``operating_point`` (accuracy, F1, FAR, FRR; F1 is primary), threshold-free
+    figures (average precision, primary without a calibration; ROC AUC), and, marked as oracle, the
+    best accuracy and F1 any threshold would give on these very pairs."""
 
     primary_metric = "f1"
     needs = "pairs"
@@ -92,13 +93,15 @@ class PairClassificationProtocol(EvaluationProtocol):
             "positive_share": float(np.mean(same)),
             "threshold": None,
         }
-        if calibration is None:
+        if calibration is None or not calibration.points:
             return self.result(metrics, "average_precision")
-        t = calibration.orientation.to_similarity(calibration.native_threshold())
+        found = calibration.find("verification")
+        name, point = found if found is not None else (calibration.default, calibration.point())
+        t = calibration.orientation.to_similarity(point.threshold)
         far, frr = calc_far_frr(sim, same, t)
         metrics.update({"accuracy": calc_accuracy(sim, same, t), "f1": calc_f1(sim, same, t), "far": far, "frr": frr,
-                        "threshold": calibration.native_threshold()})  # fmt: skip
-        return self.result(metrics)
+                        "threshold": point.threshold})  # fmt: skip
+        return self.result(metrics, operating_point=name)
 
     def evaluate(self, model: AnyTwin, data: Dataset) -> ProtocolResult:
         return self.run(model, data.items, _pairs(self, data), model.calibration)

@@ -88,6 +88,9 @@ class Validator:
             self.protocol.check_data(self.source)
         except DataError as err:
             raise ConfigError(f"train.validation.protocol: {err}") from None
+        #: How the validation pairs were made: what training's operating points record in their provenance.
+        self.pair_settings: dict[str, Any] = {"pairs": "given"} if pairs is not None else \
+            {"pairs": "balanced", "n_pairs": v.pairs, "seed": self.seed}  # fmt: skip
         if pairs is None:
             items.require_min_per_class(2, "validation pairs")
             pairs = balanced_pairs(items.labels, v.pairs, self.seed, Stream.VALIDATION_PAIRS)
@@ -115,7 +118,8 @@ class Validator:
         if outcome.native is None:
             return None
         calibration = calibrate(outcome.native, self.pairs.same, model.comparator.orientation,
-                                far_targets=self.far_targets)  # fmt: skip
+                                far_targets=self.far_targets, data=self.data, protocol="verification",
+                                settings=self.pair_settings)  # fmt: skip
         model.calibration = calibration
         for name in self.calibration_protocols:
             extra = build_protocol(name, {"seed": self.seed}).calibrate(model, self.source)
