@@ -1,6 +1,7 @@
 """No silent wrong answers from one gallery: index caches that are stale or lie, thresholds that
 are not numbers, damaged or foreign gallery files, content hashes, upgrades from version 1."""
 
+import dataclasses
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from twinnet.calibrate import calibrate
 from twinnet.config import ModelConfig
 from twinnet.errors import DataError
 from twinnet.gallery import Gallery, content_hash
@@ -200,7 +202,11 @@ def test_a_non_finite_calibrated_threshold_is_refused(tmp_path):
     model = build_model(ModelConfig.model_validate(config)).eval()
     g = Gallery.create(tmp_path / "g", model)
     g.enroll("a", np.ones((1, 4), np.float32))
-    g.default_threshold = lambda: math.nan  # a damaged calibration
+    # a damaged calibration: its default operating point holds NaN
+    rng = np.random.default_rng(0)
+    model.calibration = calibrate(rng.random(100), rng.random(100) < 0.5, model.comparator.orientation)
+    default = model.calibration.point()
+    model.calibration.add("default", dataclasses.replace(default, threshold=math.nan), make_default=True)
     with pytest.raises(DataError, match="the model's calibrated threshold must be a finite number"):
         g.identify(np.ones(4, np.float32))
     g.close()
