@@ -47,3 +47,36 @@ def write_result(name: str, figures: dict[str, Any], started: float) -> Path:
     }
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(model: Path, gallery: Path, key: str, stderr: Any) -> tuple[Any, str]:
+    """``twinnet serve MODEL --gallery GALLERY`` on a free port with API key ``key``, started in a
+    subprocess and waited for until ``/health`` answers; returns the process and its URL."""
+    import subprocess
+
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "TWINNET_API_KEYS": key}
+    server = subprocess.Popen([sys.executable, "-m", "twinnet", "serve", str(model), "--gallery", str(gallery),
+                               "--port", str(port)], env=env, stderr=stderr)  # fmt: skip
+    deadline = time.time() + 60
+    while True:
+        try:
+            if httpx.get(url + "/health").status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline or server.poll() is not None:
+            server.kill()
+            raise SystemExit("the service did not start")
+        time.sleep(0.2)

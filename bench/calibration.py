@@ -35,7 +35,7 @@ from _common import write_result
 from rich.console import Console
 from rich.table import Table
 
-from twinnet.calibrate import drift_report, measure, recalibrate
+from twinnet.calibrate import measure
 from twinnet.config import load_config
 from twinnet.data.items import ItemSet
 from twinnet.data.pairs import Pairs
@@ -43,6 +43,7 @@ from twinnet.data.sources import Dataset
 from twinnet.data.splits import split_by_class
 from twinnet.errors import DataError
 from twinnet.model import AnyTwin, build_model
+from twinnet.operating import drift_report, recalibrate
 from twinnet.protocols import build_protocol
 from twinnet.protocols.verification import pair_values
 from twinnet.runtime import seed_everything

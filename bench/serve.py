@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,17 +19,11 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import write_result
+from _common import start_service, write_result
 from rich.console import Console
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -58,22 +50,8 @@ def main() -> None:
         enroll_folder(g, examples)
         counts = g.count()
     key = secrets.token_hex(16)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "TWINNET_API_KEYS": key}
-    server = subprocess.Popen([sys.executable, "-m", "twinnet", "serve", str(model), "--gallery", str(gallery_dir),
-                               "--port", str(port)], env=env, stderr=subprocess.DEVNULL)  # fmt: skip
+    server, url = start_service(model, gallery_dir, key, subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise SystemExit("the service did not start")
-            time.sleep(0.2)
         a, b = examples / "6" / "0000.png", examples / "6" / "0001.png"
         results = {}
         for endpoint, files in (("/verify", {"a": str(a), "b": str(b)}), ("/identify", {"inputs": str(a)})):

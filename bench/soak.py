@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import random
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,7 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 import torch
-from _common import write_result
+from _common import start_service, write_result
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -45,12 +43,6 @@ REQUEST_TIMEOUT_S = 30.0
 #: How many probes one /identify of the final check carries (the service takes up to 64).
 PROBES_PER_REQUEST = 64
 TOP_K = 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def image_of(seed: int, size: tuple[int, int]) -> bytes:
@@ -241,25 +233,14 @@ def main() -> None:
     gallery_dir = tmp / "gallery"
     Gallery.create(gallery_dir, loaded).close()
     key = secrets.token_hex(16)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp / "serve.log"
-    env = {**os.environ, "TWINNET_API_KEYS": key}
     with log.open("w") as log_file:
-        server = subprocess.Popen([sys.executable, "-m", "twinnet", "serve", str(model), "--gallery",
-                                   str(gallery_dir), "--port", str(port)], env=env, stderr=log_file)  # fmt: skip
+        try:
+            server, url = start_service(model, gallery_dir, key, log_file)
+        except SystemExit:
+            raise SystemExit(f"the service did not start:\n{log.read_text()[-2000:]}") from None
     ledger = Ledger()
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise SystemExit(f"the service did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.2)
         stop = time.perf_counter() + args.seconds
         (tmp / "cli").mkdir()
         writer = threading.Thread(target=cli_writer, args=(model, gallery_dir, tmp / "cli", stop, ledger, size))

@@ -20,10 +20,8 @@ from twinnet.calibrate import (
     calibrate,
     calibrate_threshold,
     data_fingerprint,
-    drift_report,
     fit_operating_point,
     parse_target,
-    recalibrate,
 )
 from twinnet.compare import DISTANCE, SCORE, CosineSimilarity, EuclideanDistance
 from twinnet.data.items import ItemSet
@@ -31,6 +29,7 @@ from twinnet.data.pairs import Pairs
 from twinnet.data.sources import Dataset
 from twinnet.errors import ConfigError, DataError
 from twinnet.metrics import calc_clopper_pearson, calc_error_rates, calc_min_trials, calc_threshold_at_frr
+from twinnet.operating import drift_report, recalibrate
 
 rng = np.random.default_rng(0)
 SAME = np.r_[np.ones(600, bool), np.zeros(900, bool)]

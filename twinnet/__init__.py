@@ -21,10 +21,8 @@ from twinnet.calibrate import (
     calibrate,
     calibrate_threshold,
     data_fingerprint,
-    drift_report,
     fit_operating_point,
     parse_target,
-    recalibrate,
 )
 from twinnet.compare import (
     COMPARATORS,
@@ -61,6 +59,7 @@ from twinnet.losses import (
 )
 from twinnet.model import HalfTwinNetwork, TwinNetwork, build_model
 from twinnet.normalize import ScoreNormalizer
+from twinnet.operating import drift_report, recalibrate
 from twinnet.protocols import (
     PROTOCOLS,
     EvaluationProtocol,

@@ -193,9 +193,8 @@ def evaluate(
 ) -> None:
     """Evaluate a model with a registered protocol: verification (ROC AUC, EER, TAR@FAR), N-way K-shot
     accuracy, signatures, or for text models STS correlation, pair classification, retrieval."""
-    from twinnet.data.sources import ReadOptions, read_dataset
+    from twinnet.data.sources import ReadOptions
     from twinnet.evaluate import evaluate_model, load_model_or_config
-    from twinnet.protocols.base import build_protocol
 
     for option, value, minimum in (("--ways", ways, 2), ("--shots", shots, 1), ("--episodes", episodes, 1),
                                    ("--pairs", pairs, 2), ("--references", references, 1),
@@ -207,15 +206,12 @@ def evaluate(
     params = {k: v for k, v in given.items() if v is not None}
     model = load_model_or_config(model_path)
     options = ReadOptions(class_depth=class_depth, skip_bad=skip_bad)
-    result = evaluate_model(model, data, protocol, params, format=data_format, options=options).to_dict()
+    result = evaluate_model(model, data, protocol, params, format=data_format, options=options, drift=True).to_dict()
     result["source"] = str(data)
-    drift = None
-    if model.calibration is not None and model.calibration.points and \
-            build_protocol(protocol, params, field="--protocol").makes_decisions():  # fmt: skip
-        dataset = read_dataset(data, model.input_spec("a"), data_format, options, field="--format")
-        drift = _drift_of_stored_points(model, dataset, protocol, params)
-    if drift is not None:
-        result["operating_points"] = drift.to_json()
+    checks = result.get("operating_points", {}).get("checks", [])
+    for check in checks:
+        if check["drifted"]:
+            err.print(f"warning: operating point {escape(check['message'])}", highlight=False, soft_wrap=True)
     if as_json:
         _print_json(result)
         return
@@ -227,23 +223,8 @@ def evaluate(
         rows["accuracy"] = f"{result['accuracy']:.4f} ± {result['ci95']:.4f} (95% CI)"
         rows.pop("ci95")
     out.print(_table(f"{protocol} on {data}", rows))
-    if drift is not None:
-        for check in drift.checks:
-            out.print(escape(check.message), highlight=False, soft_wrap=True)
-
-
-def _drift_of_stored_points(model: Any, dataset: Any, protocol: str, params: dict[str, Any]) -> Any:
-    """The drift report of the model's stored operating points on ``dataset`` (None without any),
-    with a warning line on standard error for each point that drifted."""
-    from twinnet.calibrate import drift_report
-
-    if model.calibration is None or not model.calibration.points:
-        return None
-    report = drift_report(model, dataset, protocol, params)
-    for check in report.checks:
-        if check.drifted:
-            err.print(f"warning: operating point {escape(check.message)}", highlight=False, soft_wrap=True)
-    return report
+    for check in checks:
+        out.print(escape(check["message"]), highlight=False, soft_wrap=True)
 
 
 def _decision_params(references: int | None, aggregate: str | None, pairs: int | None,
@@ -305,9 +286,9 @@ def calibrate(
 ) -> None:
     """Fit an operating point (a threshold for a target FAR, FRR or the EER) on your labelled data and
     store it in MODEL; with --check, measure the stored points on the data and say which drifted."""
-    from twinnet.calibrate import drift_report, recalibrate
     from twinnet.data.sources import read_dataset
     from twinnet.io import load, resolve_model_dir, save
+    from twinnet.operating import drift_report, recalibrate
 
     params = _decision_params(references, aggregate, pairs, seed)
     target = _parse_target(target)
@@ -357,11 +338,11 @@ def init(
 ) -> None:
     """Save the model a config describes, untrained (a pretrained encoder, a raw-pixel baseline), so
     that it is evaluated, calibrated and served with the same commands as a trained one."""
-    from twinnet.calibrate import recalibrate
     from twinnet.config import load_config
     from twinnet.data.sources import read_dataset
     from twinnet.io import save
     from twinnet.model import build_model
+    from twinnet.operating import recalibrate
 
     params = _decision_params(references, aggregate, pairs, seed)
     target = _parse_target(target) if calibrate_on is not None else target

@@ -92,6 +92,14 @@ class Orientation:
             raise ValueError(f"orientation must be 'distance' or 'score', not {value!r}")
         return DISTANCE if value == "distance" else SCORE
 
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> Orientation:
+        """The orientation a stored JSON object records: ``orientation`` (``distance``/``score``), or
+        the boolean ``is_distance`` of files written by earlier versions."""
+        if "orientation" in data:
+            return cls.from_json(data["orientation"])
+        return DISTANCE if data["is_distance"] else SCORE
+
 
 DISTANCE = Orientation("distance")
 SCORE = Orientation("score")
@@ -212,6 +220,13 @@ class Comparator(nn.Module):
     @property
     def has_logits(self) -> bool:
         return type(self).logits is not Comparator.logits
+
+    def offers(self, value: Literal["distance", "similarity", "logits"]) -> bool:
+        """Whether this comparator gives what a loss consumes: a ``distance`` (smaller = more
+        alike), a ``similarity`` (larger = more alike) as its native value, or ``logits``."""
+        if value == "logits":
+            return self.has_logits
+        return self.orientation.kind == ("distance" if value == "distance" else "score")
 
     # -- search -------------------------------------------------------------------------------------
 

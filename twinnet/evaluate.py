@@ -16,6 +16,7 @@ from twinnet.data.sources import ReadOptions, read_dataset
 from twinnet.errors import ModelFormatError
 from twinnet.io import load
 from twinnet.model import AnyTwin
+from twinnet.operating import drift_report
 from twinnet.protocols.base import ProtocolResult, build_protocol
 
 
@@ -27,14 +28,22 @@ def evaluate_model(
     *,
     format: str = "auto",
     options: ReadOptions | None = None,
+    drift: bool = False,
 ) -> ProtocolResult:
     """Run the registered ``protocol`` (with its options ``params``) on the data at ``data``, read by
-    the registered ``format`` (``auto``: recognised from the path)."""
+    the registered ``format`` (``auto``: recognised from the path).
+
+    With ``drift``, a calibrated model and a protocol that decides, the result's
+    ``details["operating_points"]`` holds the drift report of the stored operating points on the
+    same data (:func:`twinnet.operating.drift_report`): the data are read once for both."""
     evaluator = build_protocol(protocol, params, field="--protocol")
     check_finite_weights(model)
     dataset = read_dataset(data, model.input_spec("a"), format, options, field="--format")
     evaluator.check_data(dataset)
-    return evaluator.evaluate(model, dataset)
+    result = evaluator.evaluate(model, dataset)
+    if drift and model.calibration is not None and model.calibration.points and evaluator.makes_decisions():
+        result.details["operating_points"] = drift_report(model, dataset, protocol, params).to_json()
+    return result
 
 
 def check_finite_weights(model: torch.nn.Module) -> None:

@@ -132,20 +132,14 @@ class PairLoss(TwinLoss):
             cls.batch_plan = "scored_pairs" if cls.target == "score" else "pairs"
 
     def check_comparator(self, comparator: Comparator) -> None:
-        if self.input == "similarity" and comparator.is_distance:
-            raise ConfigError(
-                f"loss {type(self).__name__} needs a similarity comparator (cosine), not {type(comparator).__name__}"
-            )
-        if self.input == "distance" and not comparator.is_distance:
-            raise ConfigError(
-                f"loss {type(self).__name__} needs a distance comparator (euclidean, squared_euclidean, "
-                f"mahalanobis), not {type(comparator).__name__}"
-            )
-        if self.input == "logits" and not comparator.has_logits:
-            raise ConfigError(
-                f"loss {type(self).__name__} needs a comparator that gives logits (weighted_l1, mlp), "
-                f"not {type(comparator).__name__}"
-            )
+        if comparator.offers(self.input):
+            return
+        wanted = {
+            "similarity": "a similarity comparator (cosine)",
+            "distance": "a distance comparator (euclidean, squared_euclidean, mahalanobis)",
+            "logits": "a comparator that gives logits (weighted_l1, mlp)",
+        }[self.input]
+        raise ConfigError(f"loss {type(self).__name__} needs {wanted}, not {type(comparator).__name__}")
 
     def compute(self, model: AnyTwin, batch: PairBatch) -> torch.Tensor:  # type: ignore[override]
         z_a, z_b = model.embed_pair(batch.inputs_a, batch.inputs_b)
