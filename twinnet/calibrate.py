@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from twinnet._version import __version__
-from twinnet.compare import Orientation
+from twinnet.compare import SCORE, Orientation
 from twinnet.errors import ConfigError, DataError
 from twinnet.metrics import (
     ArrayLike,
     _np,
     calc_best_accuracy,
+    calc_clopper_pearson,
     calc_eer,
     calc_error_rates,
     calc_min_trials,
@@ -61,6 +62,24 @@ FORMAT = 2
 MIN_PAIRS_PER_KIND = 10
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
+
+#: The scale of a threshold on the comparator's own values. Any other scale names a score
+#: normalisation (``snorm``, ``writer-zscore``, …): its values are similarities (larger = more
+#: alike, :mod:`twinnet.normalize`'s convention), whatever the comparator's orientation.
+NATIVE = "native"
+#: How an interval was computed: exact binomial over pairs taken as independent, or a bootstrap
+#: that resamples identities (pairs of one identity are correlated).
+CLOPPER_PEARSON = "clopper-pearson"
+BOOTSTRAP_IDENTITY = "bootstrap-identity"
+#: Bootstrap resamples and seed of :func:`bootstrap_identity_intervals` (seeded: same data, same interval).
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def scale_orientation(native: Orientation, scale: str) -> Orientation:
+    """The orientation of values on ``scale``: the comparator's (``native``) for its own values;
+    a normalised score is a similarity (orientation ``score``)."""
+    return native if scale == NATIVE else SCORE
 
 
 # -- targets ---------------------------------------------------------------------------------------
@@ -222,6 +241,11 @@ class OperatingPoint:
     warning: str | None = None
     """Set when the data were too few to show the target (points training fits for information,
     e.g. ``far=0.001`` on 1,000 impostor pairs): the point exists, its intervals say how loose it is."""
+    scale: str = NATIVE
+    """What the threshold is on: ``native`` (the comparator's values, in its orientation), or the
+    name of the score normalisation it was fitted after (a similarity scale)."""
+    interval: str = CLOPPER_PEARSON
+    """How ``far_ci`` and ``frr_ci`` were computed: ``clopper-pearson`` or ``bootstrap-identity``."""
 
     # -- the former ``Threshold``'s fields ----------------------------------------------------------
 
@@ -246,6 +270,7 @@ class OperatingPoint:
             "accuracy": self.accuracy, "far_ci95": None if self.far_ci is None else list(self.far_ci),
             "frr_ci95": None if self.frr_ci is None else list(self.frr_ci), "false_accepts": self.false_accepts,
             "false_rejects": self.false_rejects, "warning": self.warning, "provenance": self.provenance.to_json(),
+            "scale": self.scale, "interval": self.interval,
         }  # fmt: skip
 
     @classmethod
@@ -258,7 +283,8 @@ class OperatingPoint:
             frr=float(data["frr"]), accuracy=float(data["accuracy"]), far_ci=interval(data.get("far_ci95")),
             frr_ci=interval(data.get("frr_ci95")), false_accepts=data.get("false_accepts"),
             false_rejects=data.get("false_rejects"), warning=data.get("warning"),
-            provenance=Provenance.from_json(data.get("provenance") or {}),
+            provenance=Provenance.from_json(data.get("provenance") or {}), scale=str(data.get("scale", NATIVE)),
+            interval=str(data.get("interval", CLOPPER_PEARSON)),
         )  # fmt: skip
 
 
@@ -266,13 +292,61 @@ class OperatingPoint:
 Threshold = OperatingPoint
 
 
-def measure(native: ArrayLike, genuine: ArrayLike, orientation: Orientation, threshold: float) -> dict[str, Any]:
-    """FAR, FRR (with 95% Clopper–Pearson intervals) and accuracy of deciding ``native`` values at a
-    native ``threshold``; counts of pairs and errors."""
+def bootstrap_identity_intervals(
+    accept: ArrayLike, genuine: ArrayLike, identities: ArrayLike, *, resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED, confidence: float = 0.95,
+) -> tuple[Interval, Interval]:  # fmt: skip
+    """95% intervals of the FAR and FRR of ``accept`` decisions that are honest about identities:
+    trials of one identity are correlated (one writer's forgeries are all easy, or all hard), so
+    the identities are resampled with replacement (``resamples`` times, seeded), each resample
+    taking every trial of the identities it draws, and the rates' percentile interval is taken. A
+    rate that is 0 in every resample would get the interval [0, 0]; so the interval returned is the
+    hull of the bootstrap's and the Clopper–Pearson one: never narrower than the binomial interval,
+    wider when identities cluster. ``identities``: one identity label per trial."""
+    a, y = _np(accept).astype(bool).ravel(), _np(genuine).astype(bool).ravel()
+    ids = np.asarray(identities).ravel()
+    if not len(a) == len(y) == len(ids):
+        raise ValueError(f"{len(a)} decisions, {len(y)} labels and {len(ids)} identities")
+    _, owner = np.unique(ids, return_inverse=True)
+    n = int(owner.max()) + 1 if len(owner) else 0
+    # per identity: false accepts, impostor trials, false rejects, genuine trials
+    fa = np.bincount(owner, a & ~y, n)
+    imp = np.bincount(owner, ~y, n)
+    fr = np.bincount(owner, ~a & y, n)
+    gen = np.bincount(owner, y, n)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+    tail = 100 * (1 - confidence) / 2
+
+    def interval(errors: np.ndarray, trials: np.ndarray) -> Interval:
+        total = weights @ trials
+        rate = (weights @ errors)[total > 0] / total[total > 0]
+        exact = calc_clopper_pearson(int(errors.sum()), int(trials.sum()), confidence)
+        if len(rate) == 0:
+            return exact
+        lo, hi = np.percentile(rate, [tail, 100 - tail])
+        return float(min(lo, exact[0])), float(max(hi, exact[1]))
+
+    return interval(fa, imp), interval(fr, gen)
+
+
+def measure(
+    native: ArrayLike, genuine: ArrayLike, orientation: Orientation, threshold: float,
+    identities: ArrayLike | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """FAR, FRR (with 95% intervals) and accuracy of deciding values of ``orientation`` at
+    ``threshold`` (on the same scale); counts of pairs and errors. The intervals are Clopper–Pearson,
+    or with ``identities`` (one label per trial) :func:`bootstrap_identity_intervals`; ``interval``
+    says which."""
     scores = orientation.to_similarity(_np(native).astype(np.float64))
-    r = calc_error_rates(scores, genuine, float(orientation.to_similarity(threshold)))
-    return {"threshold": float(threshold), "far": r.far, "far_ci95": list(r.far_ci), "frr": r.frr,
-            "frr_ci95": list(r.frr_ci), "accuracy": r.accuracy, "false_accepts": r.false_accepts,
+    t = float(orientation.to_similarity(threshold))
+    r = calc_error_rates(scores, genuine, t)
+    far_ci, frr_ci, kind = r.far_ci, r.frr_ci, CLOPPER_PEARSON
+    if identities is not None:
+        far_ci, frr_ci = bootstrap_identity_intervals(scores >= t, genuine, identities)
+        kind = BOOTSTRAP_IDENTITY
+    return {"threshold": float(threshold), "far": r.far, "far_ci95": list(far_ci), "frr": r.frr,
+            "frr_ci95": list(frr_ci), "interval": kind, "accuracy": r.accuracy, "false_accepts": r.false_accepts,
             "impostor_pairs": r.impostors, "false_rejects": r.false_rejects, "genuine_pairs": r.genuine}  # fmt: skip
 
 
@@ -284,12 +358,17 @@ def fit_operating_point(
     *,
     provenance: Provenance | None = None,
     strict: bool = True,
+    scale: str = NATIVE,
+    identities: ArrayLike | None = None,
 ) -> OperatingPoint:
     """Fit a threshold on native values for ``genuine`` (bool, True for same-identity pairs).
+    ``orientation`` is that of the values: the comparator's for ``scale="native"``, ``score`` for
+    normalised scores (``scale`` names the normalisation; :func:`scale_orientation`).
 
     Targets: ``eer`` (where FAR = FRR, interpolated on the ROC), ``far=<x>`` (the most lenient
     threshold whose FAR on these pairs is at most x), ``frr=<x>`` (the strictest whose FRR is at most
-    x), ``best_accuracy``. The point's FAR and FRR come with 95% Clopper–Pearson intervals.
+    x), ``best_accuracy``. The point's FAR and FRR come with 95% Clopper–Pearson intervals,
+    or, given ``identities`` (one label per trial), :func:`bootstrap_identity_intervals`.
 
     Raises DataError when the pairs are too few to show the target (see :meth:`Target.data_problem`;
     a FAR below 3/n needs more than n impostor pairs); ``strict=False`` fits anyway and records the
@@ -320,12 +399,16 @@ def fit_operating_point(
         assert t.rate is not None
         _, s_threshold = calc_threshold_at_frr(scores, y, t.rate)
     r = calc_error_rates(scores, y, s_threshold)
+    far_ci, frr_ci, interval = r.far_ci, r.frr_ci, CLOPPER_PEARSON
+    if identities is not None:
+        far_ci, frr_ci = bootstrap_identity_intervals(scores >= s_threshold, y, identities)
+        interval = BOOTSTRAP_IDENTITY
     base = provenance or Provenance(date=utc_now(), twinnet_version=__version__)
     prov = replace(base, genuine_pairs=n_gen, impostor_pairs=n_imp, pairs=n_gen + n_imp)
     return OperatingPoint(
         threshold=float(orientation.from_similarity(s_threshold)), target=str(t), far=r.far, frr=r.frr,
-        accuracy=r.accuracy, far_ci=r.far_ci, frr_ci=r.frr_ci, false_accepts=r.false_accepts,
-        false_rejects=r.false_rejects, provenance=prov, warning=problem,
+        accuracy=r.accuracy, far_ci=far_ci, frr_ci=frr_ci, false_accepts=r.false_accepts,
+        false_rejects=r.false_rejects, provenance=prov, warning=problem, scale=scale, interval=interval,
     )  # fmt: skip
 
 
@@ -393,9 +476,16 @@ class Calibration:
         """:meth:`threshold` (its former name)."""
         return self.threshold(name)
 
+    def orientation_of(self, operating_point: str | None = None) -> Orientation:
+        """The orientation of the values ``operating_point`` decides on (its :attr:`OperatingPoint.scale`)."""
+        return scale_orientation(self.orientation, self.point(operating_point).scale)
+
     def decide(self, values: ArrayLike, operating_point: str | None = None) -> np.ndarray:
-        """Boolean "same" decisions for native comparator values at ``operating_point``."""
-        return np.asarray(self.orientation.matches(_np(values).astype(np.float64), self.threshold(operating_point)))
+        """Boolean "same" decisions at ``operating_point`` for values on its scale (native
+        comparator values, or normalised scores for a point fitted on them)."""
+        point = self.point(operating_point)
+        orientation = scale_orientation(self.orientation, point.scale)
+        return np.asarray(orientation.matches(_np(values).astype(np.float64), point.threshold))
 
     def find(
         self, protocol: str, settings: dict[str, Any] | None = None, keys: Sequence[str] = ()
@@ -450,6 +540,7 @@ class Calibration:
                 "frr_ci95": None if p.frr_ci is None else list(p.frr_ci),
                 "genuine_pairs": p.provenance.genuine_pairs, "impostor_pairs": p.provenance.impostor_pairs,
                 "protocol": p.provenance.protocol, "date": p.provenance.date, "warning": p.warning,
+                "scale": p.scale, "interval": p.interval,
             })  # fmt: skip
         return rows
 

@@ -1,4 +1,10 @@
-"""Using a trained model: read inputs as the model expects them, embed, verify."""
+"""Using a trained model: read inputs as the model expects them, embed, score, verify.
+
+:func:`score` is the one place a pair of embeddings becomes what a decision is made on: the
+comparator's native values and, for a model that carries a cohort normaliser
+(:func:`twinnet.normalize.normalizer_of`), the normalised scores beside them. :func:`decide` picks
+the one the operating point was fitted on (its ``scale``), so callers (``twinnet verify``, the
+gallery, the service) never branch on whether a model normalises."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from twinnet.calibrate import NATIVE, scale_orientation
 from twinnet.compare import Orientation
 from twinnet.config import InputSpec
 from twinnet.data.images import is_image_file, load_image, to_float
@@ -18,8 +25,9 @@ from twinnet.data.text import read_utf8
 from twinnet.embedding import embed_batches, embed_texts
 from twinnet.errors import ConfigError, DataError, ModelFormatError
 from twinnet.model import AnyTwin, Side
+from twinnet.normalize import normalizer_of
 
-__all__ = ["Verification", "decide", "embed", "embed_files", "embed_texts", "read_input", "verify"]
+__all__ = ["Scores", "Verification", "decide", "embed", "embed_files", "embed_texts", "read_input", "score", "verify"]
 
 Input = str | Path | torch.Tensor | np.ndarray
 
@@ -137,18 +145,66 @@ class Verification:
     """E.g. that a text was longer than the model's ``max_length`` and was truncated."""
     operating_point: str | None = None
     """The model's operating point the threshold came from; None for an explicit threshold (or none)."""
+    normalized: float | None = None
+    """The cohort-normalised score (a similarity), for a model that carries a normaliser."""
+    normalization: str | None = None
+    """That normaliser's scale (``snorm``, …)."""
+    scale: str = NATIVE
+    """What the threshold was applied to: ``native`` (``value``) or the normaliser's scale (``normalized``)."""
 
     @property
     def rule(self) -> str:
-        return self.orientation.rule
+        if self.scale == NATIVE:
+            return self.orientation.rule
+        return f"same if {self.scale}-normalised score >= threshold"
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {self.orientation.value_name: self.value, "threshold": self.threshold,
-                               "operating_point": self.operating_point, "same": self.same,
-                               "rule": self.rule}  # fmt: skip
+        out: dict[str, Any] = {self.orientation.value_name: self.value}
+        if self.normalization is not None:
+            out.update(normalized_score=self.normalized, normalization=self.normalization)
+        out.update(threshold=self.threshold, operating_point=self.operating_point, same=self.same, rule=self.rule,
+                   scale=self.scale)  # fmt: skip
         if self.notes:
             out["notes"] = self.notes
         return out
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What row pairs of embeddings scored: ``native`` comparator values and, for a model with a
+    cohort normaliser, its ``normalized`` scores (similarities) and their ``scale``."""
+
+    native: np.ndarray
+    normalized: np.ndarray | None = None
+    scale: str | None = None
+    fingerprint: str | None = None
+    """The normaliser's cohort fingerprint (a point fitted on another cohort does not apply)."""
+
+    def on(self, scale: str) -> np.ndarray:
+        """The values on ``scale`` (``native``, or the normaliser's)."""
+        if scale == NATIVE:
+            return self.native
+        if self.normalized is None or scale != self.scale:
+            have = "no normaliser" if self.scale is None else f"a {self.scale} normaliser"
+            raise ConfigError(f"the operating point was fitted on {scale}-normalised scores, but this model has "
+                              f"{have}; re-calibrate it (twinnet calibrate)")  # fmt: skip
+        return self.normalized
+
+
+@torch.no_grad()
+def score(model: AnyTwin, z_a: torch.Tensor | np.ndarray, z_b: torch.Tensor | np.ndarray) -> Scores:
+    """Row pairs of embeddings (``z_a`` from side a, ``z_b`` from side b) scored: native values, and
+    the normalised scores when the model carries a cohort normaliser."""
+    a, b = (
+        torch.as_tensor(np.asarray(z_a) if isinstance(z_a, np.ndarray) else z_a),
+        torch.as_tensor(np.asarray(z_b) if isinstance(z_b, np.ndarray) else z_b),
+    )
+    native = compare_embeddings(model, a, b).numpy().astype(np.float64)
+    normalizer = normalizer_of(model)
+    if normalizer is None:
+        return Scores(native)
+    normalized = normalizer.normalize(native, a.cpu().numpy(), b.cpu().numpy())
+    return Scores(native, normalized, normalizer.scale, normalizer.fingerprint)
 
 
 def _finite(value: Any) -> float | None:
@@ -174,31 +230,49 @@ def check_threshold(threshold: Any, field: str = "threshold") -> float | None:
 
 
 def decide(
-    model: AnyTwin, value: float, threshold: float | None = None, operating_point: str | None = None
+    model: AnyTwin, value: float | Scores, threshold: float | None = None, operating_point: str | None = None
 ) -> Verification:
-    """The decision for one native value: at ``threshold`` (native scale), else at the threshold of
-    the model's ``operating_point`` (None: its default), else undecided. A non-finite ``threshold``
-    is a :class:`ConfigError`, as is an unknown ``operating_point`` (the message lists the known
-    ones) or one asked of a model without calibration; a non-finite ``value`` (corrupt weights) a
-    :class:`DataError`, a non-finite calibrated threshold a :class:`ModelFormatError`."""
+    """The decision for one pair: ``value`` is a native value or the pair's :class:`Scores` (from
+    :func:`score`). At ``threshold`` (native scale), else at the threshold of the model's
+    ``operating_point`` (None: its default), on that point's scale (the native value, or the
+    normalised score for a point fitted on normalised scores), else undecided. A non-finite
+    ``threshold`` is a :class:`ConfigError`, as is an unknown ``operating_point`` (the message lists
+    the known ones), one asked of a model without calibration, or a point fitted on normalised scores
+    of a model without that normaliser (or with another cohort); a non-finite ``value`` (corrupt
+    weights) a :class:`DataError`, a non-finite calibrated threshold a :class:`ModelFormatError`."""
     threshold = check_threshold(threshold)
+    scores = value if isinstance(value, Scores) else Scores(np.asarray([value], np.float64))
+    value = float(scores.native[0])
     native = _finite(value)
     if native is None:
         raise DataError(f"the model gave a non-finite {model.comparator.orientation.value_name} ({value!r}): "
                         "its weights may be corrupt")  # fmt: skip
-    name = None
+    name, scale, decided_on = None, NATIVE, native
     if threshold is None and model.calibration is None and operating_point is not None:
         raise ConfigError(f"operating point {operating_point!r}: the model has no calibration; "
                           "calibrate it first (twinnet calibrate)")  # fmt: skip
     if threshold is None and model.calibration is not None:
         name = model.calibration.resolve(operating_point)
-        calibrated = model.calibration.threshold(name)
+        point = model.calibration.points[name]
+        scale = point.scale
+        cohort = point.provenance.settings.get("cohort")
+        if scale != NATIVE and cohort is not None and scores.fingerprint not in (None, cohort):
+            raise ConfigError(f"operating point {name!r} was fitted with another cohort than this model's "
+                              "normaliser; re-calibrate it (twinnet calibrate --normalize)")  # fmt: skip
+        picked = _finite(scores.on(scale)[0])
+        if picked is None:
+            raise DataError(f"the model gave a non-finite {scale} score: its weights or normaliser may be corrupt")
+        decided_on = picked
+        calibrated = point.threshold
         threshold = _finite(calibrated)
         if threshold is None:
             raise ModelFormatError(f"the model's calibrated threshold is {calibrated!r}, not a finite number: "
                                    "its calibration may be corrupt")  # fmt: skip
-    same = None if threshold is None else bool(model.comparator.matches(native, threshold))
-    return Verification(native, model.comparator.orientation, threshold, same, operating_point=name)
+    orientation = scale_orientation(model.comparator.orientation, scale)
+    same = None if threshold is None else bool(orientation.matches(decided_on, threshold))
+    normalized = None if scores.normalized is None else _finite(scores.normalized[0])
+    return Verification(native, model.comparator.orientation, threshold, same, operating_point=name,
+                        normalized=normalized, normalization=scores.scale, scale=scale)  # fmt: skip
 
 
 @torch.no_grad()
@@ -219,7 +293,7 @@ def verify(
         decide(model, 0.0, None, operating_point)
     z_a = embed(model, [a] if not isinstance(a, torch.Tensor) else a.unsqueeze(0), side="a", names=["A"])
     z_b = embed(model, [b] if not isinstance(b, torch.Tensor) else b.unsqueeze(0), side="b", names=["B"])
-    result = decide(model, float(compare_embeddings(model, z_a, z_b)[0]), threshold, operating_point)
+    result = decide(model, score(model, z_a, z_b), threshold, operating_point)
     for name, x, side in (("A", a, "a"), ("B", b, "b")):
         if isinstance(x, str) and model.takes_texts(side):  # type: ignore[arg-type]
             result.notes += truncation_notes(model, {name: x}, side)  # type: ignore[arg-type]

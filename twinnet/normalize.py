@@ -17,6 +17,15 @@ on them with a threshold fitted on normalised scores (orientation ``score``). St
 are the population ones (``ddof=0``), floored at ``eps``. A cohort member identical to the
 embedding being normalised (a template that is itself in the cohort) is left out of its statistics.
 
+**Writer-dependent (reference) normalisation** (:data:`REFERENCE_NORMALIZATIONS`): where each
+identity enrols several references (a writer's genuine signatures), a questioned sample's score
+against them is normalised by how that identity's references score against each other: each
+reference is scored against the others, leaving itself out, with the same aggregation (nearest or
+mean), and the mean ``μ_w`` and standard deviation ``σ_w`` (``ddof=0``, floored at ``eps``) of
+those leave-one-out scores describe the writer. ``zscore``: ``(s − μ_w) / σ_w``; ``shift``:
+``s − μ_w``. Scores are similarities here too. Adding a kind is one class and one
+``@REFERENCE_NORMALIZATIONS.register(name)``.
+
 A normaliser saves as ``normalizer.safetensors`` (the cohort and any cached template statistics)
 and ``normalizer.json`` (kind, settings, orientation, a SHA-256 of the cohort): :func:`save_normalizer`
 and :func:`load_normalizer`.
@@ -26,9 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -36,6 +46,7 @@ from safetensors.torch import load_file, save_file
 
 from twinnet.compare import Comparator, Orientation
 from twinnet.errors import ModelFormatError
+from twinnet.registry import Registry
 
 Kind = Literal["znorm", "tnorm", "snorm"]
 KINDS: tuple[Kind, ...] = ("znorm", "tnorm", "snorm")
@@ -56,6 +67,13 @@ def cohort_fingerprint(cohort: np.ndarray) -> str:
     """``sha256:<hex>`` of the cohort's float32 bytes and shape."""
     c = np.ascontiguousarray(cohort, dtype=np.float32)
     return "sha256:" + hashlib.sha256(str(c.shape).encode() + c.tobytes()).hexdigest()
+
+
+def normalizer_of(model: Any) -> ScoreNormalizer | None:
+    """The cohort normaliser a model carries (``model.normalizer``, set by :func:`twinnet.io.load`
+    or by fitting one), or None."""
+    found = getattr(model, "normalizer", None)
+    return found if isinstance(found, ScoreNormalizer) else None
 
 
 class ScoreNormalizer:
@@ -89,6 +107,15 @@ class ScoreNormalizer:
     @property
     def orientation(self) -> Orientation:
         return self.comparator.orientation
+
+    @property
+    def scale(self) -> str:
+        """The name of the scale its scores are on (an operating point fitted on them records it)."""
+        return self.kind
+
+    @property
+    def fingerprint(self) -> str:
+        return cohort_fingerprint(self.cohort)
 
     # -- statistics ---------------------------------------------------------------------------------
 
@@ -258,3 +285,77 @@ def load_normalizer(directory: str | Path, comparator: Comparator) -> ScoreNorma
         normalizer.template_ids = ids
         normalizer._template_mean, normalizer._template_std = mean.numpy(), std.numpy()
     return normalizer
+
+
+# -- writer-dependent normalisation from enrolled references ----------------------------------------
+
+
+class ReferenceNormalization(ABC):
+    """Normalises a questioned sample's similarity to one identity's references by statistics of
+    those references' leave-one-out similarities to each other (see the module's docstring)."""
+
+    name: ClassVar[str] = ""
+    #: References an identity needs for the statistics to exist.
+    min_references: ClassVar[int] = 2
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        self.eps = float(eps)
+
+    @property
+    def scale(self) -> str:
+        """The scale name an operating point fitted on these scores records (``writer-<name>``)."""
+        return f"writer-{self.name}"
+
+    @staticmethod
+    def leave_one_out(reference_similarities: np.ndarray, aggregate: Literal["min", "mean"]) -> np.ndarray:
+        """Each reference's similarity to the other references of its identity, aggregated as the
+        questioned samples are (``min``: the nearest, i.e. the largest similarity; ``mean``), from
+        the ``(k, k)`` similarity matrix of the references (the diagonal is left out)."""
+        s = np.asarray(reference_similarities, np.float64)
+        k = len(s)
+        off = ~np.eye(k, dtype=bool)
+        others = s[off].reshape(k, k - 1)
+        return others.max(1) if aggregate == "min" else others.mean(1)
+
+    def statistics(self, reference_similarities: np.ndarray, aggregate: Literal["min", "mean"]) -> Stats:
+        """``(μ_w, σ_w)`` of the leave-one-out scores (arrays of one element)."""
+        k = len(reference_similarities)
+        if k < self.min_references:
+            raise ValueError(f"{self.name} normalisation needs at least {self.min_references} references, not {k}")
+        loo = self.leave_one_out(reference_similarities, aggregate)
+        return np.array([loo.mean()]), np.array([max(float(loo.std()), self.eps)])
+
+    @abstractmethod
+    def apply(self, similarities: np.ndarray, stats: Stats) -> np.ndarray:
+        """Normalised similarities of one identity's questioned samples."""
+
+
+REFERENCE_NORMALIZATIONS: Registry[ReferenceNormalization] = Registry("reference normalisation")
+
+
+def register_reference_normalization(name: str) -> Any:
+    def decorator(cls: type[ReferenceNormalization]) -> type[ReferenceNormalization]:
+        cls.name = name
+        REFERENCE_NORMALIZATIONS.register(name)(cls)
+        return cls
+
+    return decorator
+
+
+@register_reference_normalization("zscore")
+class ReferenceZScore(ReferenceNormalization):
+    """``(s − μ_w) / σ_w``: a writer whose references vary much gets a lenient threshold, one whose
+    references are alike a strict one. Needs 3 references (2 give two equal leave-one-out scores)."""
+
+    min_references = 3
+
+    def apply(self, similarities: np.ndarray, stats: Stats) -> np.ndarray:
+        return (np.asarray(similarities, np.float64) - stats[0]) / stats[1]
+
+
+@register_reference_normalization("shift")
+class ReferenceShift(ReferenceNormalization):
+    """``s − μ_w``: only the writer's location moves (steadier than ``zscore`` with few references)."""
+
+    def apply(self, similarities: np.ndarray, stats: Stats) -> np.ndarray:
+        return np.asarray(similarities, np.float64) - stats[0]

@@ -12,6 +12,8 @@ import numpy as np
 
 from twinnet._version import __version__
 from twinnet.calibrate import (
+    BOOTSTRAP_IDENTITY,
+    CLOPPER_PEARSON,
     DEFAULT,
     Calibration,
     Interval,
@@ -21,6 +23,7 @@ from twinnet.calibrate import (
     data_fingerprint,
     fit_operating_point,
     measure,
+    scale_orientation,
     utc_now,
 )
 from twinnet.data.sources import Dataset
@@ -57,9 +60,13 @@ def recalibrate(
     balanced pairs drawn with its seed; ``signature``: ``references`` genuine signatures per writer
     against every other signature of that writer, aggregated), then the threshold is fitted at
     ``target`` (``eer``, ``far=1e-3``, ``frr=0.05``, ``best_accuracy``; DataError when the data are
-    too few to show it). ``params`` are the protocol's options. The model gets a calibration if it
-    has none. The point becomes the default when ``make_default`` says so, or by default when it is
-    named ``default`` or is the first. Returns the point (FAR/FRR with 95% intervals, provenance).
+    too few to show it). ``params`` are the protocol's options. Scores the protocol normalises
+    (a signature ``normalization``, a model's cohort normaliser) give a threshold on their scale
+    (the point's ``scale``). Where the protocol knows each trial's identity, the point's intervals
+    resample identities (``interval: bootstrap-identity``), else they are Clopper–Pearson. The
+    model gets a calibration if it has none. The point becomes the default when ``make_default``
+    says so, or by default when it is named ``default`` or is the first. Returns the point
+    (FAR/FRR with 95% intervals, provenance).
     """
     proto, scores = _decision_scores(model, data, protocol, params)
     prov = Provenance(
@@ -67,10 +74,11 @@ def recalibrate(
         settings=dict(scores.settings), source=data.source or "recalibration", date=utc_now(),
         twinnet_version=__version__,
     )  # fmt: skip
-    orientation = model.comparator.orientation
-    point = fit_operating_point(scores.native, scores.genuine, orientation, target, provenance=prov)
+    native = model.comparator.orientation
+    point = fit_operating_point(scores.native, scores.genuine, scale_orientation(native, scores.scale), target,
+                                provenance=prov, scale=scores.scale, identities=scores.groups)  # fmt: skip
     if model.calibration is None:
-        model.calibration = Calibration(orientation)
+        model.calibration = Calibration(native)
     model.calibration.add(name, point, make_default=name == DEFAULT if make_default is None else make_default)
     return point
 
@@ -113,6 +121,8 @@ class DriftReport:
     genuine_pairs: int
     impostor_pairs: int
     checks: list[DriftCheck]
+    interval: str = CLOPPER_PEARSON
+    """How the measured intervals were computed (``bootstrap-identity`` where the data carry identities)."""
 
     @property
     def drifted(self) -> bool:
@@ -125,7 +135,7 @@ class DriftReport:
     def to_json(self) -> dict[str, Any]:
         return {"protocol": self.protocol, "settings": self.settings, "fingerprint": self.fingerprint,
                 "genuine_pairs": self.genuine_pairs, "impostor_pairs": self.impostor_pairs, "drifted": self.drifted,
-                "checks": [c.to_json() for c in self.checks]}  # fmt: skip
+                "interval": self.interval, "checks": [c.to_json() for c in self.checks]}  # fmt: skip
 
 
 def _drift_check(
@@ -149,7 +159,8 @@ def _fmt(rate: float, ci: Interval | None) -> str:
 def drift_report(
     model: AnyTwin, data: Dataset, protocol: str = "verification", params: dict[str, Any] | None = None
 ) -> DriftReport:
-    """FAR and FRR (with 95% Clopper–Pearson intervals) of every stored operating point on the
+    """FAR and FRR (with 95% intervals: resampling identities where the protocol knows them, else
+    Clopper–Pearson) of every stored operating point on the
     labelled ``data``, scored with ``protocol``'s pairing, and whether each has *drifted*: a measured
     interval that does not overlap the one measured at calibration (or, for points of older files
     without intervals, that does not hold the calibrated rate) means the population differs from
@@ -159,18 +170,21 @@ def drift_report(
         raise ConfigError("this model has no operating points to check; calibrate it first (twinnet.recalibrate)")
     proto, scores = _decision_scores(model, data, protocol, params)
     keys = tuple(getattr(proto, "decision_keys", ()))
-    orientation = model.comparator.orientation
+    orientation = scale_orientation(model.comparator.orientation, scores.scale)
     genuine = np.asarray(scores.genuine, bool)
     checks = []
     for name, p in model.calibration:
         fitted_with = p.provenance.protocol or "verification"
         mismatch = [k for k in keys if p.provenance.settings.get(k) != scores.settings.get(k)]
+        if p.scale != scores.scale and "scale" not in mismatch:
+            mismatch.append("scale")
         if fitted_with != proto.name or mismatch:
             why = f"was fitted with the {fitted_with} protocol" if fitted_with != proto.name else \
-                "was fitted with " + ", ".join(f"{k}={p.provenance.settings.get(k)!r}" for k in mismatch)  # fmt: skip
+                "was fitted with " + ", ".join(
+                    f"{k}={p.scale if k == 'scale' else p.provenance.settings.get(k)!r}" for k in mismatch)  # fmt: skip
             checks.append(_drift_check(name, p, None, f"{name}: not checked: it {why}"))
             continue
-        m = measure(scores.native, genuine, orientation, p.threshold)
+        m = measure(scores.native, genuine, orientation, p.threshold, identities=scores.groups)
         far_ci, frr_ci = (m["far_ci95"][0], m["far_ci95"][1]), (m["frr_ci95"][0], m["frr_ci95"][1])
         off = [what for what, measured, calibrated in (("FAR", far_ci, p.far_ci or (p.far, p.far)),
                                                        ("FRR", frr_ci, p.frr_ci or (p.frr, p.frr)))
@@ -185,4 +199,5 @@ def drift_report(
             message = f"{name} ({p.target}): holds: {rates}"
         checks.append(_drift_check(name, p, (m["far"], far_ci, m["frr"], frr_ci), message, drifted=bool(off)))
     return DriftReport(proto.name, dict(scores.settings), data_fingerprint(data), int(genuine.sum()),
-                       int((~genuine).sum()), checks)  # fmt: skip
+                       int((~genuine).sum()), checks,
+                       CLOPPER_PEARSON if scores.groups is None else BOOTSTRAP_IDENTITY)  # fmt: skip

@@ -48,7 +48,7 @@ from twinnet.data.images import decode_image, to_float
 from twinnet.embedding import embed_batches
 from twinnet.errors import ConfigError, NotFoundError, TwinnetError
 from twinnet.gallery.gallery import QUERY_SIDE, TEMPLATE_SIDE, Gallery
-from twinnet.inference import compare_embeddings, decide, truncation_notes
+from twinnet.inference import decide, score, truncation_notes
 from twinnet.model import SIDES, AnyTwin, Side
 
 API_KEY_ENV = "TWINNET_API_KEYS"
@@ -743,8 +743,7 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
         ea, eb = await asyncio.gather(batcher.embed(a, "a"), batcher.embed(b, "b"))
 
         def decided() -> dict[str, Any]:  # the comparator runs off the event loop, as the encoders do
-            value = float(compare_embeddings(model, torch.from_numpy(ea), torch.from_numpy(eb))[0])
-            result = decide(model, value, threshold, point)
+            result = decide(model, score(model, ea, eb), threshold, point)
             # texts: say which were truncated, as twinnet.verify does
             named: tuple[tuple[str, Side, Any], ...] = (("A", "a", a), ("B", "b", b))
             for name, side, x in named:

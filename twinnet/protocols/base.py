@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from twinnet.calibrate import OperatingPoint
+from twinnet.calibrate import NATIVE, OperatingPoint
 from twinnet.data.sources import Dataset
 from twinnet.errors import DataError
 from twinnet.model import AnyTwin
@@ -56,12 +56,17 @@ class DecisionScores:
     """What a protocol that makes accept/reject decisions compares: one native comparator value per
     trial (a pair, or a questioned signature against a writer's references), whether the trial is
     genuine, how many identities took part, and the settings that produced the values (they go into
-    an operating point's provenance, and must match for a stored point to apply)."""
+    an operating point's provenance, and must match for a stored point to apply). ``scale`` says
+    what the values are: ``native`` comparator values, or scores after a normalisation (named; a
+    similarity scale, :func:`twinnet.calibrate.scale_orientation`); ``groups``, when known, the
+    identity each trial belongs to (for intervals that resample identities)."""
 
     native: np.ndarray
     genuine: np.ndarray
     identities: int
     settings: dict[str, Any] = field(default_factory=dict)
+    scale: str = NATIVE
+    groups: np.ndarray | None = None
 
 
 class EvaluationProtocol(ABC):

@@ -4,11 +4,21 @@ For each test writer, ``references`` genuine signatures (drawn with a seed) are 
 references; every other genuine signature and every skilled forgery of that writer is compared
 with them: the nearest reference (``min``; the most similar, whatever the comparator's
 orientation) or the ``mean`` value. Reported: EER pooled over writers and the mean of per-writer
-EERs, ROC AUC, and FAR/FRR (with 95% Clopper–Pearson intervals) at the model's stored operating
-point for this protocol and these ``references`` and ``aggregate`` (training fits one, named
-``signature``, at the EER of the validation writers; :func:`twinnet.calibrate.recalibrate` fits
-others). No threshold is ever chosen on the writers being evaluated, except the figures named
-``oracle_…``, which say so.
+EERs, ROC AUC, and FAR/FRR (with 95% intervals that resample writers, ``bootstrap-identity``) at
+the model's stored operating point for this protocol and these ``references``, ``aggregate`` and
+``normalization`` (training fits one, named ``signature``, at the EER of the validation writers;
+:func:`twinnet.operating.recalibrate` fits others). No threshold is ever chosen on the writers being
+evaluated, except the figures named ``oracle_…``, which say so.
+
+**Writer-dependent normalisation** (``normalization``: ``zscore`` or ``shift``, from
+:data:`twinnet.normalize.REFERENCE_NORMALIZATIONS`): each questioned signature's similarity to its
+writer's references is normalised by how those references score against each other (leave-one-out,
+same aggregation), so that one threshold fits writers whose signatures vary much and writers whose
+signatures hardly vary. The scores are then similarities (whatever the comparator's orientation),
+and an operating point fitted on them records the normalisation in its settings (``normalization``)
+and its scale (``writer-zscore``), so evaluate, ``calibrate --check`` and ``calibrate`` decide on the
+same scale. ``normalization=None`` (the default) means: as the model's stored signature point was
+fitted (``none`` when it has none); ``none`` means raw comparator values.
 """
 
 from __future__ import annotations
@@ -21,23 +31,41 @@ import numpy as np
 import torch
 
 from twinnet._version import __version__
-from twinnet.calibrate import Provenance, data_fingerprint, fit_operating_point, measure, utc_now
+from twinnet.calibrate import (
+    NATIVE,
+    OperatingPoint,
+    Provenance,
+    data_fingerprint,
+    fit_operating_point,
+    measure,
+    scale_orientation,
+    utc_now,
+)
 from twinnet.data.items import ItemSet
 from twinnet.data.sources import Dataset
 from twinnet.embedding import embed_batches
 from twinnet.errors import DataError
 from twinnet.metrics import calc_best_accuracy, calc_eer, calc_roc_auc
 from twinnet.model import AnyTwin
+from twinnet.normalize import REFERENCE_NORMALIZATIONS, ReferenceNormalization
 from twinnet.protocols.base import DecisionScores, EvaluationProtocol, ProtocolResult, register_protocol
 from twinnet.runtime import Stream, numpy_rng
 
 Aggregate = Literal["min", "mean"]
+#: ``normalization`` for raw comparator values.
+NO_NORMALIZATION = "none"
 
 
 def signature_scores(
-    model: AnyTwin, items: ItemSet, references: int = 5, aggregate: Aggregate = "min", seed: int = 0
+    model: AnyTwin,
+    items: ItemSet,
+    references: int = 5,
+    aggregate: Aggregate = "min",
+    seed: int = 0,
+    normalization: ReferenceNormalization | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Native values, genuine flags and writer ids of every questioned (non-reference) signature."""
+    """Values, genuine flags and writer ids of every questioned (non-reference) signature: native
+    comparator values, or with a ``normalization`` the writer-normalised similarities."""
     if "writer" not in items.attributes or "genuine" not in items.attributes:
         raise DataError("signature evaluation needs items with writer and genuine attributes (a signature reader)")
     writers, genuine = items.attributes["writer"], items.attributes["genuine"]
@@ -57,7 +85,12 @@ def signature_scores(
             refs, questioned = chosen[:references], np.r_[chosen[references:], fakes]
             matrix = comparator.pairwise(emb[questioned].to(model.device), emb[refs].to(model.device)).float().cpu()
             per_question = orientation.best(matrix, 1) if aggregate == "min" else matrix.mean(1)
-            values += per_question.tolist()
+            if normalization is None:
+                values += per_question.tolist()
+            else:  # similarities, normalised by the writer's references scored against each other
+                among = comparator.pairwise(emb[refs].to(model.device), emb[refs].to(model.device)).float().cpu()
+                stats = normalization.statistics(orientation.to_similarity(among.numpy()), aggregate)
+                values += normalization.apply(orientation.to_similarity(per_question.numpy()), stats).tolist()
             flags += genuine[questioned].tolist()
             owner += [int(w)] * len(questioned)
     if not values:
@@ -75,24 +108,64 @@ class SignatureProtocol(EvaluationProtocol):
     summary = "writer-independent signature verification: EER, per-writer EER (--references, --aggregate)"
 
     def __init__(self, references: int = 5, aggregate: Aggregate = "min", seed: int = 0,
-                 pairs_file: str | None = None) -> None:  # fmt: skip
+                 pairs_file: str | None = None, normalization: str | None = None) -> None:  # fmt: skip
         if aggregate not in ("min", "mean"):
             raise ValueError(f"aggregate: {aggregate!r} is not one of min, mean")
         if references < 1:
             raise ValueError(f"references must be at least 1, not {references}")
+        if normalization is not None and normalization != NO_NORMALIZATION:
+            kind = REFERENCE_NORMALIZATIONS.get(normalization, field="normalization")
+            if references < kind.min_references:  # type: ignore[attr-defined]
+                raise ValueError(f"normalization {normalization} needs at least "
+                                 f"{kind.min_references} references, not {references}")  # type: ignore[attr-defined]  # fmt: skip
         self.references, self.aggregate, self.seed, self.pairs_file = references, aggregate, seed, pairs_file
+        self.normalization = normalization
 
-    decision_keys = ("references", "aggregate")
+    decision_keys = ("references", "aggregate", "normalization")
+
+    def normalization_for(self, model: AnyTwin) -> str:
+        """The normalisation this protocol scores ``model`` with: the one asked for, else the one the
+        model's stored signature point (for these references and aggregate) was fitted with, else
+        ``none``."""
+        if self.normalization is not None:
+            return self.normalization
+        found = None if model.calibration is None else \
+            model.calibration.find(self.name, {"references": self.references, "aggregate": self.aggregate},
+                                   ("references", "aggregate"))  # fmt: skip
+        return str((found[1].provenance.settings.get("normalization") if found else None) or NO_NORMALIZATION)
+
+    def _normalizer(self, model: AnyTwin) -> ReferenceNormalization | None:
+        name = self.normalization_for(model)
+        return None if name == NO_NORMALIZATION else REFERENCE_NORMALIZATIONS.build(name, field="normalization")
+
+    def _settings(self, model: AnyTwin) -> dict[str, Any]:
+        """What a stored point is matched on and records: ``normalization`` only when there is one
+        (points of raw values, and those of files older than normalisation, have none)."""
+        name = self.normalization_for(model)
+        settings: dict[str, Any] = {"references": self.references, "aggregate": self.aggregate, "seed": self.seed}
+        if name != NO_NORMALIZATION:
+            settings["normalization"] = name
+        return settings
+
+    def stored_operating_point(self, model: AnyTwin) -> tuple[str, OperatingPoint] | None:
+        """The model's point for this protocol, these references and aggregate and this normalisation."""
+        if model.calibration is None:
+            return None
+        return model.calibration.find(self.name, self._settings(model), self.decision_keys)
 
     def stored_decision(self, model: AnyTwin) -> tuple[float, str] | None:
         """The threshold for these settings and where it comes from: the model's operating point for
         this protocol (``operating point <name>``), else the threshold older training runs kept in
-        ``calibration.extra`` (``training calibration``); None when the model has neither."""
+        ``calibration.extra`` (``training calibration``, raw values only); None when the model has
+        neither."""
         found = self.stored_operating_point(model)
         if found is not None:
             return found[1].threshold, f"operating point {found[0]}"
+        if self.normalization_for(model) != NO_NORMALIZATION:
+            return None
         stored = (model.calibration.extra.get(self.name) if model.calibration else None) or {}
-        same_setting = stored.get("references") == self.references and stored.get("aggregate") == self.aggregate
+        same_setting = stored.get("references") == self.references and stored.get("aggregate") == self.aggregate \
+            and stored.get("normalization", NO_NORMALIZATION) == NO_NORMALIZATION  # fmt: skip
         if same_setting and stored.get("threshold") is not None:
             return float(stored["threshold"]), "training calibration"
         return None
@@ -103,16 +176,24 @@ class SignatureProtocol(EvaluationProtocol):
         return None if found is None else found[0]
 
     def decision_scores(self, model: AnyTwin, data: Dataset) -> DecisionScores:
-        """Every questioned signature against its writer's ``references`` (aggregated)."""
-        native, genuine, owner = signature_scores(model, data.items, self.references, self.aggregate, self.seed)
-        settings = {"references": self.references, "aggregate": self.aggregate, "seed": self.seed}
-        return DecisionScores(native, genuine, len(np.unique(owner)), settings)
+        """Every questioned signature against its writer's ``references`` (aggregated; normalised
+        by the writer's references when a normalisation applies), grouped by writer."""
+        normalization = self._normalizer(model)
+        values, genuine, owner = signature_scores(model, data.items, self.references, self.aggregate, self.seed,
+                                                  normalization)  # fmt: skip
+        scale = NATIVE if normalization is None else normalization.scale
+        return DecisionScores(values, genuine, len(np.unique(owner)), self._settings(model), scale, owner)
 
     def run(
         self, model: AnyTwin, items: ItemSet, threshold: float | None = None, threshold_source: str = "given"
     ) -> ProtocolResult:
-        native, genuine, owner = signature_scores(model, items, self.references, self.aggregate, self.seed)
-        orientation = model.comparator.orientation
+        """The figures at ``threshold``, on the scale this protocol scores on (native values, or the
+        writer-normalised similarities)."""
+        normalization = self._normalizer(model)
+        native, genuine, owner = signature_scores(model, items, self.references, self.aggregate, self.seed,
+                                                  normalization)  # fmt: skip
+        scale = NATIVE if normalization is None else normalization.scale
+        orientation = scale_orientation(model.comparator.orientation, scale)
         scores = orientation.to_similarity(native)
         eer, eer_t = calc_eer(scores, genuine)
         per_writer = [calc_eer(scores[owner == w], genuine[owner == w])[0] for w in np.unique(owner)
@@ -121,13 +202,14 @@ class SignatureProtocol(EvaluationProtocol):
             "eer": eer, "eer_threshold": float(orientation.from_similarity(eer_t)),
             "mean_writer_eer": float(np.mean(per_writer)), "roc_auc": calc_roc_auc(scores, genuine),
             "test_writers": len(np.unique(owner)), "genuine": int(genuine.sum()), "forgeries": int((~genuine).sum()),
-            "references": self.references, "aggregate": self.aggregate, "far": None, "frr": None, "threshold": None,
-            "threshold_source": None,
+            "references": self.references, "aggregate": self.aggregate, "normalization": self.normalization_for(model),
+            "scale": scale, "far": None, "frr": None, "threshold": None, "threshold_source": None,
         }  # fmt: skip
         if threshold is not None:
-            m = measure(native, genuine, orientation, threshold)
+            m = measure(native, genuine, orientation, threshold, identities=owner)
             metrics.update(far=m["far"], far_ci95=m["far_ci95"], frr=m["frr"], frr_ci95=m["frr_ci95"],
-                           threshold=float(threshold), threshold_source=threshold_source)  # fmt: skip
+                           interval=m["interval"], threshold=float(threshold),
+                           threshold_source=threshold_source)  # fmt: skip
         return self.result(metrics)
 
     def evaluate(self, model: AnyTwin, data: Dataset) -> ProtocolResult:
@@ -152,11 +234,14 @@ class SignatureProtocol(EvaluationProtocol):
         prov = Provenance(fingerprint=data_fingerprint(data), identities=scores.identities, protocol=self.name,
                           settings=scores.settings, source="validation", date=utc_now(),
                           twinnet_version=__version__)  # fmt: skip
-        point = fit_operating_point(scores.native, scores.genuine, model.comparator.orientation, "eer",
-                                    provenance=prov, strict=False)  # fmt: skip
+        point = fit_operating_point(scores.native, scores.genuine,
+                                    scale_orientation(model.comparator.orientation, scores.scale), "eer",
+                                    provenance=prov, strict=False, scale=scores.scale,
+                                    identities=scores.groups)  # fmt: skip
         if model.calibration is not None:
             model.calibration.add(self.name, point)
         return {"threshold": point.threshold, "references": self.references, "aggregate": self.aggregate,
+                "normalization": self.normalization_for(model), "scale": scores.scale,
                 "criterion": "EER on validation writers", "operating_point": self.name}  # fmt: skip
 
 
