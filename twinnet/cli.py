@@ -183,6 +183,8 @@ def evaluate(
     shots: int = typer.Option(None, "--shots", help="K of K-shot episodes (default 1)."),
     episodes: int = typer.Option(None, "--episodes", help="Number of episodes (default 1000)."),
     pairs: int = typer.Option(None, "--pairs", help="verification: balanced pairs drawn from a folder (default 4000)."),
+    folds: int = typer.Option(None, "--folds", help="pairs: K-fold accuracy, each fold's threshold from the others "
+                              "(LFW: 10; an LFW pairs.txt's own sets)."),
     prototype: str = typer.Option(None, "--prototype", help="K>1: nearest shot or class mean."),
     class_depth: int = typer.Option(
         None, "--class-depth", help="Folder levels that name a class (default 1; 2 for Omniglot)."
@@ -198,11 +200,12 @@ def evaluate(
 
     for option, value, minimum in (("--ways", ways, 2), ("--shots", shots, 1), ("--episodes", episodes, 1),
                                    ("--pairs", pairs, 2), ("--references", references, 1),
-                                   ("--class-depth", class_depth, 1), ("--seed", seed, 0)):  # fmt: skip
+                                   ("--class-depth", class_depth, 1), ("--seed", seed, 0),
+                                   ("--folds", folds, 2)):  # fmt: skip
         _at_least(option, value, minimum)
     given = {"references": references, "aggregate": aggregate, "pairs_file": None if pairs_file is None else
              str(pairs_file), "ways": ways, "shots": shots, "episodes": episodes, "n_pairs": pairs,
-             "prototype": prototype, "seed": seed}  # fmt: skip
+             "prototype": prototype, "seed": seed, "folds": folds}  # fmt: skip
     params = {k: v for k, v in given.items() if v is not None}
     model = load_model_or_config(model_path)
     options = ReadOptions(class_depth=class_depth, skip_bad=skip_bad)
@@ -222,6 +225,9 @@ def evaluate(
     if "ci95" in result:
         rows["accuracy"] = f"{result['accuracy']:.4f} ± {result['ci95']:.4f} (95% CI)"
         rows.pop("ci95")
+    if "accuracy_std" in result:  # k-fold pairs: mean ± standard deviation over the folds
+        rows["accuracy"] = f"{result['accuracy']:.4f} ± {result.pop('accuracy_std'):.4f} (std, {result['folds']} folds)"
+        rows.pop("accuracy_std", None)
     out.print(_table(f"{protocol} on {data}", rows))
     for check in checks:
         out.print(escape(check["message"]), highlight=False, soft_wrap=True)

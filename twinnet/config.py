@@ -45,6 +45,11 @@ class InputSpec(_Strict):
     """Time steps of a sequence (``kind: sequence``); trajectories are resampled to it."""
     invert: bool = False
     """Images: use ``1 - x``, so dark ink on white paper becomes high values."""
+    face_crop: bool = False
+    """Images: cut each image to its largest face (OpenCV's Haar cascade, the ``vision`` extra) before
+    resizing; images where no face is found are kept whole and named in a warning."""
+    face_margin: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """With ``face_crop``: enlarge the face box by this share of its size on every side."""
     max_length: PositiveInt | None = None
     """Texts: tokens kept per text (longer texts are truncated); ``null`` = the encoder's default
     (the pretrained model's ``max_seq_length``, 256 for all-MiniLM-L6-v2; 64 words for ``small_text``)."""
@@ -91,11 +96,13 @@ class ModelConfig(_Strict):
     input_b: InputSpec | None = None
     share: list[str] = Field(default_factory=list)
     """Half-twin: dotted names of sub-modules of ``encoder`` that ``encoder_b`` shares."""
+    """Tracking models (a fully-convolutional twin: ``input`` the exemplar, ``input_b`` the search
 
 
 class AugmentConfig(_Strict):
     """Random affine distortions applied per image on tensors (Koch et al. 2015 use rotation
-    ±10°, shear ±0.3, scale 0.8–1.2 and translation ±2 px)."""
+    ±10°, shear ±0.3, scale 0.8–1.2 and translation ±2 px), flips, and colour jitter (brightness,
+    contrast, saturation; faces)."""
 
     enabled: bool = False
     rotation: Annotated[float, Field(ge=0, le=180)] = 10.0
@@ -110,6 +117,12 @@ class AugmentConfig(_Strict):
     vflip: bool = False
     probability: Fraction = 1.0
     """Probability that an image is distorted at all."""
+    brightness: Fraction = 0.0
+    """Colour: multiply each image by a factor uniform in ``1 ± brightness`` (0: off)."""
+    contrast: Fraction = 0.0
+    """Colour: scale each image's deviation from its mean grey by ``1 ± contrast``."""
+    saturation: Fraction = 0.0
+    """Colour (RGB images): blend each image with its grey version by ``1 ± saturation``."""
 
     @field_validator("scale")
     @classmethod
@@ -249,8 +262,9 @@ class EarlyStoppingConfig(_Strict):
 class TrainConfig(_Strict):
     seed: Seed = 0
     epochs: PositiveInt = 10
-    samples_per_epoch: PositiveInt = 10_000
-    """What one epoch is: this many pairs (pair losses) or items (batch losses with P×K batches)."""
+    samples_per_epoch: PositiveInt | None = None
+    """What one epoch is: this many pairs (pair losses) or items (batch losses); ``null``: one pass
+    over the training data (as many pairs or items as there are training items)."""
     batch_size: PositiveInt = 64
     """Pairs per step, for pair losses."""
     classes_per_batch: Annotated[int, Field(ge=2)] = 16

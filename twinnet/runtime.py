@@ -27,6 +27,8 @@ class Stream(IntEnum):
     WITHIN_GROUP_EPISODES = 13
     SIGNATURE_REFERENCES = 21
     TEXT_SPLIT = 21  # the text pair split and the signature references never meet in one run
+    ITEM_ORDER = 31  # the items batch plan's order of training items
+    PAIR_FOLDS = 33  # k-fold pairs protocol: the folds of pairs files without their own sets
 
 
 def pick_device(requested: str = "auto") -> torch.device:

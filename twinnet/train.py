@@ -134,6 +134,10 @@ class Trainer:
         self.plan: BatchPlan = build_plan(plan_name, train_items, train_pairs, c, augment=self.augment,
                                           loss_name=type(loss).__name__)  # fmt: skip
         self.validator = None if val_items is None else Validator(val_items, val_pairs, c, calibration_protocols)
+        try:  # a loss with parameters sized by the data (class centres) makes them before the optimiser
+            loss.prepare(train_items, model.embedding_dim)
+        except ValueError as err:
+            raise ConfigError(f"loss {type(loss).__name__}: {err}") from None
         self.params = _unique_parameters(model, loss)
         self.optimizer = self._make_optimizer()
         self.scheduler = make_scheduler(self.optimizer, c, self.plan.steps_per_epoch)

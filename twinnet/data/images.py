@@ -66,6 +66,10 @@ def decode_image(image: Image.Image, spec: InputSpec, name: str | Path = "image"
     An image over the pixel limit (:func:`max_pixels`) is refused before it is decoded (when it has
     not been loaded yet), with a :class:`DataError` naming ``name``."""
     check_image_size(image, name)
+    if spec.face_crop:
+        from twinnet.data.faces import crop_to_face
+
+        image = crop_to_face(image, spec.face_margin, name)
     mode = "L" if spec.channels == 1 else "RGB"
     if image.mode in ("1", "P", "LA", "RGBA", "I;16", "I", "F") or image.mode != mode:
         image = image.convert(mode)

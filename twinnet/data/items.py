@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from twinnet.config import InputSpec
+from twinnet.data.faces import collect_misses, miss_report
 from twinnet.data.images import is_image_file, load_image, to_float
 from twinnet.errors import DataError
 
@@ -145,16 +146,20 @@ def scan_image_folder(root: str | Path, class_depth: int = 1) -> tuple[list[Path
 
 
 def load_images(paths: Sequence[Path], spec: InputSpec, skip_bad: bool = False) -> tuple[torch.Tensor, np.ndarray]:
-    """Decode ``paths`` into one ``uint8`` tensor; returns it and the indices of the paths kept."""
+    """Decode ``paths`` into one ``uint8`` tensor; returns it and the indices of the paths kept.
+    With ``spec.face_crop``, images where no face was found are named in one warning."""
     tensors, kept = [], []
-    for i, p in enumerate(paths):
-        try:
-            tensors.append(load_image(p, spec))
-            kept.append(i)
-        except DataError as err:
-            if not skip_bad:
-                raise DataError(f"{err} (set data.skip_bad_images: true, or --skip-bad, to leave it out)") from None
-            log.warning("skipping %s", err)
+    with collect_misses() as misses:
+        for i, p in enumerate(paths):
+            try:
+                tensors.append(load_image(p, spec))
+                kept.append(i)
+            except DataError as err:
+                if not skip_bad:
+                    raise DataError(f"{err} (set data.skip_bad_images: true, or --skip-bad, to leave it out)") from None
+                log.warning("skipping %s", err)
+    if misses:
+        log.warning("%s", miss_report(misses, len(paths)))
     if not tensors:
         raise DataError("no readable images")
     return torch.stack(tensors), np.asarray(kept, dtype=np.int64)

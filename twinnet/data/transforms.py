@@ -1,4 +1,5 @@
-"""Batched random affine augmentation on tensors (``affine_grid`` + ``grid_sample``).
+"""Batched random augmentation on tensors: affine (``affine_grid`` + ``grid_sample``), flips, and
+colour jitter.
 
 One call distorts a whole batch with per-image random parameters, on whatever device the batch
 is on, so augmentation costs a fraction of a training step.
@@ -15,7 +16,8 @@ from twinnet.config import AugmentConfig
 
 
 class RandomAffine:
-    """Rotation, shear, scale, translation (Koch et al. 2015) and optional flips, per image."""
+    """Rotation, shear, scale, translation (Koch et al. 2015), optional flips and colour jitter
+    (brightness, contrast, saturation), per image."""
 
     def __init__(self, config: AugmentConfig) -> None:
         self.config = config
@@ -53,4 +55,28 @@ class RandomAffine:
         theta = self.matrices(len(images), generator).to(images.device, images.dtype)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         # "border" repeats the edge, so a white page stays white and a black one black.
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return self.colour(out, generator)
+
+    def colour(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Per-image brightness, contrast and (RGB) saturation jitter, clipped to [0, 1]; drawn only
+        when configured, so recipes without colour jitter keep their random streams."""
+        c = self.config
+        if not (c.brightness or c.contrast or c.saturation):
+            return images
+        n = len(images)
+
+        def factor(amount: float) -> torch.Tensor:
+            f = 1.0 + amount * (2 * torch.rand(n, generator=generator) - 1)
+            return f.to(images.device, images.dtype).view(n, 1, 1, 1)
+
+        out = images
+        if c.brightness:
+            out = out * factor(c.brightness)
+        if c.contrast:
+            mean = out.mean(dim=(1, 2, 3), keepdim=True)
+            out = (out - mean) * factor(c.contrast) + mean
+        if c.saturation and out.shape[1] == 3:
+            grey = (0.299 * out[:, 0:1] + 0.587 * out[:, 1:2] + 0.114 * out[:, 2:3]).expand_as(out)
+            out = (out - grey) * factor(c.saturation) + grey
+        return out.clamp(0.0, 1.0)

@@ -1,18 +1,20 @@
 """Encoders: modules that map one input to an embedding vector.
 
 Importing this package registers the built-in encoders (``conv4``, ``koch``, ``mlp``, ``signet``,
-``tdnn``, ``gru``, ``text``, ``small_text``).
+``tdnn``, ``gru``, ``text``, ``small_text``, ``face_resnet``).
 """
 
 from twinnet.encoders.conv import Conv4Encoder, KochEncoder
 from twinnet.encoders.mlp import MLPEncoder
 from twinnet.encoders.registry import ENCODERS, build_encoder, register_encoder
+from twinnet.encoders.resnet import FaceResNetEncoder
 from twinnet.encoders.signature import GRUEncoder, SigNetEncoder, TDNNEncoder
 from twinnet.encoders.text import SmallTextEncoder, TransformerTextEncoder, WordVocabulary
 
 __all__ = [
     "ENCODERS",
     "Conv4Encoder",
+    "FaceResNetEncoder",
     "GRUEncoder",
     "KochEncoder",
     "MLPEncoder",

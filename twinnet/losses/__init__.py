@@ -5,17 +5,21 @@ from twinnet.losses.bce import BinaryCrossEntropyLoss
 from twinnet.losses.contrastive import ContrastiveLoss
 from twinnet.losses.cosent import CoSENTLoss
 from twinnet.losses.cosine_regression import CosineRegressionLoss
+from twinnet.losses.margin_softmax import ArcFaceLoss, CosFaceLoss, MarginSoftmaxLoss
 from twinnet.losses.online_contrastive import OnlineContrastiveLoss
 from twinnet.losses.ranking import MultipleNegativesRankingLoss
 from twinnet.losses.triplet import TripletLoss
 
 __all__ = [
     "LOSSES",
+    "ArcFaceLoss",
     "BinaryCrossEntropyLoss",
     "CoSENTLoss",
+    "CosFaceLoss",
     "ContrastiveLoss",
     "CosineRegressionLoss",
     "EmbeddingLoss",
+    "MarginSoftmaxLoss",
     "MultipleNegativesRankingLoss",
     "OnlineContrastiveLoss",
     "PairLoss",

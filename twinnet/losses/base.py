@@ -41,6 +41,7 @@ from twinnet.registry import Registry
 from twinnet.training.batch import Batch, LabelledBatch, PairBatch
 
 if TYPE_CHECKING:
+    from twinnet.data.items import ItemSet
     from twinnet.model import AnyTwin
 
 LOSSES: Registry[TwinLoss] = Registry("loss")
@@ -94,6 +95,12 @@ class TwinLoss(nn.Module):
 
     def check_comparator(self, comparator: Comparator) -> None:
         """Raise ConfigError when this loss cannot train with ``comparator``."""
+
+    def prepare(self, items: ItemSet, embedding_dim: int) -> None:
+        """Called by the trainer with the training items and the model's embedding size before the
+        optimiser is built: a loss with parameters sized by the data (one class centre per training
+        class, as margin-softmax losses have) creates them here. Raise ``ValueError`` when the data
+        do not fit the loss. Most losses need nothing."""
 
     def compute(self, model: AnyTwin, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         """The loss of ``model`` on ``batch`` (a batch of this loss's plan, on the model's device)."""

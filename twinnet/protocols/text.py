@@ -27,6 +27,7 @@ from twinnet.metrics import (
 )
 from twinnet.model import AnyTwin
 from twinnet.protocols.base import EvaluationProtocol, ProtocolResult, register_protocol
+from twinnet.protocols.folds import fold_ids, kfold_verification
 from twinnet.protocols.verification import pair_values
 
 
@@ -76,14 +77,21 @@ class PairClassificationProtocol(EvaluationProtocol):
 
     primary_metric = "f1"
     needs = "pairs"
-    summary = "accuracy and F1 at the calibrated threshold, AP, ROC AUC (paraphrase, duplicates)"
+    summary = ("accuracy and F1 at the calibrated threshold, AP, ROC AUC (paraphrase, duplicates); with --folds K: "
+               "LFW's K-fold accuracy (each fold's threshold from the other folds), ROC AUC, TAR@FAR=1e-3")  # fmt: skip
 
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
+    def __init__(self, seed: int = 0, folds: int | None = None, far_targets: Sequence[float] = (1e-3,)) -> None:
+        if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
+            raise ValueError(f"folds must be a whole number of at least 2, not {folds!r}")
+        self.seed, self.folds, self.far_targets = seed, folds, tuple(far_targets)
 
     def run(self, model: AnyTwin, items: ItemSet, pairs: Pairs, calibration: Calibration | None) -> ProtocolResult:
         _, sim = pair_similarities(model, items, pairs)
         same = pairs.same
+        if self.folds is not None:  # LFW's protocol: no threshold from the calibration nor from the fold scored
+            fold = fold_ids(pairs, self.folds, self.seed)
+            metrics = kfold_verification(sim, same, fold, model.comparator.orientation, self.far_targets)
+            return self.result({**metrics, "average_precision": calc_average_precision(sim, same)}, "accuracy")
         metrics: dict[str, float | int | None] = {
             "n_pairs": len(pairs),
             "average_precision": calc_average_precision(sim, same),

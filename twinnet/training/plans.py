@@ -15,7 +15,11 @@ The built-in plans:
 - ``scored_pairs`` — the fixed pairs of a graded pairs file (STS-B), with their ``score``;
 - ``positive_pairs`` — the same pairs of a pairs file only (in-batch negatives for ranking losses);
 - ``pk`` — P×K class-balanced labelled batches (:class:`~twinnet.data.samplers.PKBatchSampler`),
-  optionally with two augmented views of each item (``train.instance_weight``).
+  optionally with two augmented views of each item (``train.instance_weight``);
+- ``items`` — the labelled items shuffled, in plain batches (margin-softmax losses).
+
+An epoch is one pass over the training data (as many pairs or items as there are training items)
+unless ``train.samples_per_epoch`` says how many.
 
 A new plan subclasses :class:`BatchPlan` and registers itself with ``@BATCH_PLANS.register(name)``;
 a loss that sets ``batch_plan = name`` then trains from it.
@@ -120,6 +124,12 @@ class BatchPlan(ABC):
         self.next_epoch = int(state["next_epoch"])
 
 
+def epoch_size(config: TrainConfig, n_items: int) -> int:
+    """Pairs or items in one epoch: ``train.samples_per_epoch`` when set, else one pass over the
+    ``n_items`` training items (each item the anchor of about one pair, for pair plans)."""
+    return config.samples_per_epoch if config.samples_per_epoch is not None else max(1, n_items)
+
+
 def build_plan(
     name: str,
     items: ItemSet,
@@ -200,8 +210,9 @@ def _pairs_digest(pairs: Pairs | None) -> bytes:
 
 @BATCH_PLANS.register("pairs")
 class PairsPlan(BatchPlan):
-    """Balanced pairs sampled from class labels each epoch (``train.samples_per_epoch`` pairs in
-    batches of ``train.batch_size``), or the fixed pairs of a pairs file."""
+    """Balanced pairs sampled from class labels each epoch (``train.samples_per_epoch`` pairs, by
+    default as many as there are training items, in batches of ``train.batch_size``), or the fixed
+    pairs of a pairs file."""
 
     name = "pairs"
 
@@ -213,7 +224,8 @@ class PairsPlan(BatchPlan):
             self.source = _FixedPairs(items, self.pairs, config)
         else:
             items.require_min_per_class(2, "same-class training pairs")
-            self.source = PairSampler(items.labels, config.samples_per_epoch, config.batch_size, config.seed)
+            self.source = PairSampler(items.labels, epoch_size(config, len(items)), config.batch_size,
+                                      config.seed)  # fmt: skip
 
     def _select(self, pairs: Pairs | None) -> Pairs | None:
         """The fixed pairs this plan trains from: all of them, which must hold both same and
@@ -277,7 +289,8 @@ class PositivePairsPlan(PairsPlan):
 @BATCH_PLANS.register("pk")
 class PKPlan(BatchPlan):
     """P×K batches (``train.classes_per_batch`` classes × ``train.items_per_class`` items) of
-    labelled items, about ``train.samples_per_epoch`` items per epoch. With
+    labelled items, about ``train.samples_per_epoch`` items per epoch (by default one pass: as many
+    as there are training items). With
     ``train.instance_weight > 0`` every item appears twice, as two augmented views, and the batch
     carries instance ids for the loss's instance term."""
 
@@ -295,7 +308,7 @@ class PKPlan(BatchPlan):
         c = config
         batch = min(c.classes_per_batch, len(np.unique(items.labels))) * c.items_per_class
         self.sampler = PKBatchSampler(
-            items.labels, c.classes_per_batch, c.items_per_class, max(1, c.samples_per_epoch // batch), c.seed
+            items.labels, c.classes_per_batch, c.items_per_class, max(1, epoch_size(c, len(items)) // batch), c.seed
         )
         self.label_weight = c.class_weight
         self.instance_weight = c.instance_weight
@@ -317,3 +330,41 @@ class PKPlan(BatchPlan):
                 instances, self.instance_weight,
             )  # fmt: skip
         return lambda: LabelledBatch(augment(items.load(idx)), torch.from_numpy(items.labels[idx]), self.label_weight)
+
+
+# -- plain labelled batches -------------------------------------------------------------------------
+
+
+@BATCH_PLANS.register("items")
+class ItemsPlan(BatchPlan):
+    """The labelled training items shuffled afresh each epoch, in batches of ``train.batch_size``
+    items: one pass over the training data per epoch, or ``train.samples_per_epoch`` items when it
+    is set (drawn by passes over fresh shuffles). For classification-style losses (margin softmax),
+    where every class counts, even one with a single item."""
+
+    name = "items"
+
+    def __init__(self, items: ItemSet, pairs: Pairs | None, config: TrainConfig, **kwargs: Any) -> None:
+        super().__init__(items, pairs, config, **kwargs)
+        if pairs is not None:
+            raise ConfigError(f"loss {self.loss_name} learns from labelled items (a folder of classes), "
+                              "not a pairs file")  # fmt: skip
+        if len(items) == 0:
+            raise DataError("no training items")
+        self.batch_size = config.batch_size
+        self.per_epoch = epoch_size(config, len(items))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.per_epoch // self.batch_size)
+
+    def _jobs(self, epoch: int, augment: Callable[[Any], Any]) -> list[BatchJob]:
+        rng = numpy_rng(self.seed, Stream.ITEM_ORDER, epoch)
+        n = len(self.items)
+        order = np.concatenate([rng.permutation(n) for _ in range(-(-self.per_epoch // n))])[: self.per_epoch]
+        items, bs = self.items, self.batch_size
+
+        def job(idx: np.ndarray) -> BatchJob:
+            return lambda: LabelledBatch(augment(items.load(idx)), torch.from_numpy(items.labels[idx]))
+
+        return [job(order[i : i + bs]) for i in range(0, len(order), bs)]
