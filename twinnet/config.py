@@ -96,7 +96,6 @@ class ModelConfig(_Strict):
     input_b: InputSpec | None = None
     share: list[str] = Field(default_factory=list)
     """Half-twin: dotted names of sub-modules of ``encoder`` that ``encoder_b`` shares."""
-    """Tracking models (a fully-convolutional twin: ``input`` the exemplar, ``input_b`` the search
 
 
 class AugmentConfig(_Strict):
