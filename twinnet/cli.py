@@ -112,6 +112,7 @@ def _protocol_help() -> str:
 
 
 _OP_HELP = "The model's operating point to decide at (default: its default; --threshold overrides)."
+_RUNTIME_HELP = "torch (a saved model) or onnx (a directory written by `twinnet export`, run by ONNX Runtime)."
 
 
 def _format_help() -> str:
@@ -191,6 +192,7 @@ def evaluate(
     ),
     seed: int = typer.Option(None, "--seed", help="Seed of sampled pairs, episodes or references (default 0)."),
     skip_bad: bool = typer.Option(False, "--skip-bad"),
+    runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Evaluate a model with a registered protocol: verification (ROC AUC, EER, TAR@FAR), N-way K-shot
@@ -207,7 +209,7 @@ def evaluate(
              str(pairs_file), "ways": ways, "shots": shots, "episodes": episodes, "n_pairs": pairs,
              "prototype": prototype, "seed": seed, "folds": folds}  # fmt: skip
     params = {k: v for k, v in given.items() if v is not None}
-    model = load_model_or_config(model_path)
+    model = load_model_or_config(model_path, runtime=runtime)
     options = ReadOptions(class_depth=class_depth, skip_bad=skip_bad)
     result = evaluate_model(model, data, protocol, params, format=data_format, options=options, drift=True).to_dict()
     result["source"] = str(data)
@@ -383,6 +385,7 @@ def verify(
     b: str = typer.Argument(..., metavar="B", help="Second input."),
     threshold: float = typer.Option(None, "--threshold", help="Override the calibrated threshold (native scale)."),
     operating_point: str = typer.Option(None, "--operating-point", help=_OP_HELP),
+    runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Are A and B the same? Prints the distance or score, the threshold and the decision."""
@@ -390,7 +393,7 @@ def verify(
     from twinnet.io import load
 
     _finite("--threshold", threshold)
-    model = load(model_path)
+    model = load(model_path, runtime=runtime)
     result = verify_pair(model, a, b, threshold, operating_point).to_dict()
     if as_json:
         _print_json(result)
@@ -413,12 +416,13 @@ def embed(
     ),
     out_file: Path = typer.Option(..., "--out", help="Where to write the (N, dim) float32 .npy array."),
     batch_size: int = typer.Option(256, "--batch-size"),
+    runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
 ) -> None:
     """Embed inputs and save them as a .npy array (row order = input order; names in OUT.txt)."""
     from twinnet.inference import embed_files
 
     _at_least("--batch-size", batch_size, 1)
-    n, dim = embed_files(model_path, inputs, out_file, batch_size)
+    n, dim = embed_files(model_path, inputs, out_file, batch_size, runtime=runtime)
     err.print(f"wrote {n} embeddings of dimension {dim} to {out_file}")
 
 
@@ -500,11 +504,11 @@ gallery_app = typer.Typer(help="Galleries of enrolled identities: identification
 app.add_typer(gallery_app, name="gallery")
 
 
-def _open_gallery(model_path: Path, gallery: Path):
+def _open_gallery(model_path: Path, gallery: Path, runtime: str = "torch"):
     from twinnet.gallery import Gallery
     from twinnet.io import load
 
-    model = load(model_path)
+    model = load(model_path, runtime=runtime)
     return Gallery.open(gallery, model)
 
 
@@ -516,6 +520,7 @@ def gallery_create(
     index: str = typer.Option("auto", "--index", help="auto | flat (exact) | hnsw | ivf"),
     backend: str = typer.Option("faiss", "--backend", help="faiss | qdrant"),
     qdrant_url: str = typer.Option(None, "--qdrant-url", help="A Qdrant server; default: embedded, in the gallery."),
+    runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Create an empty gallery tied to MODEL."""
@@ -525,7 +530,7 @@ def gallery_create(
 
     if backend not in ("faiss", "qdrant"):
         raise DataError(f"--backend: {backend!r} is not one of faiss, qdrant")
-    g = Gallery.create(gallery, load(model_path), index=index, backend=backend, qdrant_url=qdrant_url)  # type: ignore[arg-type]
+    g = Gallery.create(gallery, load(model_path, runtime=runtime), index=index, backend=backend, qdrant_url=qdrant_url)  # type: ignore[arg-type]
     info = {"gallery": str(gallery), **g.info}
     g.close()
     _print_json(info) if as_json else out.print(f"created gallery {gallery} ({index} index, {backend})")
@@ -546,6 +551,7 @@ def gallery_enroll(
     ),
     metadata: str = typer.Option(None, "--metadata", help="JSON object stored with the identity."),
     replace: bool = typer.Option(False, "--replace", help="Drop the identity's earlier templates."),
+    runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Enrol an identity from one or more inputs, or a folder of class sub-folders."""
@@ -553,7 +559,7 @@ def gallery_enroll(
     from twinnet.gallery.cli_ops import enroll_documents, enroll_folder, enroll_inputs
 
     meta = _json_object(metadata, "--metadata")
-    with _open_gallery(model_path, gallery) as g:
+    with _open_gallery(model_path, gallery, runtime) as g:
         if documents is not None:
             report = enroll_documents(g, documents, replace=replace)
         elif folder is not None:
@@ -582,6 +588,7 @@ def gallery_identify(
     top_k: int = typer.Option(5, "--top-k", "-k"),
     threshold: float = typer.Option(None, "--threshold", help="Override the calibrated threshold (native scale)."),
     operating_point: str = typer.Option(None, "--operating-point", help=_OP_HELP),
+    runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Who is this? The top-k identities, or unknown when the best is beyond the threshold."""
@@ -589,7 +596,7 @@ def gallery_identify(
 
     _at_least("--top-k", top_k, 1)
     _finite("--threshold", threshold)
-    with _open_gallery(model_path, gallery) as g:
+    with _open_gallery(model_path, gallery, runtime) as g:
         items, names = query_inputs(g, inputs)
         results = g.identify_batch(items, top_k, threshold, operating_point=operating_point)
     rows = [{"input": name, **r.to_dict()} for name, r in zip(names, results)]
@@ -612,11 +619,12 @@ def gallery_verify(
     identity: str = typer.Option(..., "--id", help="The claimed identity."),
     threshold: float = typer.Option(None, "--threshold", help="Override the calibrated threshold (native scale)."),
     operating_point: str = typer.Option(None, "--operating-point", help=_OP_HELP),
+    runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Is INPUT the claimed identity? Score against its templates, and the decision."""
     _finite("--threshold", threshold)
-    with _open_gallery(model_path, gallery) as g:
+    with _open_gallery(model_path, gallery, runtime) as g:
         result = g.verify(input_path, identity, threshold, operating_point).to_dict()
     if as_json:
         _print_json(result)
@@ -630,10 +638,11 @@ def gallery_remove(
     model_path: Path = typer.Argument(..., metavar="MODEL"),
     gallery: Path = typer.Option(..., "--gallery", "-g"),
     identity: str = typer.Option(..., "--id"),
+    runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Remove an identity and its templates."""
-    with _open_gallery(model_path, gallery) as g:
+    with _open_gallery(model_path, gallery, runtime) as g:
         removed = g.remove(identity)
     _print_json({"identity": identity, "templates_removed": removed}) if as_json else out.print(
         f"removed {identity} ({removed} templates)"
@@ -645,10 +654,11 @@ def gallery_remove(
 def gallery_list(
     model_path: Path = typer.Argument(..., metavar="MODEL"),
     gallery: Path = typer.Option(..., "--gallery", "-g"),
+    runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List the enrolled identities."""
-    with _open_gallery(model_path, gallery) as g:
+    with _open_gallery(model_path, gallery, runtime) as g:
         items, counts = g.list(), g.count()
     if as_json:
         _print_json({"identities": items, "counts": counts})
@@ -690,6 +700,7 @@ def serve(
     operating_point: str = typer.Option(
         None, "--operating-point", help="The operating point answers decide at unless a request names another."
     ),
+    runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
 ) -> None:
     """Serve MODEL (and a gallery) over HTTP: /verify /identify /enroll /identities /embed /health /docs."""
     from twinnet.serve import ServiceSettings, read_api_keys
@@ -699,7 +710,33 @@ def serve(
         api_keys=read_api_keys(api_key_file), no_auth=no_auth, max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_pixels=int(max_megapixels * 1_000_000), batch_window_ms=batch_window_ms, operating_point=operating_point,
     )  # fmt: skip
-    run_service(model_path, gallery, host, port, settings)
+    run_service(model_path, gallery, host, port, settings, runtime=runtime)
+
+
+@app.command("export")
+@friendly_errors
+def export(
+    model_path: Path = typer.Argument(..., metavar="MODEL", help="Saved model (or run) directory."),
+    export_format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
+    out_dir: Path = typer.Option(..., "--out", help="Directory to write (a new one, or an earlier export)."),
+    quantize: str = typer.Option(
+        None, "--quantize", help="int8: ONNX Runtime dynamic quantisation (changes the embeddings; off unless asked)."
+    ),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Export MODEL's encoders (and learned comparator) to ONNX, with its config, calibration and
+    preprocessing: serve it with --runtime onnx, without the torch weights."""
+    from twinnet.onnx.export import export_path
+
+    meta = export_path(model_path, out_dir, format=export_format, quantize=quantize, opset=opset)
+    if as_json:
+        _print_json({"out": str(out_dir), **meta})
+        return
+    for role, info in meta["graphs"].items():
+        worst = max(info["parity_max_abs_error"].values())
+        out.print(f"{role}: {info['file']} ({info['dtype']}; max |ONNX − PyTorch| {worst:.2g} before quantisation)")
+    out.print(f"exported {model_path} to {out_dir} (load it with --runtime onnx)")
 
 
 @app.command()

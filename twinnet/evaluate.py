@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from twinnet.data.sources import ReadOptions, read_dataset
-from twinnet.errors import ModelFormatError
+from twinnet.errors import ConfigError, ModelFormatError
 from twinnet.io import load
 from twinnet.model import AnyTwin
 from twinnet.operating import drift_report
@@ -71,13 +71,15 @@ def evaluate_path(
     return {**result.to_dict(), "source": str(data)}
 
 
-def load_model_or_config(path: str | Path) -> AnyTwin:
+def load_model_or_config(path: str | Path, runtime: str = "torch") -> AnyTwin:
     """A saved model directory, or — for a YAML/JSON config file — its model built untrained (e.g.
-    to measure a pretrained text encoder before fine-tuning it)."""
+    to measure a pretrained text encoder before fine-tuning it). ``runtime="onnx"``: an ONNX export."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() in (".yaml", ".yml", ".json"):
+        if runtime != "torch":
+            raise ConfigError(f"--runtime {runtime}: a config file builds a torch model; export a saved model to ONNX")
         from twinnet.config import load_config
         from twinnet.model import build_model
 
         return build_model(load_config(path).model)
-    return load(path)
+    return load(path, runtime=runtime)

@@ -325,8 +325,9 @@ def read_text_lines(paths: Sequence[str | Path]) -> tuple[list[str], list[str]]:
 
 
 def embed_files(
-    model_path: str | Path, inputs: Sequence[str | Path], out_file: str | Path, batch_size: int = 256
-) -> tuple[int, int]:
+    model_path: str | Path, inputs: Sequence[str | Path], out_file: str | Path, batch_size: int = 256,
+    *, runtime: str = "torch",
+) -> tuple[int, int]:  # fmt: skip
     """Embed files (folders expand to their files) with a saved model; write ``out_file`` (.npy,
     float32, one row per input) and ``out_file`` + ``.txt`` (the input names, one per line),
     each written to a temporary file and renamed. For a text model each input file holds texts,
@@ -339,7 +340,7 @@ def embed_files(
     out_file = Path(out_file)
     if out_file.suffix != ".npy":
         raise DataError(f"--out {out_file}: the embeddings file must end in .npy")
-    model = load(model_path)
+    model = load(model_path, runtime=runtime)
     spec = model.input_spec("a")
     names: list[str] | list[Path]
     if model.takes_texts("a"):

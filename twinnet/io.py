@@ -214,42 +214,52 @@ def save(
     metrics = metrics if metrics is not None else getattr(model, "metrics", None)
     path = Path(path)
     with atomic_directory(path) as tmp:
-        write_json(tmp / "config.json", config.model_dump(mode="json"))
         save_model(model, str(tmp / WEIGHTS), metadata={"format": FORMAT})
-        for role, encoder in encoders_by_role(model).items():
-            export = getattr(encoder, "export_assets", None)  # encoders with files besides weights (text)
-            if callable(export):
-                export(tmp / "assets" / role)
-        if calibration is not None:
-            write_json(tmp / "calibration.json", calibration.to_json())
-        if metrics:
-            write_json(tmp / "metrics.json", metrics)
-        normalizer = getattr(model, "normalizer", None)
-        if normalizer is not None:
-            save_normalizer(normalizer, tmp)
+        write_companions(model, tmp, config, calibration, metrics)
         write_manifest(tmp)
     model.fingerprint = weights_fingerprint(model)
     return path
 
 
-def load(path: str | Path, *, device: str | torch.device = "cpu", verify: bool = True) -> AnyTwin:
+def write_companions(
+    model: AnyTwin, tmp: Path, config: ModelConfig, calibration: Calibration | None, metrics: dict[str, Any] | None
+) -> None:
+    """Everything a saved model holds besides its weights: config, encoder assets (tokenizers,
+    vocabularies), calibration, metrics and cohort normaliser (also written by an ONNX export)."""
+    write_json(tmp / "config.json", config.model_dump(mode="json"))
+    for role, encoder in encoders_by_role(model).items():
+        export = getattr(encoder, "export_assets", None)  # encoders with files besides weights (text)
+        if callable(export):
+            export(tmp / "assets" / role)
+    if calibration is not None:
+        write_json(tmp / "calibration.json", calibration.to_json())
+    if metrics:
+        write_json(tmp / "metrics.json", metrics)
+    normalizer = getattr(model, "normalizer", None)
+    if normalizer is not None:
+        save_normalizer(normalizer, tmp)
+
+
+def load(
+    path: str | Path, *, device: str | torch.device = "cpu", verify: bool = True, runtime: str = "torch"
+) -> AnyTwin:
     """Load a saved model directory (or a run directory's ``model/``), ready for inference.
 
     The returned network carries ``calibration``, ``metrics``, ``normalizer`` (a
     :class:`~twinnet.normalize.ScoreNormalizer`, or None) and ``fingerprint``
     (:func:`weights_fingerprint`). Errors name what is missing, corrupt or incompatible.
+    ``runtime="onnx"`` loads a directory written by ``twinnet export`` (:mod:`twinnet.onnx`): the
+    same model class, its encoders run by ONNX Runtime, no torch weights of the encoders needed.
     """
+    if runtime == "onnx":
+        from twinnet.onnx.runtime import load_onnx
+
+        return load_onnx(path, device=device, verify=verify)
+    if runtime != "torch":
+        raise ConfigError(f"runtime: {runtime!r} is not one of torch, onnx")
     directory = resolve_model_dir(path)
     read_manifest(directory, verify=verify)
-    try:
-        raw = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        config = ModelConfig.model_validate(raw)
-    except FileNotFoundError:
-        raise ModelFormatError(f"{directory}: incomplete, config.json is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelFormatError(f"{directory}/config.json: not valid JSON ({err})") from None
-    except ValidationError as err:
-        raise ModelFormatError(format_validation_error(err, f"{directory}/config.json")) from None
+    config = read_model_config(directory)
     try:
         model = build_model(config, assets=directory / "assets")
     except ConfigError as err:
@@ -267,6 +277,26 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", verify: bool =
             f"{directory / WEIGHTS}: weights do not fit the configured model "
             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
         )
+    read_companions(model, directory)
+    model.fingerprint = weights_fingerprint(model)
+    return model.to(device).eval()
+
+
+def read_model_config(directory: Path) -> ModelConfig:
+    """The ``config.json`` of a saved model (or ONNX export) directory."""
+    try:
+        raw = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        return ModelConfig.model_validate(raw)
+    except FileNotFoundError:
+        raise ModelFormatError(f"{directory}: incomplete, config.json is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelFormatError(f"{directory}/config.json: not valid JSON ({err})") from None
+    except ValidationError as err:
+        raise ModelFormatError(format_validation_error(err, f"{directory}/config.json")) from None
+
+
+def read_companions(model: AnyTwin, directory: Path) -> None:
+    """Attach what :func:`write_companions` wrote besides the config: calibration, metrics, normaliser."""
     cal = directory / "calibration.json"
     if cal.exists():
         model.calibration = Calibration.from_json(json.loads(cal.read_text(encoding="utf-8")))
@@ -275,8 +305,6 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", verify: bool =
         model.metrics = json.loads(met.read_text(encoding="utf-8"))
     normalizer = load_normalizer(directory, model.comparator) if (directory / NORMALIZER_META).exists() else None
     model.normalizer = normalizer  # type: ignore[assignment]
-    model.fingerprint = weights_fingerprint(model)
-    return model.to(device).eval()
 
 
 # -- training state: nested dicts/lists of tensors and plain values -----------------------------

@@ -253,6 +253,20 @@ def encoders_by_role(model: AnyTwin) -> dict[str, nn.Module]:
     return {"encoder": model.encoder_for("a")}
 
 
+def replace_encoders(model: AnyTwin, by_role: dict[str, nn.Module]) -> None:
+    """Put other modules in place of the model's encoders, by the names :func:`encoders_by_role`
+    gives (an ONNX Runtime session in place of the torch encoder, :mod:`twinnet.onnx`); the rest of
+    the model (comparator, normalisation, calibration) is kept."""
+    roles = set(encoders_by_role(model))
+    if set(by_role) != roles:
+        raise ValueError(f"replace_encoders: expected the roles {sorted(roles)}, got {sorted(by_role)}")
+    if isinstance(model, HalfTwinNetwork):
+        model.encoder_a, model.encoder_b = by_role["encoder"], by_role["encoder_b"]
+    else:
+        model.encoder = by_role["encoder"]
+    model._embedding_dim = None
+
+
 def _encoder(
     spec: ComponentConfig, input_spec: Any, assets: Path | None, texts: Sequence[str] | None, field: str
 ) -> tuple[nn.Module, int]:

@@ -826,7 +826,7 @@ def _url(host: str, port: int) -> str:
 
 
 def serve(model_path: str | Path, gallery_path: str | Path | None, host: str, port: int,
-          settings: ServiceSettings) -> None:  # fmt: skip
+          settings: ServiceSettings, *, runtime: str = "torch") -> None:  # fmt: skip
     """Load the model (and gallery) and run the service with uvicorn until interrupted.
 
     Says "serving … on …" on stderr only once the settings are checked and the model and gallery
@@ -841,7 +841,7 @@ def serve(model_path: str | Path, gallery_path: str | Path | None, host: str, po
         print(warning, file=sys.stderr, flush=True)
     Image.MAX_IMAGE_PIXELS = settings.max_pixels
     images.MAX_PIXELS = settings.max_pixels  # the library's own check agrees with the service's
-    model = load(model_path)
+    model = load(model_path, runtime=runtime)
     if settings.operating_point is not None:  # an unknown name fails before the service starts
         decide(model, 0.0, None, settings.operating_point)
     gallery = None
