@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -191,7 +192,7 @@ class _Refuses(nn.Module):
 class _FullyConvolutional(nn.Module):
     """Any image size: declares its dynamic spatial axes for the export."""
 
-    onnx_dynamic_axes = {2: "height", 3: "width"}
+    onnx_dynamic_axes: ClassVar[dict[int, str]] = {2: "height", 3: "width"}
 
     def __init__(self, in_channels: int = 1) -> None:
         super().__init__()
