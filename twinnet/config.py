@@ -88,6 +88,8 @@ class ComponentConfig(_Strict):
 class ModelConfig(_Strict):
     input: InputSpec = Field(default_factory=InputSpec)
     encoder: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="conv4"))
+    """A registered encoder; ``auto`` (image folders): training picks the encoder, and the input's
+    size and channels, from the images and says what it picked (:mod:`twinnet.training.autopick`)."""
     comparator: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="euclidean"))
     normalize: bool = False
     """L2-normalise embeddings before comparing them."""

@@ -29,6 +29,7 @@ class Stream(IntEnum):
     TEXT_SPLIT = 21  # the text pair split and the signature references never meet in one run
     ITEM_ORDER = 31  # the items batch plan's order of training items
     PAIR_FOLDS = 33  # k-fold pairs protocol: the folds of pairs files without their own sets
+    OPEN_SET = 34  # open-set protocol: who is enrolled, and which of their images
 
 
 def pick_device(requested: str = "auto") -> torch.device:

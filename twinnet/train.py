@@ -46,6 +46,7 @@ from twinnet.losses import LOSSES, TwinLoss
 from twinnet.model import SIDES, AnyTwin, build_model
 from twinnet.protocols.base import ProtocolResult
 from twinnet.runtime import Stream, generator, pick_device, seed_everything
+from twinnet.training.autopick import pick_input
 from twinnet.training.checkpoint import Resumable, TrainerState, load_checkpoint, load_weights, save_checkpoint
 from twinnet.training.data import load_datasets, load_training_data, vocabulary_texts
 from twinnet.training.plans import BatchPlan, build_plan
@@ -411,7 +412,11 @@ def build_loss(config: Config) -> TwinLoss:
 def train_from_config(
     config: Config, run_dir: str | Path, *, resume: bool = False, console: Console | None = None
 ) -> TrainResult:
-    """Load the data, build model and loss, train, calibrate and save: what ``twinnet train`` does."""
+    """Load the data, build model and loss, train, calibrate and save: what ``twinnet train`` does.
+    An ``auto`` encoder is picked from the data first (:func:`twinnet.training.autopick.pick_input`)."""
+    config, picked = pick_input(config)
+    if picked is not None:
+        (console or Console(stderr=True)).print(picked, markup=False, highlight=False, soft_wrap=True)
     data = load_datasets(config)
     seed_everything(config.train.seed)  # before building, so initial weights are reproducible too
     model = build_model(config.model, texts=vocabulary_texts(data.train))  # vocabularies are built from these

@@ -23,9 +23,7 @@ def _people(root: Path, names: dict[str, int]) -> None:
 
 def test_view2_pairs_txt_with_header_keeps_its_folds(tmp_path: Path) -> None:
     _people(tmp_path / "lfw", {"Ann_A": 3, "Bob_B": 2, "Cy_C": 2, "Di_D": 2})
-    (tmp_path / "pairs.txt").write_text(
-        "2\t1\nAnn_A\t1\t2\nAnn_A\t1\tBob_B\t2\nCy_C\t1\t2\nCy_C\t2\tDi_D\t1\n"
-    )
+    (tmp_path / "pairs.txt").write_text("2\t1\nAnn_A\t1\t2\nAnn_A\t1\tBob_B\t2\nCy_C\t1\t2\nCy_C\t2\tDi_D\t1\n")
     pf = read_pairs_file(tmp_path / "pairs.txt")
     assert pf.pairs.same.tolist() == [True, False, True, False]
     assert pf.pairs.fold.tolist() == [0, 0, 1, 1]

@@ -43,7 +43,7 @@ def _cascade() -> Any:
         except ImportError:
             raise ConfigError("model.input.face_crop needs OpenCV: pip install 'twinnet[vision]' "
                               "(opencv-contrib-python-headless<5)") from None  # fmt: skip
-        path = Path(cv2.data.haarcascades) / CASCADE
+        path = Path(cv2.data.haarcascades) / CASCADE  # type: ignore[attr-defined]
         detector = cv2.CascadeClassifier(str(path))
         if not path.is_file() or detector.empty():
             raise ConfigError(f"model.input.face_crop: OpenCV's face cascade {path} is missing (OpenCV 5 no longer "

@@ -1,7 +1,7 @@
 """Evaluation protocols, selectable by name through :data:`PROTOCOLS`.
 
 Each protocol is one module here plus its ``@register_protocol`` line: ``verification``, ``nway``
-(``oneshot``), ``within-alphabet``, ``omniglot-runs``, ``signature``, ``sts``, ``pairs`` and
+(``oneshot``), ``within-alphabet``, ``omniglot-runs``, ``signature``, ``sts``, ``pairs``, ``openset`` and
 ``retrieval``. The ``evaluate_*`` functions are the same protocols called directly on items.
 """
 
@@ -26,6 +26,7 @@ from twinnet.protocols.episodes import (
     sample_episodes,
     sample_within_group_episodes,
 )
+from twinnet.protocols.openset import OpenSetProtocol, open_set_rates
 from twinnet.protocols.signature import (
     SignatureProtocol,
     calibrate_signature_threshold,
@@ -57,6 +58,7 @@ __all__ = [
     "NWayProtocol",
     "OmniglotRunsProtocol",
     "OneShotProtocol",
+    "OpenSetProtocol",
     "PairClassificationProtocol",
     "ProtocolResult",
     "RetrievalProtocol",
@@ -75,6 +77,7 @@ __all__ = [
     "evaluate_sts",
     "evaluate_verification",
     "evaluate_within_group",
+    "open_set_rates",
     "pair_similarities",
     "pair_values",
     "protocol_names",

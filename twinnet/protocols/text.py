@@ -90,8 +90,8 @@ class PairClassificationProtocol(EvaluationProtocol):
         same = pairs.same
         if self.folds is not None:  # LFW's protocol: no threshold from the calibration nor from the fold scored
             fold = fold_ids(pairs, self.folds, self.seed)
-            metrics = kfold_verification(sim, same, fold, model.comparator.orientation, self.far_targets)
-            return self.result({**metrics, "average_precision": calc_average_precision(sim, same)}, "accuracy")
+            folded = kfold_verification(sim, same, fold, model.comparator.orientation, self.far_targets)
+            return self.result({**folded, "average_precision": calc_average_precision(sim, same)}, "accuracy")
         metrics: dict[str, float | int | None] = {
             "n_pairs": len(pairs),
             "average_precision": calc_average_precision(sim, same),
