@@ -110,7 +110,8 @@ def test_calibrate_prints_the_point_with_its_intervals(trained, tmp_path):
     save(load(model_dir), copy)
     r = run("calibrate", copy, "--data", data, "--pairs", "300", "--name", "eer", "--default")
     assert r.exit_code == 0, r.output
-    assert "Clopper–Pearson" in r.stdout and "FAR" in r.stdout and "FRR" in r.stdout
+    # balanced pairs of labelled classes: the intervals resample identities, and say so
+    assert "bootstrap-by-identity" in r.stdout and "FAR" in r.stdout and "FRR" in r.stdout
     assert "6 identities" in r.stdout and "impostor pairs" in r.stdout
     assert load(copy).calibration.default == "eer"
 
@@ -220,9 +221,10 @@ def test_check_and_evaluate_warn_of_drifted_points(strict, tmp_path):
     r = run("calibrate", drifted, "--data", data, "--check", "--pairs", "400")
     assert r.exit_code == 0, r.output
     assert "strict (far=0.1): drifted" in r.stdout and "warning: operating point strict" in r.stderr
-    assert "Clopper–Pearson" in r.stdout
+    assert "bootstrap-by-identity" in r.stdout
     r = run("calibrate", drifted, "--data", data, "--check", "--pairs", "400", "--json")
     report = json.loads(r.stdout)
+    assert report["interval"] == "bootstrap-identity"
     assert report["drifted"] is True and {c["name"]: c["drifted"] for c in report["checks"]}["strict"] is True
     r = run("evaluate", drifted, "--data", data, "--pairs", "400", "--json")
     assert r.exit_code == 0, r.output

@@ -113,6 +113,10 @@ def _protocol_help() -> str:
 
 _OP_HELP = "The model's operating point to decide at (default: its default; --threshold overrides)."
 _RUNTIME_HELP = "torch (a saved model) or onnx (a directory written by `twinnet export`, run by ONNX Runtime)."
+_NORMALIZE_HELP = ("Fit a cohort score normaliser (znorm | tnorm | snorm) on --cohort first: the threshold is "
+                   "then fitted on normalised scores, and verify, gallery and serve normalise.")  # fmt: skip
+_NORMALIZATION_HELP = ("signature: writer-dependent score normalisation from the references: zscore, shift or "
+                       "none (default: as the model's signature operating point was fitted).")  # fmt: skip
 
 
 def _format_help() -> str:
@@ -179,6 +183,7 @@ def evaluate(
     data_format: str = typer.Option("auto", "--format", help="Data format: " + _format_help()),
     references: int = typer.Option(None, "--references", help="signature: genuine references enrolled per writer."),
     aggregate: str = typer.Option(None, "--aggregate", help="signature: min (nearest reference) or mean distance."),
+    normalization: str = typer.Option(None, "--normalization", help=_NORMALIZATION_HELP),
     pairs_file: Path = typer.Option(None, "--pairs-file", help="signature: SigComp-style pairs CSV for pair accuracy."),
     ways: int = typer.Option(None, "--ways", help="N of N-way episodes (default 5; 20 within-alphabet)."),
     shots: int = typer.Option(None, "--shots", help="K of K-shot episodes (default 1)."),
@@ -207,7 +212,7 @@ def evaluate(
         _at_least(option, value, minimum)
     given = {"references": references, "aggregate": aggregate, "pairs_file": None if pairs_file is None else
              str(pairs_file), "ways": ways, "shots": shots, "episodes": episodes, "n_pairs": pairs,
-             "prototype": prototype, "seed": seed, "folds": folds}  # fmt: skip
+             "prototype": prototype, "seed": seed, "folds": folds, "normalization": normalization}  # fmt: skip
     params = {k: v for k, v in given.items() if v is not None}
     model = load_model_or_config(model_path, runtime=runtime)
     options = ReadOptions(class_depth=class_depth, skip_bad=skip_bad)
@@ -236,11 +241,12 @@ def evaluate(
 
 
 def _decision_params(references: int | None, aggregate: str | None, pairs: int | None,
-                     seed: int | None) -> dict[str, Any]:  # fmt: skip
+                     seed: int | None, normalization: str | None = None) -> dict[str, Any]:  # fmt: skip
     """The protocol options ``calibrate`` and ``init`` take (a protocol refuses options it has not)."""
     for option, value, minimum in (("--references", references, 1), ("--pairs", pairs, 2), ("--seed", seed, 0)):
         _at_least(option, value, minimum)
-    given = {"references": references, "aggregate": aggregate, "n_pairs": pairs, "seed": seed}
+    given = {"references": references, "aggregate": aggregate, "n_pairs": pairs, "seed": seed,
+             "normalization": normalization}  # fmt: skip
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -257,6 +263,10 @@ def _ci(ci: Any) -> str:
     return "" if ci is None else f" [{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
+_INTERVALS = {"clopper-pearson": "Clopper–Pearson (pairs as independent)",
+              "bootstrap-identity": "bootstrap-by-identity (identities resampled, seeded)"}  # fmt: skip
+
+
 def _print_point(name: str, point: Any, is_default: bool) -> None:
     p = point.provenance
     out.print(f"operating point {escape(name)}{' (the default)' if is_default else ''}: target {point.target}, "
@@ -265,10 +275,12 @@ def _print_point(name: str, point: Any, is_default: bool) -> None:
               highlight=False, soft_wrap=True)  # fmt: skip
     out.print(f"  FRR {point.frr:.4f}{_ci(point.frr_ci)} ({point.false_rejects} of {p.genuine_pairs} genuine pairs)",
               highlight=False, soft_wrap=True)  # fmt: skip
-    out.print(f"  95% Clopper–Pearson intervals; {p.identities} identities, {p.protocol} protocol "
-              f"{json.dumps(p.settings)}", highlight=False, soft_wrap=True)  # fmt: skip
-    out.print("  the intervals treat pairs as independent: pairs of one identity are correlated, so with few "
-              "identities they are too narrow", highlight=False, soft_wrap=True)  # fmt: skip
+    out.print(f"  95% {_INTERVALS.get(point.interval, point.interval)} intervals; {p.identities} identities, "
+              f"{p.protocol} protocol {json.dumps(p.settings)}; threshold on the {point.scale} scale",
+              highlight=False, soft_wrap=True)  # fmt: skip
+    if point.interval == "clopper-pearson":
+        out.print("  the intervals treat pairs as independent: pairs of one identity are correlated, so with few "
+                  "identities they are too narrow", highlight=False, soft_wrap=True)  # fmt: skip
     if point.warning:
         err.print(f"warning: {escape(point.warning)}", highlight=False, soft_wrap=True)
 
@@ -289,6 +301,9 @@ def calibrate(
     aggregate: str = typer.Option(None, "--aggregate", help="signature: min (nearest reference) or mean distance."),
     pairs: int = typer.Option(None, "--pairs", help="verification: balanced pairs drawn from a folder (default 4000)."),
     seed: int = typer.Option(None, "--seed", help="Seed of sampled pairs or references (default 0)."),
+    normalization: str = typer.Option(None, "--normalization", help=_NORMALIZATION_HELP),
+    normalize: str = typer.Option(None, "--normalize", help=_NORMALIZE_HELP),
+    cohort: Path = typer.Option(None, "--cohort", help="--normalize: data of other identities (the cohort)."),
     check: bool = typer.Option(False, "--check", help="Only check the stored points on DATA (drift); change nothing."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -298,8 +313,10 @@ def calibrate(
     from twinnet.io import load, resolve_model_dir, save
     from twinnet.operating import drift_report, recalibrate
 
-    params = _decision_params(references, aggregate, pairs, seed)
+    params = _decision_params(references, aggregate, pairs, seed, normalization)
     target = _parse_target(target)
+    if (normalize is None) != (cohort is None):
+        raise ConfigError("--normalize and --cohort go together: the kind of normaliser and its cohort")
     directory = resolve_model_dir(model_path)
     model = load(directory)
     dataset = read_dataset(data, model.input_spec("a"), data_format, field="--format")
@@ -309,13 +326,19 @@ def calibrate(
             _print_json({"model": str(directory), "source": str(data), **report.to_json()})
         else:
             out.print(f"{report.protocol} on {data}: {report.genuine_pairs} genuine and {report.impostor_pairs} "
-                      "impostor pairs (95% Clopper–Pearson intervals)", highlight=False, soft_wrap=True)  # fmt: skip
+                      f"impostor pairs (95% {_INTERVALS.get(report.interval, report.interval)} intervals)",
+                      highlight=False, soft_wrap=True)  # fmt: skip
             for c in report.checks:
                 out.print(escape(c.message), highlight=False, soft_wrap=True)
         for c in report.checks:
             if c.drifted:
                 err.print(f"warning: operating point {escape(c.message)}", highlight=False, soft_wrap=True)
         return
+    if normalize is not None:
+        from twinnet.operating import fit_cohort_normalizer
+
+        fit_cohort_normalizer(model, read_dataset(cohort, model.input_spec("b"), data_format, field="--cohort"),
+                              normalize)  # fmt: skip
     point = recalibrate(model, dataset, protocol, target, name, params, make_default=make_default)
     save(model, directory)
     assert model.calibration is not None

@@ -25,7 +25,7 @@ from twinnet.data.text import read_utf8
 from twinnet.embedding import embed_batches, embed_texts
 from twinnet.errors import ConfigError, DataError, ModelFormatError
 from twinnet.model import AnyTwin, Side
-from twinnet.normalize import normalizer_of
+from twinnet.normalize import ScoreNormalizer, normalizer_of
 
 __all__ = ["Scores", "Verification", "decide", "embed", "embed_files", "embed_texts", "read_input", "score", "verify"]
 
@@ -191,6 +191,44 @@ class Scores:
         return self.normalized
 
 
+def point_normalizer(model: AnyTwin, operating_point: str | None) -> ScoreNormalizer | None:
+    """The cohort normaliser the model's ``operating_point`` decides with: None for a point on the
+    native scale (or a model without calibration); a :class:`ConfigError` when the point was fitted
+    on normalised scores and the model has no normaliser of that kind, or one of another cohort."""
+    calibration = getattr(model, "calibration", None)
+    if calibration is None:
+        return None
+    name = calibration.resolve(operating_point)
+    point = calibration.points[name]
+    if point.scale == NATIVE:
+        return None
+    normalizer = normalizer_of(model)
+    cohort = point.provenance.settings.get("cohort")
+    if normalizer is None or normalizer.scale != point.scale:
+        have = "no normaliser" if normalizer is None else f"a {normalizer.scale} normaliser"
+        raise ConfigError(f"operating point {name!r} was fitted on {point.scale}-normalised scores, but this model "
+                          f"has {have}; re-calibrate it (twinnet calibrate)")  # fmt: skip
+    if cohort is not None and cohort != normalizer.fingerprint:
+        raise ConfigError(f"operating point {name!r} was fitted with another cohort than this model's normaliser; "
+                          "re-calibrate it (twinnet calibrate --normalize)")  # fmt: skip
+    return normalizer
+
+
+def check_operating_point(model: AnyTwin, operating_point: str | None) -> str | None:
+    """The stored name of the model's ``operating_point`` (None: its default; None when the model
+    has no calibration and none is asked), checked before any input is embedded: the errors of
+    :func:`decide` (unknown name, no calibration, a normalised point the model cannot score)."""
+    calibration = getattr(model, "calibration", None)
+    if calibration is None:
+        if operating_point is not None:
+            raise ConfigError(f"operating point {operating_point!r}: the model has no calibration; "
+                              "calibrate it first (twinnet calibrate)")  # fmt: skip
+        return None
+    name = calibration.resolve(operating_point)
+    point_normalizer(model, name)
+    return name
+
+
 @torch.no_grad()
 def score(model: AnyTwin, z_a: torch.Tensor | np.ndarray, z_b: torch.Tensor | np.ndarray) -> Scores:
     """Row pairs of embeddings (``z_a`` from side a, ``z_b`` from side b) scored: native values, and
@@ -255,10 +293,8 @@ def decide(
         name = model.calibration.resolve(operating_point)
         point = model.calibration.points[name]
         scale = point.scale
-        cohort = point.provenance.settings.get("cohort")
-        if scale != NATIVE and cohort is not None and scores.fingerprint not in (None, cohort):
-            raise ConfigError(f"operating point {name!r} was fitted with another cohort than this model's "
-                              "normaliser; re-calibrate it (twinnet calibrate --normalize)")  # fmt: skip
+        if scale != NATIVE and scores.scale is not None:  # the model's own scores: check its normaliser fits
+            point_normalizer(model, name)
         picked = _finite(scores.on(scale)[0])
         if picked is None:
             raise DataError(f"the model gave a non-finite {scale} score: its weights or normaliser may be corrupt")
@@ -289,8 +325,8 @@ def verify(
     """Compare two inputs (``a`` through side a, ``b`` through side b); decide with ``threshold``
     (native scale), else at the model's ``operating_point`` (None: its default)."""
     threshold = check_threshold(threshold)
-    if threshold is None and operating_point is not None:  # an unknown name fails before any embedding
-        decide(model, 0.0, None, operating_point)
+    if threshold is None:  # an unknown name fails before any embedding
+        check_operating_point(model, operating_point)
     z_a = embed(model, [a] if not isinstance(a, torch.Tensor) else a.unsqueeze(0), side="a", names=["A"])
     z_b = embed(model, [b] if not isinstance(b, torch.Tensor) else b.unsqueeze(0), side="b", names=["B"])
     result = decide(model, score(model, z_a, z_b), threshold, operating_point)

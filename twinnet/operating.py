@@ -27,11 +27,30 @@ from twinnet.calibrate import (
     utc_now,
 )
 from twinnet.data.sources import Dataset
-from twinnet.errors import ConfigError
+from twinnet.embedding import embed_batches
+from twinnet.errors import ConfigError, DataError
 from twinnet.model import AnyTwin
+from twinnet.normalize import KINDS, ScoreNormalizer
 from twinnet.protocols.base import build_protocol, decision_protocol_names
 
 # -- on a user's data ------------------------------------------------------------------------------
+
+
+def fit_cohort_normalizer(model: AnyTwin, cohort: Dataset, kind: str = "snorm") -> ScoreNormalizer:
+    """Give ``model`` a cohort normaliser (``znorm``, ``tnorm`` or ``snorm``) whose cohort is the
+    embeddings (side b) of every item of ``cohort``: other identities than the ones decided on, e.g.
+    the enrolled population. It is saved with the model; from then on :func:`twinnet.inference.score`
+    normalises every pair, and thresholds fitted by :func:`recalibrate` are on the normalised scale
+    (points fitted before stay on the native one, and still decide on native values)."""
+    if kind not in KINDS:
+        raise ConfigError(f"--normalize: {kind!r} is not one of {', '.join(KINDS)}")
+    where = cohort.source or "the cohort"
+    if len(cohort.items) < 2:
+        raise DataError(f"{where}: a cohort needs at least two items, not {len(cohort.items)}")
+    embeddings = embed_batches(model, cohort.items, side="b" if model.is_half_twin else "a")
+    normalizer = ScoreNormalizer(model.comparator, embeddings.cpu().numpy(), kind)  # type: ignore[arg-type]
+    model.normalizer = normalizer  # type: ignore[assignment]
+    return normalizer
 
 
 def _decision_scores(model: AnyTwin, data: Dataset, protocol: str, params: dict[str, Any] | None) -> Any:

@@ -48,7 +48,7 @@ from twinnet.data.images import decode_image, to_float
 from twinnet.embedding import embed_batches
 from twinnet.errors import ConfigError, NotFoundError, TwinnetError
 from twinnet.gallery.gallery import QUERY_SIDE, TEMPLATE_SIDE, Gallery
-from twinnet.inference import decide, score, truncation_notes
+from twinnet.inference import check_operating_point, decide, score, truncation_notes
 from twinnet.model import SIDES, AnyTwin, Side
 
 API_KEY_ENV = "TWINNET_API_KEYS"
@@ -718,7 +718,7 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
             check_utf8(raw, "operating_point")
         name = raw if raw is not None else settings.operating_point
         if threshold is None and name is not None:
-            decide(model, 0.0, None, name)
+            check_operating_point(model, name)
         return name
 
     # -- endpoints ----------------------------------------------------------------------------------
@@ -843,7 +843,7 @@ def serve(model_path: str | Path, gallery_path: str | Path | None, host: str, po
     images.MAX_PIXELS = settings.max_pixels  # the library's own check agrees with the service's
     model = load(model_path, runtime=runtime)
     if settings.operating_point is not None:  # an unknown name fails before the service starts
-        decide(model, 0.0, None, settings.operating_point)
+        check_operating_point(model, settings.operating_point)
     gallery = None
     if gallery_path is not None:
         path = Path(gallery_path)

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from twinnet.compare import COMPARATORS, Comparator, IndexPlan, Orientation, build_comparator
+from twinnet.compare import COMPARATORS, SCORE, Comparator, IndexPlan, Orientation, build_comparator
 from twinnet.errors import ConfigError, DataError, NotFoundError
 from twinnet.gallery.index import (
     AUTO_APPROX_THRESHOLD,
@@ -45,6 +45,7 @@ from twinnet.gallery.index import (
     temporary_name,
 )
 from twinnet.gallery.store import TemplateStore, Written
+from twinnet.inference import point_normalizer
 from twinnet.io import weights_fingerprint
 from twinnet.model import AnyTwin, Side
 
@@ -73,6 +74,12 @@ class Match:
     """The comparator's native value: a distance (smaller = closer) or a score (larger = closer)."""
     same: bool | None
     """Whether ``value`` passes the threshold (None without a threshold)."""
+    normalized: float | None = None
+    """The cohort-normalised score the decision was made on, at an operating point fitted on them."""
+
+    def to_dict(self, key: str) -> dict[str, Any]:
+        out = {"identity": self.identity, key: self.value, "same": self.same}
+        return out if self.normalized is None else {**out, "normalized_score": self.normalized}
 
 
 @dataclass
@@ -97,7 +104,7 @@ class Identification:
             "known": self.identity is not None,
             "threshold": self.threshold,
             "operating_point": self.operating_point,
-            "matches": [{"identity": m.identity, key: m.value, "same": m.same} for m in self.matches],
+            "matches": [m.to_dict(key) for m in self.matches],
         }
 
 
@@ -115,7 +122,8 @@ class GalleryVerification:
 
     def to_dict(self) -> dict[str, Any]:
         return {"identity": self.identity, self.orientation.value_name: self.value, "threshold": self.threshold,
-                "operating_point": self.operating_point, "same": self.same, "templates": self.templates}  # fmt: skip
+                "operating_point": self.operating_point, "same": self.same, "templates": self.templates,
+                **self.extra}  # fmt: skip
 
 
 @dataclass
@@ -676,6 +684,8 @@ class Gallery:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise DataError(f"k must be a positive integer, not {k!r}")
         threshold, point = self._threshold(threshold, operating_point)
+        # a point fitted on cohort-normalised scores ranks and decides on them (twinnet.inference)
+        normalizer = None if point is None or self.model is None else point_normalizer(self.model, point)
         queries = self.embed(inputs, precomputed, side=QUERY_SIDE)
         plan, orientation = self.plan, self.orientation
         with self._lock:
@@ -685,18 +695,26 @@ class Gallery:
             fetch = min(max(4 * k, candidates if plan.rescore else 4 * k), max(1, n_templates))
             sims, ids = self._index.search(plan.transform(queries), fetch)
         owners = self.store.identities_of(ids)
-        candidate_vectors = self.store.vectors_of(ids, self.dim) if plan.rescore else {}
+        candidate_vectors = self.store.vectors_of(ids, self.dim) if plan.rescore or normalizer else {}
         results = []
         for q in range(len(queries)):
             valid = ids[q] >= 0
             row_ids = ids[q][valid]
-            if plan.rescore:  # only candidates still in the store (one may be removed since the search)
+            if plan.rescore or normalizer:  # only candidates still in the store (one may be removed since the search)
                 row_ids = np.array([r for r in row_ids.tolist() if r in candidate_vectors], dtype=np.int64)
             if plan.rescore and len(row_ids):
                 templates = np.stack([candidate_vectors[int(r)] for r in row_ids])
                 native = self.comparator.score_matrix(queries[q : q + 1], templates)[0]
             else:
                 native = np.asarray(plan.to_native(sims[q][valid]))
+            if normalizer is not None:
+                if not plan.rescore:
+                    native = native[np.isin(ids[q][valid], row_ids)]
+                found = np.stack([candidate_vectors[int(r)] for r in row_ids]) if len(row_ids) else None
+                matches = self._normalized_matches(normalizer, queries[q], row_ids, native, found, owners, k,
+                                                   threshold)  # fmt: skip
+                results.append(Identification(matches, threshold, orientation, point))
+                continue
             best: dict[str, float] = {}
             for rowid, value in zip(row_ids.tolist(), native.tolist()):
                 identity = owners.get(int(rowid))
@@ -709,6 +727,25 @@ class Gallery:
             matches = [Match(names[i], float(best[names[i]]), self._decide(best[names[i]], threshold)) for i in order]
             results.append(Identification(matches, threshold, orientation, point))
         return results
+
+    @staticmethod
+    def _normalized_matches(
+        normalizer: Any, query: np.ndarray, row_ids: np.ndarray, native: np.ndarray, templates: np.ndarray | None,
+        owners: dict[int, str], k: int, threshold: float | None,
+    ) -> builtins.list[Match]:  # fmt: skip
+        """Top-``k`` identities by their best cohort-normalised score (a similarity), decided on it."""
+        if templates is None or not len(row_ids):
+            return []
+        normalized = normalizer.normalize_matrix(native[None], query[None], templates)[0]
+        best: dict[str, tuple[float, float]] = {}
+        for rowid, value, norm in zip(row_ids.tolist(), native.tolist(), normalized.tolist()):
+            identity = owners.get(int(rowid))
+            if identity is not None and (identity not in best or SCORE.better(norm, best[identity][1])):
+                best[identity] = (value, norm)
+        names = list(best)
+        ranked = [names[i] for i in SCORE.rank(np.array([best[n][1] for n in names], np.float64))[:k]]
+        return [Match(n, best[n][0], None if threshold is None else bool(SCORE.matches(best[n][1], threshold)),
+                      best[n][1]) for n in ranked]  # fmt: skip
 
     def identify(
         self, x: Any, k: int = 5, threshold: float | None = None, operating_point: str | None = None
@@ -724,6 +761,7 @@ class Gallery:
         if aggregate not in ("best", "mean"):
             raise DataError(f"aggregate must be 'best' or 'mean', not {aggregate!r}")
         threshold, point = self._threshold(threshold, operating_point)
+        normalizer = None if point is None or self.model is None else point_normalizer(self.model, point)
         queries = self.embed(inputs, precomputed, side=QUERY_SIDE)
         if len(identities) != len(queries):
             raise DataError(f"{len(identities)} identities for {len(queries)} inputs")
@@ -735,6 +773,14 @@ class Gallery:
             # a copy: the store's arrays are read-only views of SQLite blobs, which torch warns about
             values = self.native_values(q[None], np.array(templates, dtype=np.float32))[0]
             value = float(values.mean() if aggregate == "mean" else self.orientation.best(values))
+            if normalizer is not None:  # decided on the cohort-normalised score (a similarity)
+                norm = normalizer.normalize_matrix(values[None], q[None], np.array(templates, dtype=np.float32))[0]
+                decided = float(norm.mean() if aggregate == "mean" else SCORE.best(norm))
+                same = None if threshold is None else bool(SCORE.matches(decided, threshold))
+                extra = {"normalized_score": decided, "normalization": normalizer.scale}
+                out.append(GalleryVerification(identity, value, threshold, same, self.orientation, len(templates),
+                                               extra, operating_point=point))  # fmt: skip
+                continue
             out.append(GalleryVerification(identity, value, threshold, self._decide(value, threshold),
                                            self.orientation, len(templates), operating_point=point))  # fmt: skip
         return out
