@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from twinnet.config import InputSpec
+from twinnet.data.faces import collect_misses, miss_report
 from twinnet.data.images import IMAGE_EXTENSIONS, check_image_size, decode_image
 from twinnet.data.items import ItemSet, image_folder, load_images
 from twinnet.data.pairs import read_pairs_file
@@ -45,7 +46,7 @@ def zip_image_folder(path: str | Path, spec: InputSpec, class_depth: int = 1, sk
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
         raise DataError(f"{path}: not a readable zip archive") from None
-    with archive:
+    with archive, collect_misses() as misses:
         members = sorted(
             n for n in archive.namelist() if not n.endswith("/") and PurePosixPath(n).suffix.lower() in IMAGE_EXTENSIONS
         )
@@ -62,7 +63,7 @@ def zip_image_folder(path: str | Path, spec: InputSpec, class_depth: int = 1, sk
                 with Image.open(io.BytesIO(archive.read(name))) as image:
                     check_image_size(image, f"{path}:{name}")  # before decoding: a small file can be huge
                     image.load()
-                    tensors.append(decode_image(image, spec))
+                    tensors.append(decode_image(image, spec, f"{path}:{name}"))
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError, zipfile.BadZipFile) as err:
                 message = f"{path}:{name}: unreadable image ({err})"
                 if not skip_bad:
@@ -72,6 +73,8 @@ def zip_image_folder(path: str | Path, spec: InputSpec, class_depth: int = 1, sk
             labels.append(classes.setdefault("/".join(parts[:class_depth]), len(classes)))
             group_ids.append(groups.setdefault(parts[0], len(groups)))
             names.append(f"{path}:{name}")
+    if misses:
+        log.warning("%s", miss_report(misses, len(tensors)))
     if not tensors:
         raise DataError(f"{path}: no images in class folders (class_depth={class_depth})")
     items = ItemSet(
