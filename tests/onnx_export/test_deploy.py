@@ -241,3 +241,34 @@ def test_reexport_replaces_and_tampering_is_caught(saved: Path, tmp_path: Path) 
     graph.write_bytes(graph.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(ModelFormatError, match="SHA-256"):
         load(out, runtime="onnx")
+
+
+class _FeatureMap(nn.Module):
+    """Gives a feature map (a tracking backbone): exported with dynamic image size, undeclared."""
+
+    def __init__(self, in_channels: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 3))
+        self.output_dim = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_feature_map_encoders_get_dynamic_image_size(tmp_path: Path) -> None:
+    register_encoder("_onnx_map")(_FeatureMap)
+    try:
+        cfg = ModelConfig.model_validate({"input": {"size": [15, 15]}, "encoder": {"name": "_onnx_map"}})
+        model = build_model(cfg).eval()
+        meta = export_onnx(model, tmp_path / "e")
+        served = load(tmp_path / "e", runtime="onnx")
+    finally:
+        ENCODERS.unregister("_onnx_map")
+    graph = meta["graphs"]["encoder"]
+    assert graph["inputs"][0]["shape"] == ["batch", 1, "height", "width"]
+    assert graph["dynamic_axes"]["embedding"] == {"0": "batch", "2": "map_height", "3": "map_width"}
+    x = torch.randn(2, 1, 31, 23)  # a search image larger than the exemplar
+    with torch.no_grad():
+        ref, got = model.encoder_for("a")(x), served.encoder_for("a")(x)
+    assert got.shape == ref.shape == (2, 3, 27, 19)
+    assert (got - ref).abs().max() < 1e-5

@@ -180,7 +180,9 @@ def test_every_registered_encoder_exports_or_says_why(tmp_path: Path) -> None:
             try:
                 meta = export_onnx(model, tmp_path / name)
             except OnnxExportError as err:
-                assert name in str(err) or "cannot be exported" in str(err)
+                if "cannot run on an example input" in str(err):
+                    continue  # this input does not fit the encoder: try the next
+                assert "cannot be exported" in str(err)
             else:
                 assert max(meta["graphs"]["encoder"]["parity_max_abs_error"].values()) < 1e-4
             break

@@ -136,17 +136,43 @@ def default_spec(encoder: nn.Module, input_spec: InputSpec) -> ExportSpec:
     if input_spec.kind == "sequence":
         axes[len(shape)] = "time"
         probe_shape[-1] = max(1, shape[-1] + 7)
-    extra = getattr(encoder, "onnx_dynamic_axes", None) or {}
-    axes.update({int(k): str(v) for k, v in dict(extra).items()})
     g = torch.Generator().manual_seed(0)
     example = torch.randn(2, *shape, generator=g)
+    output_axes: dict[int, str] = {0: "batch"}
+    notes: list[str] = []
+    extra = getattr(encoder, "onnx_dynamic_axes", None)
+    if extra is None and input_spec.kind == "image" and _output_rank(encoder, example) > 2:
+        # a feature map, not a vector: a fully convolutional encoder takes any image size
+        extra = {len(shape) - 1: "height", len(shape): "width"}
+        output_axes.update({2: "map_height", 3: "map_width"})
+        notes.append("fully convolutional (a feature map): image height and width are dynamic")
+    for axis, name in dict(extra or {}).items():
+        axes[int(axis)] = str(name)
+        if input_spec.kind == "image" and 2 <= int(axis) <= len(shape):
+            probe_shape[int(axis) - 1] = shape[int(axis) - 1] + 16  # the probe checks the declared axes too
     probe = torch.randn(3, *probe_shape, generator=g)
-    module, notes = encoder, []
+    module: nn.Module = encoder
     if input_spec.kind == "image" and not extra:  # a fixed image size: adaptive pools have fixed windows
         rewritten = fixed_adaptive_pools(encoder, example)
         if rewritten is not None:
-            module, notes = rewritten, ["adaptive average pools over a fixed input size exported as fixed averages"]
-    return ExportSpec(module, ("input",), (example,), {"input": axes, OUTPUT: {0: "batch"}}, (probe,), notes=notes)
+            module = rewritten
+            notes.append("adaptive average pools over a fixed input size exported as fixed averages")
+    return ExportSpec(module, ("input",), (example,), {"input": axes, OUTPUT: output_axes}, (probe,), notes=notes)
+
+
+def _output_rank(encoder: nn.Module, example: torch.Tensor) -> int:
+    modes = [(m, m.training) for m in encoder.modules()]
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            return int(encoder(example).dim())
+    except (RuntimeError, ValueError) as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OnnxExportError(f"encoder {encoder_name(encoder)} cannot run on an example input of shape "
+                              f"{tuple(example.shape)} ({text})") from None  # fmt: skip
+    finally:
+        for m, mode in modes:
+            m.train(mode)
 
 
 class FixedAdaptiveAvgPool2d(nn.Module):
