@@ -179,6 +179,9 @@ class FixedAdaptiveAvgPool2d(nn.Module):
     """``AdaptiveAvgPool2d`` for one input size, as two averaging matrices (``P_h · x · P_wᵀ``): the
     same windows and values, in operations ONNX has (its own adaptive pool needs sizes that divide)."""
 
+    rows: torch.Tensor
+    cols: torch.Tensor
+
     def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int]) -> None:
         super().__init__()
         self.register_buffer("rows", _averaging_matrix(in_size[0], out_size[0]))
