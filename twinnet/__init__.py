@@ -72,6 +72,7 @@ from twinnet.protocols import (
     evaluate_verification,
     register_protocol,
 )
+from twinnet.tracking import Tracker
 from twinnet.train import Trainer, TrainResult, train_from_config
 
 __all__ = [
@@ -116,6 +117,7 @@ __all__ = [
     "Target",
     "TextItemSet",
     "TextPairs",
+    "Tracker",
     "Threshold",
     "TrainConfig",
     "TrainResult",

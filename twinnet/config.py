@@ -85,6 +85,28 @@ class ComponentConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class TrackerSettings(_Strict):
+    """The SiamFC tracker's hyper-parameters (Bertinetto et al. 2016), saved with a tracking model
+    (``model.tracker``) and overridable when tracking (:class:`twinnet.tracking.Tracker`)."""
+
+    scales: Annotated[int, Field(ge=1, le=9)] = 3
+    """Search images per frame, at scales ``scale_step ** k`` around the current size."""
+    scale_step: Annotated[float, Field(ge=1)] = 1.0375
+    scale_penalty: Annotated[float, Field(gt=0, le=1)] = 0.9745
+    """Multiplies the response of every scale but the current one (changing size costs evidence)."""
+    scale_lr: Fraction = 0.59
+    """Scale damping: how far the size moves to the best scale's in one frame."""
+    window_influence: Fraction = 0.176
+    """Weight of the cosine window (a prior for small motions) mixed into the response."""
+    response_up: Annotated[int, Field(ge=1, le=32)] = 16
+    """The response is upsampled this many times (bicubic) before its peak is read."""
+    context: NonNegativeFloat = 0.5
+    """Context margin ``p = context·(w+h)`` around the target in the exemplar."""
+    min_scale: PositiveFloat = 0.2
+    max_scale: PositiveFloat = 5.0
+    """Target size limits, as multiples of the initial size."""
+
+
 class ModelConfig(_Strict):
     input: InputSpec = Field(default_factory=InputSpec)
     encoder: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="conv4"))
@@ -98,6 +120,9 @@ class ModelConfig(_Strict):
     input_b: InputSpec | None = None
     share: list[str] = Field(default_factory=list)
     """Half-twin: dotted names of sub-modules of ``encoder`` that ``encoder_b`` shares."""
+    tracker: TrackerSettings | None = None
+    """Tracking models (a fully-convolutional twin: ``input`` the exemplar, ``input_b`` the search
+    image): the tracker's hyper-parameters."""
 
 
 class AugmentConfig(_Strict):
@@ -302,6 +327,8 @@ class TrainConfig(_Strict):
     progress: bool = True
     max_minutes: PositiveFloat | None = None
     """Stop after the epoch during which this much training time has passed (a budget guard)."""
+    plan: dict[str, Any] = Field(default_factory=dict)
+    """Options of the loss's batch plan, e.g. ``{max_gap: 100, stills: …}`` for ``tracking_pairs``."""
 
 
 class Config(_Strict):

@@ -27,6 +27,7 @@ class Stream(IntEnum):
     WITHIN_GROUP_EPISODES = 13
     SIGNATURE_REFERENCES = 21
     TEXT_SPLIT = 21  # the text pair split and the signature references never meet in one run
+    TRACKING_PAIRS = 41  # tracking: which frames pair up, and how each crop is shifted, scaled, coloured
     ITEM_ORDER = 31  # the items batch plan's order of training items
     PAIR_FOLDS = 33  # k-fold pairs protocol: the folds of pairs files without their own sets
     OPEN_SET = 34  # open-set protocol: who is enrolled, and which of their images

@@ -1,6 +1,7 @@
 """The built-in data formats: importing this module registers them (one import per format module)."""
 
 from twinnet.data import archives, omniglot, signatures, text
+from twinnet.tracking import source as tracking
 
 #: format modules → the formats they register
 MODULES = {
@@ -8,4 +9,5 @@ MODULES = {
     omniglot: ("omniglot_runs",),
     signatures: ("offline_signatures", "online_signatures"),
     text: ("sts", "mrpc", "text_pairs"),
+    tracking: ("tracking",),
 }

@@ -5,6 +5,7 @@ Importing this package registers the built-in encoders (``conv4``, ``koch``, ``m
 """
 
 from twinnet.encoders.conv import Conv4Encoder, KochEncoder
+from twinnet.encoders.fully_conv import SiamFCAlexNet, SiamFCLight
 from twinnet.encoders.mlp import MLPEncoder
 from twinnet.encoders.registry import ENCODERS, build_encoder, register_encoder
 from twinnet.encoders.resnet import FaceResNetEncoder
@@ -18,6 +19,8 @@ __all__ = [
     "GRUEncoder",
     "KochEncoder",
     "MLPEncoder",
+    "SiamFCAlexNet",
+    "SiamFCLight",
     "SigNetEncoder",
     "SmallTextEncoder",
     "TDNNEncoder",

@@ -8,6 +8,7 @@ from twinnet.losses.cosine_regression import CosineRegressionLoss
 from twinnet.losses.margin_softmax import ArcFaceLoss, CosFaceLoss, MarginSoftmaxLoss
 from twinnet.losses.online_contrastive import OnlineContrastiveLoss
 from twinnet.losses.ranking import MultipleNegativesRankingLoss
+from twinnet.losses.score_map import LogisticScoreMapLoss
 from twinnet.losses.triplet import TripletLoss
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "CosFaceLoss",
     "CosineRegressionLoss",
     "EmbeddingLoss",
+    "LogisticScoreMapLoss",
     "MarginSoftmaxLoss",
     "MultipleNegativesRankingLoss",
     "OnlineContrastiveLoss",

@@ -43,6 +43,7 @@ from twinnet.protocols.text import (
     evaluate_sts,
     pair_similarities,
 )
+from twinnet.protocols.tracking import TrackingProtocol
 from twinnet.protocols.verification import (
     VerificationProtocol,
     evaluate_verification,
@@ -64,6 +65,7 @@ __all__ = [
     "RetrievalProtocol",
     "STSProtocol",
     "SignatureProtocol",
+    "TrackingProtocol",
     "VerificationProtocol",
     "WithinGroupProtocol",
     "build_protocol",

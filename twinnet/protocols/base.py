@@ -81,6 +81,10 @@ class EvaluationProtocol(ABC):
     needs: ClassVar[str] = "labels"
     #: One line for ``twinnet evaluate --help`` and error messages.
     summary: ClassVar[str] = ""
+    #: Whether validation also scores balanced same/different pairs of the data (verification figures
+    #: and calibrated thresholds beside the protocol); False where the model compares no embedding
+    #: vectors (``tracking``: score maps).
+    scores_pairs: ClassVar[bool] = True
 
     def check_data(self, data: Dataset) -> None:
         """A clear error when ``data`` is not what this protocol measures on."""

@@ -41,7 +41,7 @@ from twinnet.data.pairs import Pairs, PairSampler
 from twinnet.data.samplers import PKBatchSampler
 from twinnet.data.transforms import RandomAffine
 from twinnet.errors import ConfigError, DataError
-from twinnet.registry import Registry
+from twinnet.registry import Registry, check_params
 from twinnet.runtime import Stream, generator, numpy_rng
 from twinnet.training.batch import Batch, LabelledBatch, PairBatch
 
@@ -139,9 +139,18 @@ def build_plan(
     augment: RandomAffine | None = None,
     loss_name: str = "this loss",
 ) -> BatchPlan:
-    """The plan registered as ``name`` (an unknown name is a ConfigError listing the known ones)."""
+    """The plan registered as ``name`` (an unknown name is a ConfigError listing the known ones),
+    with the options of ``train.plan`` (an option the plan does not take is a ConfigError)."""
     factory = BATCH_PLANS.get(name)
-    return factory(items, pairs, config, augment=augment, loss_name=loss_name)
+    options = dict(config.plan)
+    if options:
+        check_params(factory, options, field=f"train.plan (plan {name!r})")
+    try:
+        return factory(items, pairs, config, augment=augment, loss_name=loss_name, **options)
+    except TypeError as err:  # the built-in plans pass options on to BatchPlan, which takes none
+        if not options:
+            raise
+        raise ConfigError(f"train.plan: plan {name!r} takes no options {sorted(options)} ({err})") from None
 
 
 # -- pairs ------------------------------------------------------------------------------------------

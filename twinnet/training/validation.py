@@ -88,15 +88,20 @@ class Validator:
             self.protocol.check_data(self.source)
         except DataError as err:
             raise ConfigError(f"train.validation.protocol: {err}") from None
+        self.pair_protocol: VerificationProtocol | None = None
+        if not self.protocol.scores_pairs:  # e.g. tracking: nothing to pair up or calibrate
+            self.pair_settings: dict[str, Any] = {}
+            self.pairs: Pairs | None = None
+            self.data = self.source
+            return
         #: How the validation pairs were made: what training's operating points record in their provenance.
-        self.pair_settings: dict[str, Any] = {"pairs": "given"} if pairs is not None else \
+        self.pair_settings = {"pairs": "given"} if pairs is not None else \
             {"pairs": "balanced", "n_pairs": v.pairs, "seed": self.seed}  # fmt: skip
         if pairs is None:
             items.require_min_per_class(2, "validation pairs")
             pairs = balanced_pairs(items.labels, v.pairs, self.seed, Stream.VALIDATION_PAIRS)
-        self.pairs: Pairs = pairs
+        self.pairs = pairs
         self.data = Dataset(items, pairs, calibration_protocols=self.calibration_protocols)
-        self.pair_protocol: VerificationProtocol | None = None
         if pairs.same.any() and not pairs.same.all():  # verification and thresholds need both kinds
             if isinstance(self.protocol, VerificationProtocol):
                 self.pair_protocol = self.protocol  # the protocol measures these very pairs: run it once
@@ -115,7 +120,7 @@ class Validator:
     def calibrate(self, model: AnyTwin, outcome: ValidationOutcome) -> Calibration | None:
         """Thresholds on the validation pairs (native scale), then each calibration protocol's own
         in ``calibration.extra``; sets ``model.calibration``. ``None`` without both kinds of pair."""
-        if outcome.native is None:
+        if outcome.native is None or self.pairs is None:
             return None
         calibration = calibrate(outcome.native, self.pairs.same, model.comparator.orientation,
                                 far_targets=self.far_targets, data=self.data, protocol="verification",

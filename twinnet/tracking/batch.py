@@ -1,0 +1,32 @@
+"""The batch a tracking pair plan builds and a score-map loss consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from twinnet.training.batch import Batch
+
+
+@dataclass
+class TrackingPairBatch(Batch):
+    """``n`` training pairs: ``exemplars (n, 3, 127, 127)`` and ``searches (n, 3, 255, 255)``,
+    images in [0, 1]; ``offsets (n, 2)`` is where the target's centre lies in each search image,
+    in pixels ``(dx, dy)`` from the search image's centre (non-zero where the crop was shifted)."""
+
+    exemplars: torch.Tensor
+    searches: torch.Tensor
+    offsets: torch.Tensor
+
+    @property
+    def n_items(self) -> int:
+        return 2 * len(self.offsets)
+
+    def to(self, device: torch.device) -> TrackingPairBatch:
+        return replace(
+            self,
+            exemplars=self.exemplars.to(device, non_blocking=True),
+            searches=self.searches.to(device, non_blocking=True),
+            offsets=self.offsets.to(device),
+        )

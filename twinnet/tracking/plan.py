@@ -1,0 +1,221 @@
+"""The ``tracking_pairs`` batch plan: exemplar/search pairs from sequences and still images.
+
+A pair is two frames of one sequence at most ``max_gap`` frames apart, both with the target: the
+exemplar is cropped around the target in the first (SiamFC's context margin, ``exemplar_size``
+pixels), the search image around it in the second (``search_size`` pixels, the same scale). With
+``stills`` (a COCO folder) a share ``stills_share`` of the pairs are one still image twice, under
+different shifts, scales and colours (as DaSiamRPN trained on detection data). Each crop is
+shifted by up to ``shift`` pixels (the search image) or ``exemplar_shift`` (the exemplar), scaled by
+up to ``scale_jitter``, optionally mirrored (both crops alike) and colour-jittered, all with torch
+ops on pre-made per-frame crops; the batch records where the target's centre lands in the search
+image, which is where the loss puts the positives.
+
+Every draw of an epoch comes from one stream seeded by ``(seed, Stream.TRACKING_PAIRS, epoch)``, made
+before the batch jobs run, so an epoch is the same batches whenever it is drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from twinnet.config import TrainConfig
+from twinnet.data.items import ItemSet
+from twinnet.data.pairs import Pairs
+from twinnet.errors import ConfigError, DataError
+from twinnet.runtime import Stream, expand_data_path, numpy_rng
+from twinnet.tracking.batch import TrackingPairBatch
+from twinnet.tracking.items import SequenceItems
+from twinnet.tracking.sequences import read_coco_stills
+from twinnet.training.plans import BATCH_PLANS, BatchJob, BatchPlan
+
+
+def _number(value: Any, name: str, low: float, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(f"train.plan.{name}: must be a number in [{low:g}, {high:g}], not {value!r}")
+    return float(value)
+
+
+@BATCH_PLANS.register("tracking_pairs")
+class TrackingPairsPlan(BatchPlan):
+    """Exemplar/search pairs of tracking sequences (and still images), ``train.batch_size`` per
+    step, ``train.samples_per_epoch`` per epoch (by default one per training frame)."""
+
+    name = "tracking_pairs"
+
+    def __init__(
+        self,
+        items: ItemSet,
+        pairs: Pairs | None,
+        config: TrainConfig,
+        *,
+        augment: Any = None,
+        loss_name: str = "this loss",
+        max_gap: int = 100,
+        stills: str | None = None,
+        stills_share: float = 0.0,
+        exemplar_size: int = 127,
+        search_size: int = 255,
+        context: float = 0.5,
+        shift: float = 24.0,
+        exemplar_shift: float = 4.0,
+        scale_jitter: float = 0.05,
+        hflip: float = 0.5,
+        colour: float = 0.2,
+        gray: float = 0.05,
+    ) -> None:
+        super().__init__(items, pairs, config, augment=augment, loss_name=loss_name)
+        if not isinstance(items, SequenceItems):
+            raise ConfigError(f"loss {loss_name} trains from tracking sequences: give data.format: tracking "
+                              "(a folder of sequence folders)")  # fmt: skip
+        if pairs is not None:
+            raise ConfigError(f"loss {loss_name} trains from tracking sequences, not a pairs file")
+        self.max_gap = int(_number(max_gap, "max_gap", 0))
+        self.stills_share = _number(stills_share, "stills_share", 0, 1)
+        self.exemplar_size = int(_number(exemplar_size, "exemplar_size", 16))
+        self.search_size = int(_number(search_size, "search_size", self.exemplar_size))
+        self.context = _number(context, "context", 0)
+        self.shift = _number(shift, "shift", 0, self.search_size / 4)
+        self.exemplar_shift = _number(exemplar_shift, "exemplar_shift", 0, self.exemplar_size / 4)
+        self.scale_jitter = _number(scale_jitter, "scale_jitter", 0, 0.5)
+        self.hflip = _number(hflip, "hflip", 0, 1)
+        self.colour = _number(colour, "colour", 0, 0.9)
+        self.gray = _number(gray, "gray", 0, 1)
+        # the stored crop is large enough for the largest shift at the largest scale
+        self.crop_size = self.search_size + 2 * math.ceil(self.shift + self.search_size * self.scale_jitter) + 2
+        self.sequence_items = items
+        self.stills: SequenceItems | None = None
+        self.stills_path = None if stills is None else expand_data_path(str(stills))
+        if self.stills_path is not None and self.stills_share > 0:
+            self.stills = SequenceItems.from_sequences(read_coco_stills(self.stills_path))
+        elif self.stills_share > 0:
+            raise ConfigError("train.plan.stills_share: set train.plan.stills to a COCO folder as well")
+        present = items.present
+        self.frames = np.nonzero(present)[0]
+        if len(self.frames) == 0:
+            raise DataError("no training frame has its target")
+        # per frame: the range of frames of its sequence within max_gap, among those with the target
+        self.partners: list[np.ndarray] = []
+        for idx in self.frames:
+            same = np.nonzero((items.labels == items.labels[idx]) & present)[0]
+            near = same[np.abs(items.frame[same] - items.frame[idx]) <= self.max_gap]
+            others = near[near != idx]
+            self.partners.append(others if len(others) else near)
+        per_epoch = config.samples_per_epoch if config.samples_per_epoch is not None else len(self.frames)
+        self.per_epoch = int(per_epoch)
+        self.batch_size = config.batch_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, self.per_epoch // self.batch_size)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(super().fingerprint().encode())
+        digest.update(repr((self.max_gap, self.stills_path, self.stills_share, self.crop_size,
+                            len(self.stills) if self.stills is not None else 0)).encode())  # fmt: skip
+        return digest.hexdigest()[:16]
+
+    def _crops(self, items: SequenceItems) -> torch.Tensor:
+        return items.crops(self.crop_size, self.exemplar_size, self.context)
+
+    def _jobs(self, epoch: int, augment: Callable[[Any], Any]) -> list[BatchJob]:
+        rng = numpy_rng(self.seed, Stream.TRACKING_PAIRS, epoch)
+        seq_crops = self._crops(self.sequence_items)
+        still_crops = self._crops(self.stills) if self.stills is not None else None
+        jobs = []
+        for _ in range(self.steps_per_epoch):
+            n = self.batch_size
+            from_still = rng.random(n) < self.stills_share if still_crops is not None else np.zeros(n, bool)
+            z_idx = np.empty(n, np.int64)
+            x_idx = np.empty(n, np.int64)
+            for k in range(n):
+                if from_still[k]:
+                    assert still_crops is not None
+                    z_idx[k] = x_idx[k] = rng.integers(len(still_crops))
+                else:
+                    f = rng.integers(len(self.frames))
+                    z_idx[k] = self.frames[f]
+                    x_idx[k] = rng.choice(self.partners[f])
+            draws = _Draws.sample(rng, n, self)
+            jobs.append(_pair_job(seq_crops, still_crops, z_idx, x_idx, from_still, draws, self))
+        return jobs
+
+
+class _Draws:
+    """The random numbers of one batch, drawn in the epoch loop (not on the prefetch thread)."""
+
+    def __init__(self, values: dict[str, np.ndarray]) -> None:
+        self.values = values
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return torch.from_numpy(self.values[key]).float()
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, n: int, plan: TrackingPairsPlan) -> _Draws:
+        def u(*shape: int) -> np.ndarray:
+            return np.asarray(rng.uniform(-1.0, 1.0, shape))
+
+        return cls({
+            "z_shift": u(n, 2) * plan.exemplar_shift, "x_shift": u(n, 2) * plan.shift,
+            "z_scale": 1 + u(n) * plan.scale_jitter, "x_scale": 1 + u(n) * plan.scale_jitter,
+            "flip": (rng.random(n) < plan.hflip).astype(np.float64),
+            "z_colour": 1 + u(n, 3) * plan.colour, "x_colour": 1 + u(n, 3) * plan.colour,
+            "z_gray": (rng.random(n) < plan.gray).astype(np.float64),
+            "x_gray": (rng.random(n) < plan.gray).astype(np.float64),
+        })  # fmt: skip
+
+
+def sample_window(crops: torch.Tensor, center: torch.Tensor, side: torch.Tensor, out: int,
+                  flip: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """From ``crops (n, 3, C, C)`` (float), the squares of ``side`` pixels centred ``center (n, 2)``
+    pixels from each crop's centre, resampled to ``out`` (mirrored where ``flip``)."""
+    c = crops.shape[-1]
+    sign = 1 - 2 * flip
+    theta = torch.zeros(len(crops), 2, 3)
+    theta[:, 0, 0] = sign * side / c
+    theta[:, 1, 1] = side / c
+    theta[:, :, 2] = 2 * center / c
+    grid = F.affine_grid(theta, [len(crops), 3, out, out], align_corners=False)
+    return F.grid_sample(crops, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def colour_jitter(images: torch.Tensor, factors: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
+    """Brightness, contrast and saturation multiplied by ``factors (n, 3)``; grey where ``gray``."""
+    b, c, s = (factors[:, i].view(-1, 1, 1, 1) for i in range(3))
+    x = images * b
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * c + mean
+    lum = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+    s = torch.where(gray.view(-1, 1, 1, 1) > 0, torch.zeros_like(s), s)
+    x = (x - lum) * s + lum
+    return x.clamp_(0.0, 1.0)
+
+
+def _pair_job(seq_crops: torch.Tensor, still_crops: torch.Tensor | None, z_idx: np.ndarray, x_idx: np.ndarray,
+              from_still: np.ndarray, draws: _Draws, plan: TrackingPairsPlan) -> BatchJob:  # fmt: skip
+    def pick(idx: np.ndarray) -> torch.Tensor:
+        rows = [still_crops[i] if s and still_crops is not None else seq_crops[i] for i, s in zip(idx, from_still)]
+        return torch.stack(rows).float().div_(255.0)
+
+    def job() -> TrackingPairBatch:
+        flip = draws["flip"]
+        z_scale, x_scale = draws["z_scale"], draws["x_scale"]
+        # the window moves by -shift, so the target appears shifted by +shift/scale (mirrored: x negated)
+        z_shift, x_shift = draws["z_shift"], draws["x_shift"]
+        z = sample_window(pick(z_idx), -z_shift * z_scale[:, None], plan.exemplar_size * z_scale,
+                          plan.exemplar_size, flip)  # fmt: skip
+        x = sample_window(pick(x_idx), -x_shift * x_scale[:, None], plan.search_size * x_scale,
+                          plan.search_size, flip)  # fmt: skip
+        z = colour_jitter(z, draws["z_colour"], draws["z_gray"])
+        x = colour_jitter(x, draws["x_colour"], draws["x_gray"])
+        offsets = x_shift.clone()
+        offsets[:, 0] = offsets[:, 0] * (1 - 2 * flip)
+        return TrackingPairBatch(z, x, offsets)
+
+    return job
