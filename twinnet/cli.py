@@ -725,7 +725,7 @@ def serve(
     ),
     runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
 ) -> None:
-    """Serve MODEL (and a gallery) over HTTP: /verify /identify /enroll /identities /embed /health /docs."""
+    """Serve MODEL (and a gallery) over HTTP: /verify /identify /enroll /identities /embed /stats /health /docs."""
     from twinnet.serve import ServiceSettings, read_api_keys
     from twinnet.serve import serve as run_service
 
@@ -747,6 +747,10 @@ def export(
     ),
     opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
     as_json: bool = typer.Option(False, "--json"),
+    stats_log: Path = typer.Option(
+        None, "--stats-log", help="Append, per window, the distribution of the scores answered (one JSON line)."
+    ),
+    stats_window_s: float = typer.Option(60.0, "--stats-window-s", help="The window of --stats-log and /stats."),
 ) -> None:
     """Export MODEL's encoders (and learned comparator) to ONNX, with its config, calibration and
     preprocessing: serve it with --runtime onnx, without the torch weights."""
@@ -755,6 +759,7 @@ def export(
     meta = export_path(model_path, out_dir, format=export_format, quantize=quantize, opset=opset)
     if as_json:
         _print_json({"out": str(out_dir), **meta})
+        stats_log=stats_log, stats_window_s=stats_window_s,
         return
     for role, info in meta["graphs"].items():
         worst = max(info["parity_max_abs_error"].values())

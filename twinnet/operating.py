@@ -48,7 +48,7 @@ def fit_cohort_normalizer(model: AnyTwin, cohort: Dataset, kind: str = "snorm") 
     if len(cohort.items) < 2:
         raise DataError(f"{where}: a cohort needs at least two items, not {len(cohort.items)}")
     embeddings = embed_batches(model, cohort.items, side="b" if model.is_half_twin else "a")
-    normalizer = ScoreNormalizer(model.comparator, embeddings.cpu().numpy(), kind)  # type: ignore[arg-type]
+    normalizer = ScoreNormalizer(model.comparator, embeddings.cpu().numpy(), kind)
     model.normalizer = normalizer  # type: ignore[assignment]
     return normalizer
 

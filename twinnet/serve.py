@@ -15,6 +15,11 @@
 - Nothing heavy runs on the event loop: JSON is parsed on a thread, images are decoded on a
   small pool (:class:`DecodePool`, one image at a time per request), and embedding requests that
   arrive together run through the model as one batch on a worker thread (:class:`MicroBatcher`).
+- Drift without labels (:class:`ScoreLog`): per time window, the distribution of the scores the
+  service answered (count, mean, quantiles; normalised scores too for a model with a normaliser)
+  and the share each stored operating point would accept, for /verify and /identify's best match;
+  ``GET /stats`` (behind the API key) shows the open window and the recent ones, and with
+  ``stats_log`` each closed window is appended as one JSON line to that file by a writer thread.
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ import ipaddress
 import json
 import math
 import os
+import queue
 import secrets
 import sys
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,13 +52,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from twinnet.calibrate import NATIVE
 from twinnet.config import InputSpec
 from twinnet.data.images import decode_image, to_float
 from twinnet.embedding import embed_batches
 from twinnet.errors import ConfigError, NotFoundError, TwinnetError
 from twinnet.gallery.gallery import QUERY_SIDE, TEMPLATE_SIDE, Gallery
-from twinnet.inference import check_operating_point, decide, score, truncation_notes
+from twinnet.inference import Scores, check_operating_point, decide, score, truncation_notes
 from twinnet.model import SIDES, AnyTwin, Side
+from twinnet.normalize import normalizer_of
 
 API_KEY_ENV = "TWINNET_API_KEYS"
 #: Paths that need no API key.
@@ -85,6 +96,10 @@ class ServiceSettings:
     decode_workers: int = 2
     """Threads decoding images. One request uses at most one of them at a time, so with two, one
     request with many big images never keeps a small one waiting for a worker."""
+    stats_window_s: float = 60.0
+    """The length of a :class:`ScoreLog` window (seconds)."""
+    stats_log: str | Path | None = None
+    """A file each closed window's score distribution is appended to, one JSON line per window."""
 
 
 class ServiceError(Exception):
@@ -202,6 +217,140 @@ class StoredDataResponse(JSONResponse):
             except (ValueError, RecursionError):
                 item["metadata"], item["metadata_error"] = None, "the stored metadata cannot be written as JSON"
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+# -- scores answered, per window -------------------------------------------------------------------
+
+#: The quantiles a :class:`ScoreLog` window reports.
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+#: Closed windows ``GET /stats`` keeps.
+RECENT_WINDOWS = 60
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _distribution(values: list[float]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    v = np.asarray(values, np.float64)
+    return {"mean": float(v.mean()),
+            "quantiles": {f"p{round(q * 100):02d}": float(np.quantile(v, q)) for q in QUANTILES}}  # fmt: skip
+
+
+class ScoreLog:
+    """The distribution of the scores a service answered, per window of ``window_s`` seconds: so
+    that a population drifting away from the calibration shows without labels (the scores move, the
+    share accepted at each operating point moves). Per endpoint (``verify``, ``identify``: the best
+    match): ``count``, ``native`` (mean and :data:`QUANTILES` of the comparator's values),
+    ``normalized`` (the same of cohort-normalised scores, for a model with a normaliser) and
+    ``accepted`` (per stored operating point that decides on those scores, the share it accepts).
+    Thread-safe; :meth:`record` is called off the event loop. A closed window goes to ``recent`` and,
+    with ``path``, to a writer thread that appends it as one JSON line (the event loop never writes)."""
+
+    def __init__(self, model: AnyTwin, window_s: float = 60.0, path: str | Path | None = None,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        if not (isinstance(window_s, (int, float)) and math.isfinite(window_s) and window_s > 0):
+            raise ConfigError(f"stats window: must be a positive number of seconds, not {window_s!r}")
+        self.model, self.window_s, self.clock = model, float(window_s), clock
+        self.path = None if path is None else Path(path)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_WINDOWS)
+        self._lock = threading.Lock()
+        self._start = self._window_of(clock())
+        self._open: dict[str, dict[str, Any]] = {}
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8"):  # a path that cannot be written fails at start-up
+                pass
+            self._writer = threading.Thread(target=self._write, name="twinnet-score-log", daemon=True)
+            self._writer.start()
+
+    def _window_of(self, t: float) -> float:
+        return math.floor(t / self.window_s) * self.window_s
+
+    def record(self, endpoint: str, scores: Scores) -> None:
+        """Count the scores of one answer (its native values, and normalised ones if any)."""
+        calibration = getattr(self.model, "calibration", None)
+        accepted: dict[str, list[bool]] = {}
+        if calibration is not None:
+            for name, p in calibration:
+                if p.scale == NATIVE or p.scale == scores.scale:  # a writer-normalised point decides no pair
+                    accepted[name] = calibration.decide(scores.on(p.scale), name).tolist()
+        with self._lock:
+            self._roll(self.clock())
+            w = self._open.setdefault(endpoint, {"native": [], "normalized": [], "accepted": {}, "decided": {}})
+            w["native"] += np.asarray(scores.native, np.float64).tolist()
+            if scores.normalized is not None:
+                w["normalized"] += np.asarray(scores.normalized, np.float64).tolist()
+            for name, decisions in accepted.items():
+                w["accepted"][name] = w["accepted"].get(name, 0) + sum(decisions)
+                w["decided"][name] = w["decided"].get(name, 0) + len(decisions)
+
+    def _summary(self, start: float, end: float, partial: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"start": _utc(start), "end": _utc(end), "window_s": self.window_s}
+        if partial:
+            out["partial"] = True
+        for endpoint, w in sorted(self._open.items()):
+            out[endpoint] = {
+                "count": len(w["native"]), "native": _distribution(w["native"]),
+                "normalized": _distribution(w["normalized"]),
+                "accepted": {n: w["accepted"][n] / w["decided"][n] for n in w["decided"] if w["decided"][n]},
+            }  # fmt: skip
+        return out
+
+    def _roll(self, now: float) -> None:
+        """Close the open window when ``now`` is past it (a window with no answers is not written)."""
+        if now < self._start + self.window_s:
+            return
+        if self._open:
+            summary = self._summary(self._start, self._start + self.window_s)
+            self.recent.append(summary)
+            if self._writer is not None:
+                self._queue.put(json.dumps(summary, allow_nan=False))
+        self._open = {}
+        self._start = self._window_of(now)
+
+    def roll(self, now: float | None = None) -> None:
+        with self._lock:
+            self._roll(self.clock() if now is None else now)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The open window (so far) and the recent closed ones, newest last."""
+        with self._lock:
+            self._roll(self.clock())
+            current = self._summary(self._start, self.clock(), partial=True)
+            return {"window_s": self.window_s, "log": None if self.path is None else str(self.path),
+                    "current": current, "recent": list(self.recent)}  # fmt: skip
+
+    def close(self) -> None:
+        """Write the open window (marked ``partial``) and stop the writer thread."""
+        with self._lock:
+            if self._open:
+                summary = self._summary(self._start, self.clock(), partial=True)
+                self.recent.append(summary)
+                if self._writer is not None:
+                    self._queue.put(json.dumps(summary, allow_nan=False))
+                self._open = {}
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout=10)
+            self._writer = None
+
+    def _write(self) -> None:
+        assert self.path is not None
+        while True:
+            line = self._queue.get()
+            if line is None:
+                return
+            try:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(line + "\n")
+                    f.flush()
+            except OSError as err:  # the service keeps answering; the window stays in /stats
+                print(f"twinnet: cannot write {self.path}: {err}", file=sys.stderr, flush=True)
 
 
 # -- ASGI middleware --------------------------------------------------------------------------------------
@@ -497,20 +646,30 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
     batcher = MicroBatcher(model, settings.batch_window_ms / 1000.0, settings.max_batch)
     decoder = DecodePool(settings.decode_workers)
     specs = {side: model.input_spec(side) for side in SIDES}  # how each side's inputs are decoded
+    score_log = ScoreLog(model, settings.stats_window_s, settings.stats_log)
+
+    async def roll_windows() -> None:  # closes windows when no answer comes to close them
+        while True:
+            await asyncio.sleep(min(score_log.window_s, 5.0))
+            await run_in_threadpool(score_log.roll)
 
     @asynccontextmanager
     async def lifespan(_: Any):
         await batcher.start()
         await decoder.start()
+        roller = asyncio.create_task(roll_windows())
         yield
+        roller.cancel()
         await batcher.stop()
         await decoder.stop()
+        await run_in_threadpool(score_log.close)
         if gallery is not None:
             await run_in_threadpool(gallery.flush)
 
     app = FastAPI(title="twinnet", version=_version(), lifespan=lifespan)
     app.state.batcher = batcher
     app.state.decoder = decoder
+    app.state.score_log = score_log
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, err: ServiceError) -> JSONResponse:
@@ -723,6 +882,11 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
 
     # -- endpoints ----------------------------------------------------------------------------------
 
+    @app.get("/stats")
+    async def stats() -> dict[str, Any]:
+        """The distribution of the scores answered, per window (:class:`ScoreLog`)."""
+        return await run_in_threadpool(score_log.snapshot)
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         counts = await run_in_threadpool(gallery.count) if gallery is not None else None
@@ -743,7 +907,9 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
         ea, eb = await asyncio.gather(batcher.embed(a, "a"), batcher.embed(b, "b"))
 
         def decided() -> dict[str, Any]:  # the comparator runs off the event loop, as the encoders do
-            result = decide(model, score(model, ea, eb), threshold, point)
+            scores = score(model, ea, eb)
+            result = decide(model, scores, threshold, point)
+            score_log.record("verify", scores)
             # texts: say which were truncated, as twinnet.verify does
             named: tuple[tuple[str, Side, Any], ...] = (("A", "a", a), ("B", "b", b))
             for name, side, x in named:
@@ -761,9 +927,19 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
         point = operating_point_param(request, threshold)
         _, (x,) = await read_inputs(request, ("inputs", True, QUERY_SIDE))
         vectors = await batcher.embed(x, QUERY_SIDE)
-        results = await run_in_threadpool(
-            lambda: g.identify_batch(vectors, k, threshold, precomputed=True, operating_point=point)
-        )
+
+        def identified() -> list[Any]:
+            found = g.identify_batch(vectors, k, threshold, precomputed=True, operating_point=point)
+            best = [r.matches[0] for r in found if r.matches]
+            if best:  # the normalised scores are there when the operating point decided on them
+                normalizer, normalized = normalizer_of(model), [m.normalized for m in best]
+                both = normalizer is not None and None not in normalized
+                score_log.record("identify", Scores(np.array([m.value for m in best], np.float64),
+                                                    np.array(normalized, np.float64) if both else None,
+                                                    normalizer.scale if both else None))  # type: ignore[union-attr]  # fmt: skip
+            return found
+
+        results = await run_in_threadpool(identified)
         return {"results": [r.to_dict() for r in results]}
 
     @app.post("/enroll")
