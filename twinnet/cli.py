@@ -724,6 +724,10 @@ def serve(
         None, "--operating-point", help="The operating point answers decide at unless a request names another."
     ),
     runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
+    stats_log: Path = typer.Option(
+        None, "--stats-log", help="Append, per window, the distribution of the scores answered (one JSON line)."
+    ),
+    stats_window_s: float = typer.Option(60.0, "--stats-window-s", help="The window of --stats-log and /stats."),
 ) -> None:
     """Serve MODEL (and a gallery) over HTTP: /verify /identify /enroll /identities /embed /stats /health /docs."""
     from twinnet.serve import ServiceSettings, read_api_keys
@@ -732,6 +736,7 @@ def serve(
     settings = ServiceSettings(
         api_keys=read_api_keys(api_key_file), no_auth=no_auth, max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_pixels=int(max_megapixels * 1_000_000), batch_window_ms=batch_window_ms, operating_point=operating_point,
+        stats_log=stats_log, stats_window_s=stats_window_s,
     )  # fmt: skip
     run_service(model_path, gallery, host, port, settings, runtime=runtime)
 
@@ -747,10 +752,6 @@ def export(
     ),
     opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
     as_json: bool = typer.Option(False, "--json"),
-    stats_log: Path = typer.Option(
-        None, "--stats-log", help="Append, per window, the distribution of the scores answered (one JSON line)."
-    ),
-    stats_window_s: float = typer.Option(60.0, "--stats-window-s", help="The window of --stats-log and /stats."),
 ) -> None:
     """Export MODEL's encoders (and learned comparator) to ONNX, with its config, calibration and
     preprocessing: serve it with --runtime onnx, without the torch weights."""
@@ -759,7 +760,6 @@ def export(
     meta = export_path(model_path, out_dir, format=export_format, quantize=quantize, opset=opset)
     if as_json:
         _print_json({"out": str(out_dir), **meta})
-        stats_log=stats_log, stats_window_s=stats_window_s,
         return
     for role, info in meta["graphs"].items():
         worst = max(info["parity_max_abs_error"].values())
