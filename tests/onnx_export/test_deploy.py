@@ -272,3 +272,27 @@ def test_feature_map_encoders_get_dynamic_image_size(tmp_path: Path) -> None:
         ref, got = model.encoder_for("a")(x), served.encoder_for("a")(x)
     assert got.shape == ref.shape == (2, 3, 27, 19)
     assert (got - ref).abs().max() < 1e-5
+
+
+def test_cli_evaluate_and_gallery_with_onnx_runtime(tmp_path: Path, image_folder_factory) -> None:
+    data = image_folder_factory(classes=4, per_class=5, size=12)
+    torch.manual_seed(0)
+    cfg = ModelConfig.model_validate({"input": {"size": [12, 12]}, "normalize": True,
+                                      "encoder": {"name": "conv4", "params": {"hidden": 8, "blocks": 2}}})  # fmt: skip
+    save(build_model(cfg).eval(), tmp_path / "model")
+    assert run("export", tmp_path / "model", "--out", tmp_path / "onnx").exit_code == 0
+    args = ("--data", data, "--protocol", "verification", "--pairs", "60", "--json")
+    ref = json.loads(run("evaluate", tmp_path / "model", *args).stdout)
+    got = json.loads(run("evaluate", tmp_path / "onnx", *args, "--runtime", "onnx").stdout)
+    assert got["roc_auc"] == pytest.approx(ref["roc_auc"], abs=1e-6)
+    g = tmp_path / "gallery"
+    onnx_args = ("--gallery", g, "--runtime", "onnx")
+    assert run("gallery", "create", tmp_path / "onnx", *onnx_args).exit_code == 0
+    result = run("gallery", "enroll", tmp_path / "onnx", "--folder", data, *onnx_args)
+    assert result.exit_code == 0, result.output
+    probe = sorted((data / "class_2").iterdir())[0]
+    found = json.loads(run("gallery", "identify", tmp_path / "onnx", probe, *onnx_args, "--json").stdout)
+    by_torch = json.loads(run("gallery", "identify", tmp_path / "model", probe, "--gallery", g, "--json").stdout)
+    assert found["identity"] == by_torch["identity"] == "class_2"  # its own template is enrolled
+    listed = json.loads(run("gallery", "list", tmp_path / "onnx", *onnx_args, "--json").stdout)
+    assert listed["counts"]["identities"] == 4
