@@ -3,6 +3,7 @@ check by hand, and how its operating points are stored, matched and used."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -116,3 +117,40 @@ def test_a_normalised_point_is_stored_matched_and_decides_on_its_scale():
     assert report.interval == "bootstrap-identity"
     assert checks["zscore"].drifted is False and checks["raw"].drifted is None
     assert "normalization" in checks["raw"].message
+
+
+def test_writer_normalisation_from_the_cli(tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from tests.test_operating_points import TINY
+    from twinnet.cli import app
+
+    rng = np.random.default_rng(0)
+    for w in range(6):  # per writer a pattern; genuine ones near it, forgeries further off
+        base = rng.integers(0, 256, (8, 8))
+        for folder, n, noise in ((f"{w:03d}", 6, 10), (f"{w:03d}_forg", 4, 60)):
+            (tmp_path / "sigs" / folder).mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(base + rng.normal(0, noise, (8, 8)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(tmp_path / "sigs" / folder / f"{i}.png")
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    runner = CliRunner()
+
+    def run(*args: object) -> dict:
+        r = runner.invoke(app, [str(a) for a in args])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    assert runner.invoke(app, ["init", "-c", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "m")]).exit_code == 0
+    data = ["--data", tmp_path / "sigs", "--format", "offline_signatures", "--protocol", "signature",
+            "--references", "3"]  # fmt: skip
+    p = run("calibrate", tmp_path / "m", *data, "--normalization", "zscore", "--name", "writers", "--json")
+    assert p["scale"] == "writer-zscore" and p["interval"] == "bootstrap-identity"
+    assert p["provenance"]["settings"]["normalization"] == "zscore"
+    evaluated = run("evaluate", tmp_path / "m", *data, "--json")  # as the stored point was fitted
+    assert evaluated["normalization"] == "zscore" and evaluated["threshold"] == pytest.approx(p["threshold"])
+    raw = run("evaluate", tmp_path / "m", *data, "--normalization", "none", "--json")
+    assert raw["scale"] == "native" and raw["threshold"] is None  # no raw point for these settings
+    bad = runner.invoke(app, ["evaluate", str(tmp_path / "m"), *map(str, data), "--normalization", "nope"])
+    assert bad.exit_code == 2 and "normalization" in bad.output
