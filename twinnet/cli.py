@@ -402,6 +402,29 @@ def init(
 
 @app.command()
 @friendly_errors
+def track(
+    model_path: Path = typer.Argument(..., metavar="MODEL", help="A saved tracking model (or run) directory."),
+    sequence: Path = typer.Option(..., "--sequence", help="A sequence folder (OTB/VOT), frames, or a video."),
+    init: str = typer.Option(None, "--init", help="The target in the first frame: x,y,w,h (1-based, pixels)."),
+    boxes_out: Path = typer.Option(None, "--out", help="Write the boxes here, one x,y,w,h line per frame (OTB)."),
+    render: Path = typer.Option(None, "--render", help="Draw the boxes: a video (out.mp4) or a folder of frames."),
+    settings: list[str] = typer.Option(None, "--set", help="Tracker setting, e.g. --set window_influence=0.2."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Track a target through a sequence with a SiamFC model (boxes per frame, optionally rendered)."""
+    from twinnet.io import load
+    from twinnet.tracking.run import parse_settings, track_sequence
+
+    summary = track_sequence(load(model_path), sequence, init=init, out=boxes_out, render_to=render,
+                             overrides=parse_settings(settings))  # fmt: skip
+    if as_json:
+        _print_json(summary)
+    else:
+        out.print(_table(f"tracking {sequence}", summary))
+
+
+@app.command()
+@friendly_errors
 def verify(
     model_path: Path = typer.Argument(..., metavar="MODEL"),
     a: str = typer.Argument(..., metavar="A", help="First input: an image, a .npy (vector models) or a text."),

@@ -55,7 +55,8 @@ class TrackingProtocol(EvaluationProtocol):
             result = Tracker(model, **self.tracker).track(seq, max_frames=self.max_frames)
             assert seq.boxes is not None
             figures = sequence_figures(result.boxes, seq.boxes[: len(result.boxes)])
-            figures.update(fps=result.fps, seconds=result.seconds, tracked_frames=len(result.boxes) - 1)
+            figures.update(fps=result.fps, frames_per_cpu_second=result.frames_per_cpu_second,
+                           seconds=result.seconds, tracked_frames=len(result.boxes) - 1)  # fmt: skip
             per_sequence[seq.name] = figures
         overall = mean_figures(per_sequence)
         metrics = {"success_auc": overall["success_auc"], "precision_20": overall["precision_20"],

@@ -45,16 +45,24 @@ def tracker_settings(model: AnyTwin, overrides: dict[str, Any] | None = None) ->
 
 @dataclass
 class TrackResult:
-    """Boxes (0-based ``x, y, w, h``) and scores per frame, and the seconds spent tracking (the
-    frames after the first; reading frames from disk is not counted)."""
+    """Boxes (0-based ``x, y, w, h``) and scores per frame, and the time spent tracking the frames
+    after the first (reading frames from disk is not counted): wall-clock ``seconds``, and the
+    process's ``cpu_seconds`` (all its threads), which other programs on the machine do not inflate."""
 
     boxes: np.ndarray
     scores: np.ndarray
     seconds: float
+    cpu_seconds: float = 0.0
 
     @property
     def fps(self) -> float:
+        """Frames per wall-clock second (a lower bound when the machine is shared)."""
         return (len(self.boxes) - 1) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def frames_per_cpu_second(self) -> float:
+        """Frames per second of CPU time: the rate on one otherwise idle core, about."""
+        return (len(self.boxes) - 1) / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
 
 
 class Tracker:
