@@ -71,3 +71,20 @@ def test_evaluate_tracking_protocol(otb_sequence, tiny_model: Path) -> None:
     report = json.loads(result.stdout)
     assert report["protocol"] == "tracking" and report["sequences"] == 1
     assert set(report["per_sequence"]["square"]) >= {"success_auc", "precision_20", "fps"}
+
+
+def test_tracking_protocol_refuses_other_data(image_folder_factory, tiny_model: Path) -> None:
+    folder = image_folder_factory(classes=2, per_class=2)
+    result = run("evaluate", tiny_model, "--protocol", "tracking", "--data", folder, "--format", "images")
+    assert result.exit_code == 2 and "needs tracking sequences" in result.output
+
+
+def test_the_tracking_format_is_recognised(otb_sequence) -> None:
+    from twinnet.config import InputSpec
+    from twinnet.data.sources import read_dataset
+    from twinnet.tracking import SequenceItems
+
+    root, _ = otb_sequence
+    data = read_dataset(root.parent, InputSpec(channels=3, size=(127, 127)))
+    assert data.format == "tracking" and isinstance(data.items, SequenceItems)
+    assert data.items.class_names == ["square"] and len(data.items) == 8

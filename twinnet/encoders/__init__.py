@@ -1,7 +1,8 @@
 """Encoders: modules that map one input to an embedding vector.
 
 Importing this package registers the built-in encoders (``conv4``, ``koch``, ``mlp``, ``signet``,
-``tdnn``, ``gru``, ``text``, ``small_text``, ``face_resnet``).
+``tdnn``, ``gru``, ``text``, ``small_text``, ``face_resnet``; for tracking, the fully-convolutional
+``siamfc_alexnet`` and ``siamfc_light``, which give feature maps).
 """
 
 from twinnet.encoders.conv import Conv4Encoder, KochEncoder
