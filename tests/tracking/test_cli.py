@@ -48,6 +48,11 @@ def test_track_renders_a_video_and_starts_from_init(otb_sequence, tiny_model: Pa
                  "--render", tmp_path / "out.mp4", "--set", "scales=1")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out.mp4").stat().st_size > 1000
+    video = read_sequence(tmp_path / "out.mp4")  # a video reads back as a sequence (padded to 16 px)
+    assert len(video) == 8 and video.size == (160, 128) and video.boxes is None
+    again = run("track", tiny_model, "--sequence", tmp_path / "out.mp4", "--init", "31,21,20,20", "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["frames"] == 8
 
 
 @pytest.mark.parametrize(
