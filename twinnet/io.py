@@ -258,6 +258,9 @@ def load(
     if runtime != "torch":
         raise ConfigError(f"runtime: {runtime!r} is not one of torch, onnx")
     directory = resolve_model_dir(path)
+    if (directory / "onnx.json").is_file() and not (directory / WEIGHTS).exists():
+        raise ModelFormatError(f"{directory}: an ONNX export (no torch weights): load it with runtime='onnx' "
+                               "(--runtime onnx)")  # fmt: skip
     read_manifest(directory, verify=verify)
     config = read_model_config(directory)
     try:
