@@ -44,15 +44,18 @@ def train(run_dir: Path, console: Console) -> tuple[Path, float]:
     return result.model_dir, result.train_seconds / 60
 
 
-def training_minutes(model: Path) -> float | None:
-    """The training time of a run directory (its metrics log), when ``model`` is one."""
-    log = model / "metrics.jsonl"
+def training_minutes(model: Path) -> tuple[float | None, float | None]:
+    """A run directory's training time: wall-clock minutes from the run's start (``config.yaml`` is
+    written first) to the saved model (its manifest is written last), validation included; and the
+    minutes of the training epochs alone (``metrics.jsonl``). ``None`` when ``model`` is no run."""
+    run = model if (model / "metrics.jsonl").is_file() else resolve_model_dir(model).parent
+    log, start, end = run / "metrics.jsonl", run / "config.yaml", run / "model" / "twinnet.json"
     if not log.is_file():
-        log = resolve_model_dir(model).parent / "metrics.jsonl"
-    if not log.is_file():
-        return None
+        return None, None
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return sum(r.get("seconds", 0.0) for r in records) / 60
+    epochs = sum(r.get("seconds", 0.0) for r in records) / 60
+    wall = (end.stat().st_mtime - start.stat().st_mtime) / 60 if start.is_file() and end.is_file() else None
+    return wall, epochs
 
 
 def measure(model_dir: Path, threads: int, max_frames: int | None = None) -> dict[str, Any]:
@@ -116,14 +119,16 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=REPO / "runs" / "siamfc-bench")
     parser.add_argument("--threads", type=int, default=2, help="torch threads while tracking (the target: 2 cores)")
     parser.add_argument("--max-frames", type=int, help="Only the first frames of each sequence (a smoke test).")
+    parser.add_argument("--note", default="", help="What else ran on the machine meanwhile (kept in the JSON).")
     args = parser.parse_args()
     console = Console(stderr=True)
     started = time.perf_counter()
     if args.model is None:
         model_dir, minutes = train(args.run_dir, console)
-        trained_here = True
+        epoch_minutes, trained_here = training_minutes(args.run_dir)[1], True
     else:
-        model_dir, minutes, trained_here = resolve_model_dir(args.model), training_minutes(args.model), False
+        (minutes, epoch_minutes), trained_here = training_minutes(args.model), False
+        model_dir = resolve_model_dir(args.model)
     figures = measure(model_dir, args.threads, args.max_frames)
     config = json.loads((model_dir / "config.json").read_text())
     metrics_file = model_dir / "metrics.json"
@@ -141,6 +146,10 @@ def main() -> None:
         },
         "training": {
             "minutes": None if minutes is None else round(minutes, 1),
+            "minutes_in_training_epochs": None if epoch_minutes is None else round(epoch_minutes, 1),
+            "epochs": len((model_dir.parent / "metrics.jsonl").read_text().splitlines())
+            if (model_dir.parent / "metrics.jsonl").is_file()
+            else None,
             "trained_in_this_run": trained_here,
             "config": "configs/tracking-siamfc.yaml",
             "threads": 2,
@@ -148,6 +157,7 @@ def main() -> None:
         "tracking_threads": args.threads,
         "max_frames": args.max_frames,
         "load_average": figures["load_average"],
+        "note": args.note,
         "targets": {
             "auc_ratio_vs_csrt": {"target": 1.0, "measured": None if ratio is None else round(ratio, 4)},
             "fps": {
