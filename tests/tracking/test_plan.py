@@ -59,3 +59,14 @@ def test_plan_options_are_checked(otb_sequence) -> None:
         _plan(root, max_gapp=3)
     with pytest.raises(ConfigError, match="stills"):
         _plan(root, stills_share=0.5)
+
+
+def test_a_pair_loss_on_tracking_data_is_a_clear_error(tmp_path) -> None:
+    from tests.tracking.conftest import square_frames, write_otb
+    from twinnet.errors import DataError
+
+    for k in range(2):
+        write_otb(tmp_path / f"seq{k}", *square_frames(seed=k))
+    items = SequenceItems.from_sequences(read_sequences(tmp_path))
+    with pytest.raises(DataError, match="score_map_logistic"):
+        build_plan("pairs", items, None, TrainConfig(batch_size=4, samples_per_epoch=8)).epoch_jobs(0)[0]()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from twinnet.data.items import ItemSet
+from twinnet.errors import DataError
 from twinnet.tracking.geometry import center_of, context_side, crop
 from twinnet.tracking.sequences import Sequence
 
@@ -39,6 +40,12 @@ class SequenceItems(ItemSet):
         names = [f"{s.source}#{i + 1}" for s in seqs for i in range(len(s))]
         return cls(data=torch.zeros(len(labels), 0, dtype=torch.uint8), labels=labels,
                    class_names=[s.name for s in seqs], names=names, sequences=seqs, frame=frame)  # fmt: skip
+
+    def load(self, indices: np.ndarray | Seq[int] | torch.Tensor) -> torch.Tensor:
+        """Frames are not items of one size: a loss trains on them through the ``tracking_pairs``
+        plan's crops (loss ``score_map_logistic``), never through whole-item batches."""
+        raise DataError("tracking sequences train only with a score-map loss (loss.name: score_map_logistic), "
+                        "whose batch plan crops exemplars and search images from the frames")  # fmt: skip
 
     @property
     def present(self) -> np.ndarray:
