@@ -59,7 +59,7 @@ from twinnet.losses import (
 )
 from twinnet.model import HalfTwinNetwork, TwinNetwork, build_model
 from twinnet.normalize import ScoreNormalizer
-from twinnet.operating import drift_report, recalibrate
+from twinnet.operating import drift_report, fit_cohort_normalizer, recalibrate
 from twinnet.protocols import (
     PROTOCOLS,
     EvaluationProtocol,
@@ -142,6 +142,7 @@ __all__ = [
     "evaluate_retrieval",
     "evaluate_sts",
     "evaluate_verification",
+    "fit_cohort_normalizer",
     "fit_operating_point",
     "from_arrays",
     "image_folder",
