@@ -13,13 +13,14 @@ distance). On the new population:
 - **eer**: the rest's own EER (its threshold chosen on its own labels: the best any threshold does);
 - **far=1e-2**: ``recalibrate`` on the same 5 writers' within-writer pairs (genuine–genuine vs
   genuine–skilled forgery, verification protocol) at ``far=1e-2``; whether the FAR measured on the
-  rest's within-writer pairs falls in the point's 95% interval (``far_target_hit``); ``far=1e-3`` on
+  rest's within-writer pairs falls in the point's 95% interval (``far_target_hit``: Clopper–Pearson,
+  pairs as independent; ``far_target_hit_bootstrap_identity``: the 5 writers resampled); ``far=1e-3`` on
   them is refused (too few impostor pairs), and the refusal is recorded.
 
 Target: after re-calibration, FAR and FRR within 1.5× of the rest's own EER. Writes
 ``bench/results/calibration.json``.
 
-**Writer-dependent normalisation** (``normalized.<kind>``, kinds ``zscore`` and ``shift`` of the
+**Writer-dependent normalisation** (``normalized.<kind>``, kinds ``zscore``, ``shift`` and ``ratio`` of the
 signature protocol's ``normalization``): the same model, the same 5 re-calibration writers and the
 same rest, but each questioned signature's similarity is normalised by its writer's references
 (leave-one-out scores of the references against each other), and the threshold is re-fitted at the
@@ -45,7 +46,7 @@ from _common import write_result
 from rich.console import Console
 from rich.table import Table
 
-from twinnet.calibrate import measure
+from twinnet.calibrate import bootstrap_identity_intervals, measure
 from twinnet.config import load_config
 from twinnet.data.items import ItemSet
 from twinnet.data.pairs import Pairs
@@ -84,7 +85,7 @@ def within_writer_pairs(items: ItemSet) -> Pairs:
     return Pairs(np.asarray(a), np.asarray(b), np.asarray(same))
 
 
-NORMALIZATIONS = ("zscore", "shift")
+NORMALIZATIONS = ("zscore", "shift", "ratio")
 
 
 def rates(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -148,6 +149,12 @@ def run(kind: str, data: Path, new_share: float, n_recal: int, overrides: list[s
     measured = measure(native, held_pairs.same, model.comparator.orientation, strict.threshold)
     assert strict.far_ci is not None
     hit = bool(strict.far_ci[0] <= measured["far"] <= strict.far_ci[1])
+    # the same point's FAR interval resampling the 5 writers (its pairs grouped by writer) instead of
+    # taking the pairs as independent
+    recal_scores = pair_values(model, recal, recal_pairs)
+    accept = model.comparator.orientation.matches(recal_scores, strict.threshold)
+    boot_far_ci, _ = bootstrap_identity_intervals(accept, recal_pairs.same, recal.attributes["writer"][recal_pairs.a])
+    hit_boot = bool(boot_far_ci[0] <= measured["far"] <= boot_far_ci[1])
     try:
         recalibrate(model, Dataset(recal, recal_pairs), protocol="verification", target="far=1e-3", name="x")
         refused = None
@@ -174,7 +181,8 @@ def run(kind: str, data: Path, new_share: float, n_recal: int, overrides: list[s
             "measured_far": measured["far"], "measured_far_ci95": measured["far_ci95"],
             "measured_frr": measured["frr"], "rest_pairs": {"genuine": measured["genuine_pairs"],
                                                             "impostor": measured["impostor_pairs"]},
-            "hit": hit, "far=1e-3 refused": refused,
+            "hit": hit, "calibrated_far_ci95_bootstrap_identity": list(boot_far_ci),
+            "hit_bootstrap_identity": hit_boot, "far=1e-3 refused": refused,
         },
     }  # fmt: skip
 
@@ -198,6 +206,7 @@ def main() -> None:
     }  # fmt: skip
     names = ("signatures_online", "signatures_offline")
     figures["far_target_hit"] = [figures[k]["far_target"]["hit"] for k in names]
+    figures["far_target_hit_bootstrap_identity"] = [figures[k]["far_target"]["hit_bootstrap_identity"] for k in names]
     figures["after_within_slack"] = [figures[k]["after_within_slack"] for k in names]
     for kind in NORMALIZATIONS:
         figures[f"after_within_slack_{kind}"] = [figures[k]["normalized"][kind]["after_within_slack_of_raw_eer"]
@@ -207,7 +216,7 @@ def main() -> None:
                              "trained models meanwhile: the minutes are not those of a quiet machine")  # fmt: skip
     table = Table(title="FAR/FRR on new writers: training-time threshold vs re-calibrated on 5 of them")
     for col in ("data", "rest writers", "before FAR", "before FRR", "after FAR", "after FRR", "own EER",
-                "zscore: after FAR / FRR, EER", "shift: after FAR / FRR, EER",
+                *(f"{kind}: after FAR / FRR, EER" for kind in NORMALIZATIONS),
                 "far=1e-2: measured FAR (95% CI of point)", "hit"):  # fmt: skip
         table.add_column(col)
     for k in names:

@@ -17,7 +17,7 @@ from twinnet.compare import DISTANCE, EuclideanDistance
 from twinnet.data.items import ItemSet
 from twinnet.data.sources import Dataset
 from twinnet.errors import ConfigError
-from twinnet.normalize import REFERENCE_NORMALIZATIONS, ReferenceShift, ReferenceZScore
+from twinnet.normalize import REFERENCE_NORMALIZATIONS, ReferenceRatio, ReferenceShift, ReferenceZScore
 from twinnet.operating import drift_report, recalibrate
 from twinnet.protocols import build_protocol
 from twinnet.protocols.signature import signature_scores
@@ -59,6 +59,9 @@ def test_reference_normalisation_by_hand():
     shift, g, _ = signature_scores(model(), square_writer(), references=3, aggregate="mean",
                                    normalization=ReferenceShift())  # fmt: skip
     assert shift[g][0] == pytest.approx(0.0, abs=1e-6) and shift[~g][0] == pytest.approx(-math.sqrt(4.5) - mu)
+    ratio, g, _ = signature_scores(model(), square_writer(), references=3, aggregate="mean",
+                                   normalization=ReferenceRatio())  # fmt: skip
+    assert ratio[g][0] == pytest.approx(-1.0) and ratio[~g][0] == pytest.approx(-math.sqrt(4.5) / -mu)
     # min (nearest reference): every reference's nearest other is 1 away, so μ = −1
     nearest, g, _ = signature_scores(model(), square_writer(), references=3, aggregate="min",
                                      normalization=ReferenceShift())  # fmt: skip
@@ -72,7 +75,7 @@ def test_statistics_need_enough_references():
         ReferenceZScore().statistics(np.zeros((2, 2)), "min")
     with pytest.raises(ConfigError, match="needs at least 3 references"):
         build_protocol("signature", {"references": 2, "normalization": "zscore"})
-    assert REFERENCE_NORMALIZATIONS.names() == ["shift", "zscore"]
+    assert REFERENCE_NORMALIZATIONS.names() == ["ratio", "shift", "zscore"]
 
 
 def writers(seed: int = 0, n: int = 8, real: int = 10, fakes: int = 8) -> ItemSet:

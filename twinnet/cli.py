@@ -115,8 +115,8 @@ _OP_HELP = "The model's operating point to decide at (default: its default; --th
 _RUNTIME_HELP = "torch (a saved model) or onnx (a directory written by `twinnet export`, run by ONNX Runtime)."
 _NORMALIZE_HELP = ("Fit a cohort score normaliser (znorm | tnorm | snorm) on --cohort first: the threshold is "
                    "then fitted on normalised scores, and verify, gallery and serve normalise.")  # fmt: skip
-_NORMALIZATION_HELP = ("signature: writer-dependent score normalisation from the references: zscore, shift or "
-                       "none (default: as the model's signature operating point was fitted).")  # fmt: skip
+_NORMALIZATION_HELP = ("signature: writer-dependent score normalisation from the references: zscore, shift, "
+                       "ratio or none (default: as the model's signature operating point was fitted).")  # fmt: skip
 
 
 def _format_help() -> str:

@@ -23,7 +23,7 @@ against them is normalised by how that identity's references score against each 
 reference is scored against the others, leaving itself out, with the same aggregation (nearest or
 mean), and the mean ``μ_w`` and standard deviation ``σ_w`` (``ddof=0``, floored at ``eps``) of
 those leave-one-out scores describe the writer. ``zscore``: ``(s − μ_w) / σ_w``; ``shift``:
-``s − μ_w``. Scores are similarities here too. Adding a kind is one class and one
+``s − μ_w``; ``ratio``: ``s / |μ_w|``. Scores are similarities here too. Adding a kind is one class and one
 ``@REFERENCE_NORMALIZATIONS.register(name)``.
 
 A normaliser saves as ``normalizer.safetensors`` (the cohort and any cached template statistics)
@@ -351,6 +351,16 @@ class ReferenceZScore(ReferenceNormalization):
 
     def apply(self, similarities: np.ndarray, stats: Stats) -> np.ndarray:
         return (np.asarray(similarities, np.float64) - stats[0]) / stats[1]
+
+
+@register_reference_normalization("ratio")
+class ReferenceRatio(ReferenceNormalization):
+    """``s / |μ_w|``: the score relative to how alike the writer's references typically are
+    (for a distance, ``−d / d̄_w``): scale-free, for similarities that keep one sign (distances,
+    positive similarities)."""
+
+    def apply(self, similarities: np.ndarray, stats: Stats) -> np.ndarray:
+        return np.asarray(similarities, np.float64) / np.maximum(np.abs(stats[0]), self.eps)
 
 
 @register_reference_normalization("shift")
