@@ -220,6 +220,8 @@ class SignatureProtocol(EvaluationProtocol):
         result = self.run(model, data.items, *(stored or (None,)))
         if self.pairs_file is not None:
             pair_point = model.calibration.find("verification") if model.calibration is not None else None
+            if pair_point is not None and pair_point[1].scale != NATIVE:  # these pairs are scored natively
+                pair_point = None
             threshold, source = (None, "") if pair_point is None else \
                 (pair_point[1].threshold, f"operating point {pair_point[0]}")  # fmt: skip
             result.details["pairs"] = signature_pair_figures(model, data.items, self.pairs_file, threshold, source)
