@@ -133,6 +133,8 @@ def test_calibrate_fits_a_normaliser_and_its_threshold_on_normalised_scores(tmp_
     (tmp_path / "tiny.yaml").write_text(TINY)
     r = runner.invoke(app, ["init", "-c", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
+    raw = runner.invoke(app, ["calibrate", str(tmp_path / "m"), "--data", str(data), "--name", "raw", "--pairs", "300"])
+    assert raw.exit_code == 0, raw.output
     r = runner.invoke(app, ["calibrate", str(tmp_path / "m"), "--data", str(data), "--normalize", "snorm",
                             "--cohort", str(cohort), "--name", "snorm", "--pairs", "300", "--json"])  # fmt: skip
     assert r.exit_code == 0, r.output
@@ -143,7 +145,17 @@ def test_calibrate_fits_a_normaliser_and_its_threshold_on_normalised_scores(tmp_
     assert model.normalizer is not None and model.normalizer.kind == "snorm" and len(model.normalizer.cohort) == 32
     assert p["provenance"]["settings"]["cohort"] == model.normalizer.fingerprint
     a, b = data / "class_0" / "img_0.png", data / "class_1" / "img_0.png"
-    out = json.loads(runner.invoke(app, ["verify", str(tmp_path / "m"), str(a), str(b), "--json"]).stdout)
+    out = json.loads(runner.invoke(app, ["verify", str(tmp_path / "m"), str(a), str(b), "--operating-point", "snorm",
+                                         "--json"]).stdout)  # fmt: skip
     assert out["scale"] == "snorm" and out["threshold"] == pytest.approx(p["threshold"])
+    native = json.loads(runner.invoke(app, ["verify", str(tmp_path / "m"), str(a), str(b), "--json"]).stdout)
+    assert native["scale"] == "native" and native["normalized_score"] == pytest.approx(out["normalized_score"])
+    # the drift check measures each point on its own scale: the native one and the normalised one
+    check = runner.invoke(app, ["calibrate", str(tmp_path / "m"), "--data", str(data), "--check", "--pairs", "300",
+                                "--json"])  # fmt: skip
+    assert check.exit_code == 0, check.output
+    checked = {c["name"]: c for c in json.loads(check.stdout)["checks"]}
+    assert checked["raw"]["drifted"] is not None and checked["snorm"]["drifted"] is False
+    assert checked["raw"]["threshold"] != checked["snorm"]["threshold"]
     one = runner.invoke(app, ["calibrate", str(tmp_path / "m"), "--data", str(data), "--normalize", "snorm"])
     assert one.exit_code == 2 and "--cohort" in one.output

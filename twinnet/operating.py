@@ -189,13 +189,13 @@ def drift_report(
         raise ConfigError("this model has no operating points to check; calibrate it first (twinnet.recalibrate)")
     proto, scores = _decision_scores(model, data, protocol, params)
     keys = tuple(getattr(proto, "decision_keys", ()))
-    orientation = scale_orientation(model.comparator.orientation, scores.scale)
     genuine = np.asarray(scores.genuine, bool)
     checks = []
     for name, p in model.calibration:
         fitted_with = p.provenance.protocol or "verification"
         mismatch = [k for k in keys if p.provenance.settings.get(k) != scores.settings.get(k)]
-        if p.scale != scores.scale and "scale" not in mismatch:
+        values = scores.on(p.scale)
+        if values is None and "scale" not in mismatch:
             mismatch.append("scale")
         if fitted_with != proto.name or mismatch:
             why = f"was fitted with the {fitted_with} protocol" if fitted_with != proto.name else \
@@ -203,7 +203,8 @@ def drift_report(
                     f"{k}={p.scale if k == 'scale' else p.provenance.settings.get(k)!r}" for k in mismatch)  # fmt: skip
             checks.append(_drift_check(name, p, None, f"{name}: not checked: it {why}"))
             continue
-        m = measure(scores.native, genuine, orientation, p.threshold, identities=scores.groups)
+        orientation = scale_orientation(model.comparator.orientation, p.scale)
+        m = measure(values, genuine, orientation, p.threshold, identities=scores.groups)
         far_ci, frr_ci = (m["far_ci95"][0], m["far_ci95"][1]), (m["frr_ci95"][0], m["frr_ci95"][1])
         off = [what for what, measured, calibrated in (("FAR", far_ci, p.far_ci or (p.far, p.far)),
                                                        ("FRR", frr_ci, p.frr_ci or (p.frr, p.frr)))

@@ -59,7 +59,9 @@ class DecisionScores:
     an operating point's provenance, and must match for a stored point to apply). ``scale`` says
     what the values are: ``native`` comparator values, or scores after a normalisation (named; a
     similarity scale, :func:`twinnet.calibrate.scale_orientation`); ``groups``, when known, the
-    identity each trial belongs to (for intervals that resample identities)."""
+    identity each trial belongs to (for intervals that resample identities); ``other_scales``, the
+    same trials on other scales the protocol also scored (a model with a cohort normaliser: its
+    native values too), so that points fitted on either can be checked."""
 
     native: np.ndarray
     genuine: np.ndarray
@@ -67,6 +69,11 @@ class DecisionScores:
     settings: dict[str, Any] = field(default_factory=dict)
     scale: str = NATIVE
     groups: np.ndarray | None = None
+    other_scales: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def on(self, scale: str) -> np.ndarray | None:
+        """The trials' values on ``scale``, or None when the protocol did not score them so."""
+        return self.native if scale == self.scale else self.other_scales.get(scale)
 
 
 class EvaluationProtocol(ABC):

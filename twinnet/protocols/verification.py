@@ -170,4 +170,4 @@ class VerificationProtocol(EvaluationProtocol):
                                   settings, NATIVE, groups)  # fmt: skip
         settings.update(normalization=normalizer.kind, cohort=normalizer.fingerprint)
         return DecisionScores(normalized, np.asarray(pairs.same, bool), len(np.unique(data.items.labels[used])),
-                              settings, normalizer.scale, groups)  # fmt: skip
+                              settings, normalizer.scale, groups, {NATIVE: native})  # fmt: skip
