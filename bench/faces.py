@@ -8,7 +8,7 @@ What it does (every step seeded):
 1. Splits ``$TWINNET_DATA/lfw/people`` by person: 25% of the people with two or more images are
    **test** people (never trained on), 5% **validation** people (early stopping and calibration), the
    rest (with every one-image person) **training** people. The folders are links under ``--work``.
-2. Writes the test people's pairs as an LFW ``pairs.txt`` (header ``10 150``; 10 folds of 150 same
+2. Writes the test people's pairs as an LFW ``pairs.txt`` beside their folders (header ``10 150``; 10 folds of 150 same
    ``name n1 n2`` and 150 different ``name1 n1 name2 n2`` lines, each fold its own people) and
    trains ``configs/faces.yaml`` with ``twinnet train`` on the training folder.
 3. ``twinnet evaluate RUN/model --protocol pairs --data pairs.txt --folds 10`` (threshold of each fold
@@ -114,7 +114,7 @@ def prepare(work: Path) -> dict[str, Any]:
     everyone = people(root)
     split = split_people(everyone)
     folders = {name: link_folder(root, split[name], work / name) for name in ("train", "val", "test")}
-    pairs = write_lfw_pairs(everyone, split["test"], work / "pairs.txt")
+    pairs = write_lfw_pairs(everyone, split["test"], work / "test" / "pairs.txt")  # beside the person folders
     counts = {name: {"people": len(split[name]), "images": sum(len(everyone[p]) for p in split[name])}
               for name in split}  # fmt: skip
     return {"everyone": everyone, "split": split, "folders": folders, "pairs": pairs, "counts": counts}
