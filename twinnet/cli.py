@@ -189,8 +189,11 @@ def evaluate(
     shots: int = typer.Option(None, "--shots", help="K of K-shot episodes (default 1)."),
     episodes: int = typer.Option(None, "--episodes", help="Number of episodes (default 1000)."),
     pairs: int = typer.Option(None, "--pairs", help="verification: balanced pairs drawn from a folder (default 4000)."),
-    folds: int = typer.Option(None, "--folds", help="pairs: K-fold accuracy, each fold's threshold from the others "
-                              "(LFW: 10; an LFW pairs.txt's own sets)."),
+    folds: int = typer.Option(
+        None,
+        "--folds",
+        help="pairs: K-fold accuracy, each fold's threshold from the others (LFW: 10; an LFW pairs.txt's own sets).",
+    ),
     prototype: str = typer.Option(None, "--prototype", help="K>1: nearest shot or class mean."),
     class_depth: int = typer.Option(
         None, "--class-depth", help="Folder levels that name a class (default 1; 2 for Omniglot)."
