@@ -197,3 +197,19 @@ def test_export_json_describes_inputs(tmp_path: Path) -> None:
     assert meta["exporter"].startswith("torch.onnx.export")
     manifest = json.loads((tmp_path / "e" / "twinnet.json").read_text())
     assert manifest["format"] == "twinnet-onnx" and "onnx/encoder.onnx" in manifest["files"]
+
+
+def test_text_half_twin_with_shared_embeddings(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    small = {"name": "small_text", "params": {"embedding_dim": 8, "token_dim": 8, "hidden": 4, "oov_buckets": 8}}
+    cfg = ModelConfig.model_validate({"input": {"kind": "text"}, "encoder": small, "encoder_b": small,
+                                      "share": ["embedding"], "comparator": {"name": "cosine"}})  # fmt: skip
+    model = build_model(cfg, texts=TEXTS).eval()
+    meta = export_onnx(model, tmp_path / "e")
+    assert set(meta["graphs"]) == {"encoder", "encoder_b"}
+    assert (tmp_path / "e" / "assets" / "encoder_b").is_dir()
+    served = load(tmp_path / "e", runtime="onnx")
+    queries, documents = TEXTS[:3], TEXTS[3:6]
+    with torch.no_grad():
+        assert (served.embed(documents, "b") - model.embed(documents, "b")).abs().max() < 1e-5
+        assert (served(queries, documents) - model(queries, documents)).abs().max() < 1e-5
