@@ -69,7 +69,10 @@ def test_train_evaluate_verify_embed(trained):
     ver = run("verify", model, a, b, "--json")
     assert ver.exit_code == 0, ver.output
     v = json.loads(ver.stdout)
-    assert set(v) == {"distance", "threshold", "operating_point", "same", "rule"} and isinstance(v["same"], bool)
+    assert set(v) == {"distance", "threshold", "operating_point", "same", "rule", "scale"} and isinstance(
+        v["same"], bool
+    )
+    assert v["scale"] == "native"  # no normaliser: the decision is on the comparator's own values
     assert run("verify", model, a, a, "--json").stdout.count('"same": true') == 1  # identical images
     assert "threshold" in run("verify", model, a, b).stdout
 

@@ -233,10 +233,37 @@ def with_drawers(items: ItemSet) -> ItemSet:
     return out
 
 
+# Protocols over data other than items (tracking: sequences of frames) have their own tests; here
+# they only have to say they make no pair decisions.
+OTHER_DATA = {"tracking"}
+
+
 def test_every_protocol_is_covered_here():
-    covered = {"verification", "signature", "pairs", *NO_DECISION}
+    covered = {"verification", "signature", "pairs", "openset", *NO_DECISION, *OTHER_DATA}
     assert {n for n in protocol_names() if not n.startswith("test")} <= covered
     assert set(decision_protocol_names()) >= {"verification", "signature"}
+
+
+def test_openset_reports_rate_curve_points_that_ignore_the_calibration():
+    # DIR@FAR is a point of a curve over the scored data (as TAR@FAR is), named with its false-alarm
+    # rate; a stored operating point must not change it. The stored point only adds its own rates.
+    protocol = build_protocol("openset", {"seed": 0})
+    assert not protocol.makes_decisions()
+    items = clustered()
+    bare = twinnet.TwinNetwork(Identity(), EuclideanDistance())
+    plain = protocol.evaluate(bare, Dataset(items)).metrics
+    with_cal = protocol.evaluate(model_with({"default": point(0.01)}), Dataset(items)).metrics
+    at_point = {k: with_cal.pop(k) for k in list(with_cal) if k.startswith("operating_point_")}
+    assert set(at_point) == {"operating_point_dir", "operating_point_far"} and not any(k in plain for k in at_point)
+    assert json.dumps(plain, sort_keys=True) == json.dumps(with_cal, sort_keys=True)
+    assert all(k.startswith("dir@far=") for k in plain if "threshold" in k), plain
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_DATA))
+def test_protocols_over_other_data_make_no_pair_decisions(name):
+    protocol = build_protocol(name, {})
+    assert not protocol.makes_decisions()
+    assert name not in decision_protocol_names()
 
 
 @pytest.mark.parametrize("name", sorted(NO_DECISION))
