@@ -15,7 +15,7 @@ import torch
 
 import twinnet
 from twinnet.calibrate import calibrate
-from twinnet.compare import COMPARATORS, SCORE, Comparator
+from twinnet.compare import COMPARATORS, SCORE, Comparator, comparator_names
 from twinnet.config import ModelConfig
 from twinnet.gallery import Gallery
 from twinnet.model import TwinNetwork, build_model
@@ -44,7 +44,7 @@ def custom_comparator() -> Iterator[str]:
     COMPARATORS.unregister(CUSTOM)
 
 
-ALL_COMPARATORS = [*COMPARATORS.names(), CUSTOM]
+ALL_COMPARATORS = [*comparator_names("vectors"), CUSTOM]  # feature-map comparators: tests/tracking
 
 
 def _trained_like(comparator: Comparator, generator: torch.Generator) -> None:

@@ -164,6 +164,9 @@ class Comparator(nn.Module):
     """
 
     orientation: ClassVar[Orientation] = DISTANCE
+    #: What it compares: ``vectors`` (one embedding per input: pair losses, verification, galleries)
+    #: or ``maps`` (feature maps into a score map: tracking). Callers ask this, not the class.
+    compares: ClassVar[Literal["vectors", "maps"]] = "vectors"
     #: The largest number of (row, column, feature) elements the default ``pairwise`` broadcasts at once.
     chunk_elements: ClassVar[int] = 1 << 24
 
@@ -385,6 +388,15 @@ class MLPMetric(Comparator):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(a, b))
+
+
+def comparator_names(compares: Literal["vectors", "maps"] = "vectors") -> list[str]:
+    """The registered comparators that compare ``vectors`` (the default) or feature ``maps``."""
+    return [
+        name
+        for name, factory in COMPARATORS.items()
+        if isinstance(factory, type) and issubclass(factory, Comparator) and factory.compares == compares
+    ]
 
 
 def build_comparator(name: str, params: dict[str, Any] | None, dim: int) -> Comparator:

@@ -279,9 +279,14 @@ def decide(
     of a model without that normaliser (or with another cohort); a non-finite ``value`` (corrupt
     weights) a :class:`DataError`, a non-finite calibrated threshold a :class:`ModelFormatError`."""
     threshold = check_threshold(threshold)
-    scores = value if isinstance(value, Scores) else Scores(np.asarray([value], np.float64))
-    value = float(scores.native[0])
-    native = _finite(value)
+    if isinstance(value, Scores):
+        scores, raw = value, value.native[0]
+    else:  # a bare value may be anything a caller hands in: no array before it is known to be a number
+        raw = value
+        number = _finite(value)
+        scores = Scores(np.asarray([np.nan if number is None else number], np.float64))
+    native = _finite(raw)
+    value = raw
     if native is None:
         raise DataError(f"the model gave a non-finite {model.comparator.orientation.value_name} ({value!r}): "
                         "its weights may be corrupt")  # fmt: skip

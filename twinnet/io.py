@@ -43,6 +43,7 @@ from twinnet.errors import ConfigError, ModelFormatError
 from twinnet.model import AnyTwin, build_model, encoders_by_role
 from twinnet.normalize import META as NORMALIZER_META
 from twinnet.normalize import load_normalizer, save_normalizer
+from twinnet.registry import RUNTIMES
 
 FORMAT = "twinnet-model"
 FORMAT_VERSION = 1
@@ -248,15 +249,17 @@ def load(
     The returned network carries ``calibration``, ``metrics``, ``normalizer`` (a
     :class:`~twinnet.normalize.ScoreNormalizer`, or None) and ``fingerprint``
     (:func:`weights_fingerprint`). Errors name what is missing, corrupt or incompatible.
-    ``runtime="onnx"`` loads a directory written by ``twinnet export`` (:mod:`twinnet.onnx`): the
+    ``runtime`` names a registered runtime (:data:`twinnet.registry.RUNTIMES`): ``torch`` (this
+    module), or ``onnx`` for a directory written by ``twinnet export`` (:mod:`twinnet.onnx`): the
     same model class, its encoders run by ONNX Runtime, no torch weights of the encoders needed.
     """
-    if runtime == "onnx":
-        from twinnet.onnx.runtime import load_onnx
+    loader = RUNTIMES.get(runtime, field="runtime")
+    return loader(path, device=device, verify=verify)
 
-        return load_onnx(path, device=device, verify=verify)
-    if runtime != "torch":
-        raise ConfigError(f"runtime: {runtime!r} is not one of torch, onnx")
+
+@RUNTIMES.register("torch")
+def load_torch(path: str | Path, *, device: str | torch.device = "cpu", verify: bool = True) -> AnyTwin:
+    """The ``torch`` runtime of :func:`load`: the encoders' safetensors weights into the model class."""
     directory = resolve_model_dir(path)
     if (directory / "onnx.json").is_file() and not (directory / WEIGHTS).exists():
         raise ModelFormatError(f"{directory}: an ONNX export (no torch weights): load it with runtime='onnx' "

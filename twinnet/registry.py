@@ -103,3 +103,6 @@ def check_params(factory: Callable[..., Any], params: dict[str, Any], *, field: 
 PROTOCOLS: Registry[Any] = Registry("protocol", builtins="twinnet.protocols")
 #: Data formats (:class:`twinnet.data.sources.DataSource`), by name.
 DATA_SOURCES: Registry[Any] = Registry("data format", builtins="twinnet.data.builtin_sources")
+#: How a saved model directory is loaded (``twinnet.load(path, runtime=…)``, ``--runtime``): ``torch``
+#: (registered by :mod:`twinnet.io`) and ``onnx`` (an export run by ONNX Runtime, :mod:`twinnet.onnx`).
+RUNTIMES: Registry[Any] = Registry("runtime", builtins="twinnet.onnx.runtime")

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from twinnet.compare import comparator_names
 from twinnet.config import Config, ModelConfig, parse_config
 from twinnet.errors import ConfigError
+from twinnet.gallery import Gallery
 from twinnet.io import load, save
 from twinnet.model import build_model
 from twinnet.tracking import StillBox, Tracker, read_sequence, run_tracker, sequence_figures
@@ -89,3 +91,11 @@ def test_short_training_beats_the_still_box(shared_data: Path, tmp_path: Path) -
     still = sequence_figures(run_tracker(StillBox(), crossing).boxes, crossing.boxes)
     assert ours["success_auc"] > still["success_auc"] + 0.1, (ours, still)
     assert result.validation["primary_metric"] == "success_auc"
+
+
+def test_a_tracking_model_says_it_compares_maps_and_a_gallery_refuses_it(tmp_path: Path) -> None:
+    assert "xcorr" in comparator_names("maps") and "xcorr" not in comparator_names("vectors")
+    assert {"euclidean", "cosine"} <= set(comparator_names("vectors"))
+    model = build_model(tiny_model_config())
+    with pytest.raises(ConfigError, match="feature maps"):
+        Gallery.create(tmp_path / "g", model)

@@ -133,7 +133,10 @@ class ArcFaceLoss(MarginSoftmaxLoss):
     formula of pytorch-metric-learning's ``ArcFaceLoss`` everywhere. The two agree whenever every
     target angle is below ``π − m``.
 
-    Inputs, labels and the batch plan: see :class:`MarginSoftmaxLoss` (labels are integer class ids).
+    Inputs:
+        embeddings: ``(n, d)`` embeddings of a batch of the ``items`` plan (made unit-length inside).
+    Labels:
+        labels: ``(n,)`` integer class ids that index the class centres (see :class:`MarginSoftmaxLoss`).
 
     Example::
 
@@ -174,7 +177,10 @@ class CosFaceLoss(MarginSoftmaxLoss):
     """CosFace (large margin cosine loss, Wang et al. 2018): the target logit is ``s·(cos θ − m)``,
     every other class's ``s·cos θ``. It trains from scratch more readily than ArcFace.
 
-    Inputs, labels and the batch plan: see :class:`MarginSoftmaxLoss` (labels are integer class ids).
+    Inputs:
+        embeddings: ``(n, d)`` embeddings of a batch of the ``items`` plan (made unit-length inside).
+    Labels:
+        labels: ``(n,)`` integer class ids that index the class centres (see :class:`MarginSoftmaxLoss`).
 
     Example::
 

@@ -41,7 +41,22 @@ def score_map_labels(size: int, stride: int, radius: float, offsets: torch.Tenso
 class LogisticScoreMapLoss(TwinLoss):
     """Balanced logistic loss on a score map; ``radius`` (pixels of the search image, 16 in SiamFC)
     bounds the positives. Trained from exemplar/search pairs (batch plan ``tracking_pairs``) with a
-    score-map comparator (``xcorr``)."""
+    score-map comparator (``xcorr``).
+
+    Inputs:
+        logits: ``(n, 1, R, R)`` score maps of ``n`` exemplar/search pairs (the comparator's output).
+    Labels:
+        offsets: ``(n, 2)`` where the target's centre lies in each search image, in pixels ``dx, dy``
+        from its centre (0, 0 when the crop is centred on it); the positive cells follow from
+        ``radius`` and the response's ``stride`` (:func:`score_map_labels`).
+
+    Example::
+
+        >>> import torch
+        >>> loss = LogisticScoreMapLoss(radius=16)
+        >>> round(loss(torch.zeros(1, 1, 17, 17), torch.zeros(1, 2), stride=8).item(), 4)  # log 2
+        0.6931
+    """
 
     batch_plan: ClassVar[str] = "tracking_pairs"
 

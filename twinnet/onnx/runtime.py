@@ -28,6 +28,7 @@ from twinnet.errors import ConfigError, DataError, ModelFormatError
 from twinnet.io import MANIFEST, read_companions, read_manifest, read_model_config, resolve_model_dir
 from twinnet.model import AnyTwin, build_model, encoders_by_role, replace_encoders
 from twinnet.onnx.export import COMPARATOR_WEIGHTS, FORMAT, META, require_onnx
+from twinnet.registry import RUNTIMES
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
                 "tensor(double)": np.float64, "tensor(bool)": np.bool_, "tensor(float16)": np.float16}  # fmt: skip
@@ -173,6 +174,7 @@ def _check_is_export(directory: Path) -> None:
             )
 
 
+@RUNTIMES.register("onnx")
 def load_onnx(
     path: str | Path, *, device: str | torch.device = "cpu", verify: bool = True, threads: int | None = None
 ) -> AnyTwin:

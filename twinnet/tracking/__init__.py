@@ -13,7 +13,7 @@ Here: sequence readers, crop geometry, metrics, the :class:`Tracker` and the Ope
 """
 
 from twinnet.tracking import plan as _plan  # noqa: F401  (registers the tracking_pairs batch plan)
-from twinnet.tracking.anchors import OpenCVTracker, StillBox, build_anchor, run_tracker
+from twinnet.tracking.anchors import OpenCVTracker, StillBox, build_anchor
 from twinnet.tracking.geometry import box_to_crop, center_of, context_side, crop, crop_to_box
 from twinnet.tracking.items import SequenceItems
 from twinnet.tracking.metrics import (
@@ -24,6 +24,7 @@ from twinnet.tracking.metrics import (
     calc_success_curve,
     sequence_figures,
 )
+from twinnet.tracking.onepass import SingleTracker, TrackResult, run_tracker
 from twinnet.tracking.sequences import (
     Sequence,
     parse_box,
@@ -34,7 +35,7 @@ from twinnet.tracking.sequences import (
     read_video,
     write_boxes,
 )
-from twinnet.tracking.tracker import Tracker, TrackResult, tracker_settings
+from twinnet.tracking.tracker import Tracker, tracker_settings
 from twinnet.tracking.xcorr import CrossCorrelation, ScoreMapComparator
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "ScoreMapComparator",
     "Sequence",
     "SequenceItems",
+    "SingleTracker",
     "StillBox",
     "TrackResult",
     "Tracker",

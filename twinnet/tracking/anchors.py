@@ -6,21 +6,13 @@ They share the tracker API (``init(frame, box)``, ``update(frame) → (box, scor
 
 from __future__ import annotations
 
-import time
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from twinnet.errors import ConfigError
 from twinnet.tracking.geometry import _cv2
-from twinnet.tracking.sequences import Sequence
-from twinnet.tracking.tracker import TrackResult
-
-
-class SingleTracker(Protocol):
-    def init(self, frame: np.ndarray, box: np.ndarray) -> None: ...
-
-    def update(self, frame: np.ndarray) -> tuple[np.ndarray, float]: ...
+from twinnet.tracking.onepass import SingleTracker
 
 
 class StillBox:
@@ -72,25 +64,6 @@ class OpenCVTracker:
         if ok:
             self.box = np.asarray(rect, dtype=np.float64)
         return self.box.copy(), 1.0 if ok else 0.0
-
-
-def run_tracker(tracker: SingleTracker, sequence: Sequence, box: np.ndarray | None = None, *,
-                max_frames: int | None = None) -> TrackResult:  # fmt: skip
-    """One pass of any tracker over ``sequence`` from ``box`` (default: the first ground-truth box);
-    the seconds count ``update`` calls only (not reading frames)."""
-    start = sequence.first_box() if box is None else np.asarray(box, dtype=np.float64)
-    n = len(sequence) if max_frames is None else min(len(sequence), max_frames)
-    boxes, scores = np.zeros((n, 4)), np.zeros(n)
-    tracker.init(sequence.frame(0), start)
-    boxes[0], scores[0] = start, 1.0
-    seconds = cpu = 0.0
-    for i in range(1, n):
-        frame = sequence.frame(i)
-        t0, c0 = time.perf_counter(), time.process_time()
-        boxes[i], scores[i] = tracker.update(frame)
-        seconds += time.perf_counter() - t0
-        cpu += time.process_time() - c0
-    return TrackResult(boxes, scores, seconds, cpu)
 
 
 def build_anchor(name: str) -> SingleTracker:

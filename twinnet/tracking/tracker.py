@@ -11,7 +11,6 @@ scale, damped by ``scale_lr``. Hyper-parameters come from the model's saved conf
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 from twinnet.config import TrackerSettings
 from twinnet.errors import ConfigError, DataError
 from twinnet.tracking.geometry import _cv2, center_of, clip_box, context_side, crop, mean_colour
+from twinnet.tracking.onepass import TrackResult, run_tracker
 from twinnet.tracking.sequences import Sequence
 from twinnet.tracking.xcorr import ScoreMapComparator, response_stride
 
@@ -41,28 +41,6 @@ def tracker_settings(model: AnyTwin, overrides: dict[str, Any] | None = None) ->
         return TrackerSettings.model_validate({**base.model_dump(), **overrides})
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, "tracker")) from None
-
-
-@dataclass
-class TrackResult:
-    """Boxes (0-based ``x, y, w, h``) and scores per frame, and the time spent tracking the frames
-    after the first (reading frames from disk is not counted): wall-clock ``seconds``, and the
-    process's ``cpu_seconds`` (all its threads), which other programs on the machine do not inflate."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    seconds: float
-    cpu_seconds: float = 0.0
-
-    @property
-    def fps(self) -> float:
-        """Frames per wall-clock second (a lower bound when the machine is shared)."""
-        return (len(self.boxes) - 1) / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def frames_per_cpu_second(self) -> float:
-        """Frames per second of CPU time: the rate on one otherwise idle core, about."""
-        return (len(self.boxes) - 1) / self.cpu_seconds if self.cpu_seconds > 0 else 0.0
 
 
 class Tracker:
@@ -156,6 +134,4 @@ class Tracker:
 
     def track(self, sequence: Sequence, box: np.ndarray | None = None, *, max_frames: int | None = None) -> TrackResult:
         """Track through ``sequence`` from ``box`` (default: its first ground-truth box)."""
-        from twinnet.tracking.anchors import run_tracker
-
         return run_tracker(self, sequence, box, max_frames=max_frames)

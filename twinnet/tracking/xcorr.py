@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from twinnet.compare import COMPARATORS, SCORE, Comparator, IndexPlan
+from twinnet.errors import ConfigError
 
 
 class ScoreMapComparator(Comparator):
@@ -25,6 +26,7 @@ class ScoreMapComparator(Comparator):
     nothing a pair loss consumes; the score-map losses train it."""
 
     orientation = SCORE
+    compares = "maps"
 
     def offers(self, value: Literal["distance", "similarity", "logits"]) -> bool:
         return False
@@ -32,11 +34,14 @@ class ScoreMapComparator(Comparator):
     def pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"{type(self).__name__} compares feature maps into score maps; it has no pairwise matrix")
 
+    # A user can point a gallery or a verification at a tracking model: say so in one line.
     def index_plan(self, dim: int) -> IndexPlan:
-        raise TypeError(f"{type(self).__name__} compares feature maps; a vector index cannot search it")
+        raise ConfigError(f"{type(self).__name__} compares feature maps (a tracking model); a gallery needs a "
+                          "comparator of vectors")  # fmt: skip
 
     def score_matrix(self, queries: np.ndarray, templates: np.ndarray) -> np.ndarray:
-        raise TypeError(f"{type(self).__name__} compares feature maps; it has no score matrix")
+        raise ConfigError(f"{type(self).__name__} compares feature maps (a tracking model); it scores no pairs "
+                          "of inputs: use twinnet track")  # fmt: skip
 
 
 @COMPARATORS.register("xcorr")
