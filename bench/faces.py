@@ -65,17 +65,25 @@ def split_people(everyone: dict[str, list[str]], seed: int = SEED) -> dict[str, 
     return {"test": test, "val": val, "train": sorted(p for p in everyone if p not in held)}
 
 
-def link_folder(root: Path, names: list[str], target: Path) -> Path:
+def link_folder(root: Path, names: list[str], target: Path, images: dict[str, list[str]] | None = None) -> Path:
     """``target/<person>/<image>`` links to ``root/<person>/<image>`` (the data are never copied;
-    folders are real, since a folder scan does not descend into linked folders)."""
+    folders are real, since a folder scan does not descend into linked folders): every image of each
+    person, or the file names ``images[person]``."""
     for name in names:
         folder = target / name
         folder.mkdir(parents=True, exist_ok=True)
-        for image in (root / name).iterdir():
+        files = (root / name).iterdir() if images is None else (root / name / f for f in images[name])
+        for image in files:
             link = folder / image.name
             if not link.exists():
                 link.symlink_to(image)
     return target
+
+
+def draw_images(everyone: dict[str, list[str]], people: list[str], per_person: int,
+                rng: np.random.Generator) -> dict[str, list[str]]:  # fmt: skip
+    """``per_person`` file names of each of ``people``, drawn without replacement."""
+    return {p: sorted(rng.choice(everyone[p], per_person, replace=False).tolist()) for p in people}
 
 
 def number(file_name: str) -> int:
@@ -200,13 +208,7 @@ def small_folder(data: dict[str, Any], work: Path, log: Path) -> dict[str, Any]:
     many = sorted(p for p, files in everyone.items() if len(files) >= 30)
     rng = np.random.default_rng([SEED, 35])
     chosen = sorted(rng.choice(many, 10, replace=False).tolist())
-    root, folder = lfw_root(), work / "small"
-    for person in chosen:
-        target = folder / person
-        target.mkdir(parents=True, exist_ok=True)
-        for name in sorted(rng.choice(everyone[person], 30, replace=False).tolist()):
-            if not (target / name).exists():
-                (target / name).symlink_to(root / person / name)
+    folder = link_folder(lfw_root(), chosen, work / "small", draw_images(everyone, chosen, 30, rng))
     run = work / "small-run"
     started = time.perf_counter()
     train("configs/image-folder.yaml", folder, run, [], log)
@@ -239,13 +241,7 @@ def thousand_folder(data: dict[str, Any], work: Path, log: Path) -> dict[str, An
     everyone = data["everyone"]
     many = sorted(p for p, files in everyone.items() if len(files) >= 20)[:50]
     rng = np.random.default_rng([SEED, 36])
-    root, folder = lfw_root(), work / "thousand"
-    for person in many:
-        target = folder / person
-        target.mkdir(parents=True, exist_ok=True)
-        for name in sorted(rng.choice(everyone[person], 20, replace=False).tolist()):
-            if not (target / name).exists():
-                (target / name).symlink_to(root / person / name)
+    folder = link_folder(lfw_root(), many, work / "thousand", draw_images(everyone, many, 20, rng))
     n_images = sum(1 for _ in folder.rglob("*.jpg"))
     run = work / "thousand-run"
     started = time.perf_counter()

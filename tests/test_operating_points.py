@@ -15,6 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import twinnet
+from tests.test_cli import TINY
 from twinnet.cli import app
 from twinnet.config import load_config
 from twinnet.errors import ConfigError
@@ -25,16 +26,6 @@ from twinnet.serve import ServiceSettings, create_app
 runner = CliRunner()
 KEY = "k" * 24
 H = {"X-API-Key": KEY}
-
-TINY = """
-model:
-  input: {kind: image, channels: 1, size: [8, 8]}
-  encoder: {name: mlp, params: {hidden: [16], embedding_dim: 4}}
-  comparator: {name: euclidean}
-loss: {name: contrastive}
-data: {val_classes: 0.34}
-train: {epochs: 1, samples_per_epoch: 32, batch_size: 16, progress: false, validation: {pairs: 40}}
-"""
 
 
 def run(*args):

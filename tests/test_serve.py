@@ -36,16 +36,20 @@ def png(seed: int, size=(8, 8)) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def save_small_model(path):
+    """A small calibrated conv model on 8×8 images, saved at ``path`` (the services under test serve it)."""
     torch.manual_seed(0)
     encoder = {"name": "conv4", "params": {"hidden": 8, "blocks": 2, "embedding_dim": 12}}
     model = build_model(ModelConfig.model_validate({"input": {"size": [8, 8]}, "encoder": encoder})).eval()
     rng = np.random.default_rng(0)
     model.calibration = calibrate(rng.random(200), rng.random(200) < 0.5, model.comparator.orientation)
-    path = tmp_path_factory.mktemp("m") / "model"
     save(model, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_small_model(tmp_path_factory.mktemp("m") / "model")
 
 
 def free_port() -> int:

@@ -16,18 +16,14 @@ import zlib
 from urllib.parse import quote
 
 import httpx
-import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_serve import Server, png
+from test_serve import Server, png, save_small_model
 
 import twinnet.serve
-from twinnet.calibrate import calibrate
-from twinnet.config import ModelConfig
 from twinnet.gallery import Gallery
-from twinnet.io import load, save
-from twinnet.model import build_model
+from twinnet.io import load
 from twinnet.serve import ServiceSettings, create_app
 
 KEY = "s" * 24
@@ -36,14 +32,7 @@ H = {"X-API-Key": KEY}
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    encoder = {"name": "conv4", "params": {"hidden": 8, "blocks": 2, "embedding_dim": 12}}
-    model = build_model(ModelConfig.model_validate({"input": {"size": [8, 8]}, "encoder": encoder})).eval()
-    rng = np.random.default_rng(0)
-    model.calibration = calibrate(rng.random(200), rng.random(200) < 0.5, model.comparator.orientation)
-    path = tmp_path_factory.mktemp("m") / "model"
-    save(model, path)
-    return path
+    return save_small_model(tmp_path_factory.mktemp("m") / "model")
 
 
 @pytest.fixture(scope="module")

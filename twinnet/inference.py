@@ -279,17 +279,13 @@ def decide(
     of a model without that normaliser (or with another cohort); a non-finite ``value`` (corrupt
     weights) a :class:`DataError`, a non-finite calibrated threshold a :class:`ModelFormatError`."""
     threshold = check_threshold(threshold)
-    if isinstance(value, Scores):
-        scores, raw = value, value.native[0]
-    else:  # a bare value may be anything a caller hands in: no array before it is known to be a number
-        raw = value
-        number = _finite(value)
-        scores = Scores(np.asarray([np.nan if number is None else number], np.float64))
+    # A bare value may be anything a caller hands in: it is checked before any array is built of it.
+    raw = value.native[0] if isinstance(value, Scores) else value
     native = _finite(raw)
-    value = raw
     if native is None:
-        raise DataError(f"the model gave a non-finite {model.comparator.orientation.value_name} ({value!r}): "
+        raise DataError(f"the model gave a non-finite {model.comparator.orientation.value_name} ({raw!r}): "
                         "its weights may be corrupt")  # fmt: skip
+    scores = value if isinstance(value, Scores) else Scores(np.asarray([native], np.float64))
     name, scale, decided_on = None, NATIVE, native
     if threshold is None and model.calibration is None and operating_point is not None:
         raise ConfigError(f"operating point {operating_point!r}: the model has no calibration; "
