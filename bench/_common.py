@@ -32,6 +32,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        # other work on the machine while a benchmark ran makes its timings pessimistic; say so
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -45,7 +47,9 @@ def write_result(name: str, figures: dict[str, Any], started: float) -> Path:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         **figures,
     }
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    partial.replace(path)  # never a half-written result file
     return path
 
 
