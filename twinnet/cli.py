@@ -154,6 +154,8 @@ def train(
         extra.append("train.progress=false")
     cfg = load_config(config, extra)
     result = train_from_config(cfg, out_dir, resume=resume, console=err)
+    if not result.is_main:  # another process of a torchrun: rank 0 reports
+        return
     summary = {
         "model": str(result.model_dir),
         "best_epoch": result.best_epoch,

@@ -15,6 +15,10 @@ A run directory holds::
       checkpoints/best/    model and loss weights of the best epoch by the validation protocol
       model/               the final saved model (best weights, calibrated thresholds)
 
+With several processes (``torchrun``, :mod:`twinnet.training.distributed`) the step runs under
+DistributedDataParallel, each process trains on its share of every batch, the loss sees the global
+batch, and rank 0 alone validates, calibrates, logs, writes the checkpoints and saves the model.
+
 Every random stream is seeded from ``(seed, purpose, epoch)`` (:class:`twinnet.runtime.Stream`), so a
 run resumed from ``checkpoints/last`` continues exactly as the uninterrupted run would have.
 """
@@ -30,9 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from twinnet.calibrate import Calibration
 from twinnet.config import AugmentConfig, Config, TrainConfig, dump_config
@@ -45,11 +52,14 @@ from twinnet.io import save
 from twinnet.losses import LOSSES, TwinLoss
 from twinnet.model import SIDES, AnyTwin, build_model
 from twinnet.protocols.base import ProtocolResult
-from twinnet.runtime import Stream, generator, pick_device, seed_everything
+from twinnet.runtime import Stream, generator, seed_everything
 from twinnet.training.autopick import pick_input
+from twinnet.training.batch import Batch
 from twinnet.training.checkpoint import Resumable, TrainerState, load_checkpoint, load_weights, save_checkpoint
 from twinnet.training.data import load_datasets, load_training_data, vocabulary_texts
+from twinnet.training.distributed import World, broadcast, lost_process, reduce_sum, setup, teardown
 from twinnet.training.plans import BatchPlan, build_plan
+from twinnet.training.precision import Precision
 from twinnet.training.prefetch import Prefetcher
 from twinnet.training.schedule import lr_factor, make_scheduler
 from twinnet.training.validation import ValidationOutcome, Validator
@@ -72,6 +82,23 @@ class TrainResult:
     model_dir: Path | None = None
     run_dir: Path | None = None
     train_seconds: float = 0.0
+    is_main: bool = True
+    """False on the processes other than rank 0 of a distributed run (they save and report nothing)."""
+
+
+class _Step(nn.Module):
+    """The model and the loss as one module whose forward is a training step's loss, so
+    DistributedDataParallel sees every parameter the step uses (the model's and the loss's)."""
+
+    def __init__(self, model: AnyTwin, loss: TwinLoss) -> None:
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.loss.compute(self.model, batch)
+
+
+_GO_ON, _BUDGET_SPENT, _NO_IMPROVEMENT = 0, 1, 2  # rank 0's decision after an epoch
 
 
 class Trainer:
@@ -120,8 +147,11 @@ class Trainer:
         self.val_items = val_items
         self.run_dir = Path(run_dir) if run_dir else None
         self.run_config = run_config
-        self.console = console or Console(stderr=True)
-        self.device = pick_device(c.device)
+        self.world = World.current()
+        # the other processes of a distributed run say nothing (errors still reach their stderr)
+        self.console = (console or Console(stderr=True)) if self.world.is_main else Console(stderr=True, quiet=True)
+        self.device = self.world.device(c.device)
+        self.precision = Precision(c.precision, self.device)
         if c.threads:
             torch.set_num_threads(c.threads)
         self.augment = RandomAffine(augment) if augment and augment.enabled else None
@@ -189,11 +219,11 @@ class Trainer:
         return self.run_dir / "checkpoints" / name if self.run_dir else None
 
     def _resumable(self) -> Resumable:
-        return Resumable(self.optimizer, self.scheduler, self.plan)
+        return Resumable(self.optimizer, self.scheduler, self.plan, self.precision)
 
     def _save_checkpoint(self, name: str, *, resumable: bool) -> None:
         target = self._checkpoint_dir(name)
-        if target is not None:
+        if target is not None and self.world.is_main:
             save_checkpoint(target, self.model, self.loss, self.state, self._resumable() if resumable else None)
 
     def _resume(self, path: Path) -> None:
@@ -212,7 +242,7 @@ class Trainer:
         seed_everything(c.seed)
         self.model.to(self.device)
         self.loss.to(self.device)
-        if self.run_dir:
+        if self.run_dir and self.world.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.run_config is not None:
                 (self.run_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(self.run_config), sort_keys=False))
@@ -222,15 +252,26 @@ class Trainer:
                 self._resume(path)
             elif not isinstance(resume, bool):
                 raise DataError(f"cannot resume: checkpoint {path} not found")
+        step = _Step(self.model, self.loss)
+        # one process: the step as it is; several: DDP averages the gradients (the module is on this
+        # process's device, so no device_ids; a parameter a loss leaves unused is allowed)
+        self._step = DistributedDataParallel(step, find_unused_parameters=True) if self.world.distributed else step
         started = time.perf_counter()
         stopped_early = False
-        log_file = self.run_dir / "metrics.jsonl" if self.run_dir else None
+        log_file = self.run_dir / "metrics.jsonl" if self.run_dir and self.world.is_main else None
         if log_file and self.state.epoch == 0 and log_file.exists():
             log_file.unlink()
         for epoch in range(self.state.epoch, c.epochs):
-            record = self._train_epoch(epoch)
+            try:
+                record = self._train_epoch(epoch)
+            except dist.DistError as err:
+                raise lost_process(err) from None
+            except RuntimeError as err:
+                if self.world.distributed and _collective_failure(err):
+                    raise lost_process(err) from None
+                raise
             self.state.epoch = epoch + 1
-            outcome = self.validate()
+            outcome = self.validate() if self.world.is_main else None  # rank 0 validates, the others wait
             if outcome is not None:
                 record.update({f"val_{k}": v for k, v in outcome.figures().items()})
             selection = outcome.result if outcome is not None else _train_loss_result(record["train_loss"])
@@ -247,13 +288,17 @@ class Trainer:
                     f.write(json.dumps(record) + "\n")
             self._save_checkpoint("last", resumable=True)
             self._print_epoch(record, outcome)
-            if c.max_minutes is not None and (time.perf_counter() - started) / 60 >= c.max_minutes:
-                self.console.print(f"stopping: the budget of {c.max_minutes:g} minutes is spent")
-                stopped_early = True
-                break
             patience = c.early_stopping.patience
-            if patience is not None and self.state.bad_epochs >= patience and epoch + 1 < c.epochs:
-                self.console.print(f"early stopping: no improvement for {patience} epochs")
+            decision = _GO_ON
+            if c.max_minutes is not None and (time.perf_counter() - started) / 60 >= c.max_minutes:
+                decision = _BUDGET_SPENT
+            elif patience is not None and self.state.bad_epochs >= patience and epoch + 1 < c.epochs:
+                decision = _NO_IMPROVEMENT
+            decision = broadcast(decision, self.device)  # rank 0's clock and validation decide for all
+            if decision != _GO_ON:
+                self.console.print(f"stopping: the budget of {c.max_minutes:g} minutes is spent"
+                                   if decision == _BUDGET_SPENT else
+                                   f"early stopping: no improvement for {patience} epochs")  # fmt: skip
                 stopped_early = True
                 break
         return self._finish(stopped_early, time.perf_counter() - started)
@@ -262,7 +307,8 @@ class Trainer:
         c = self.config
         self.model.train()
         self.loss.train()
-        torch.manual_seed(int(generator(c.seed, Stream.DROPOUT, epoch).initial_seed()))  # dropout and the like
+        # dropout and the like; one stream per process when there are several
+        torch.manual_seed(int(generator(c.seed, Stream.DROPOUT, epoch, *self.world.stream).initial_seed()))
         jobs = self.plan.epoch_jobs(epoch)
         total_loss, n_steps, n_items = 0.0, 0, 0
         t_model = t_wait = 0.0
@@ -284,17 +330,16 @@ class Trainer:
                 for batch in prefetcher:
                     t1 = time.perf_counter()
                     t_wait += t1 - t0
-                    loss = self.loss.compute(self.model, batch.to(self.device))
+                    with self.precision.autocast():
+                        loss = self._step(batch.to(self.device))
                     if not torch.isfinite(loss):
                         raise TrainingError(
                             f"the loss became {loss.item()} at epoch {epoch + 1}, step {self.state.step + 1}: "
                             "lower train.lr, set train.grad_clip, or check the inputs for NaN/inf"
                         )
                     self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if c.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(self.params, c.grad_clip)
-                    self.optimizer.step()
+                    self.precision.backward(loss)  # several processes: DDP averages the gradients here
+                    self.precision.step(self.optimizer, self.params, c.grad_clip)
                     self.scheduler.step()
                     value = loss.item()  # synchronises with the device, so the timing below is honest
                     if cuda:
@@ -316,6 +361,9 @@ class Trainer:
                                     time.perf_counter() - epoch_start)  # fmt: skip
         finally:
             prefetcher.close()
+        if self.world.distributed:  # the epoch's figures over all processes
+            summed_loss, summed_items = reduce_sum([total_loss, n_items], self.device)
+            total_loss, n_items = summed_loss / self.world.size, int(summed_items)
         seconds = time.perf_counter() - epoch_start
         return {
             "epoch": epoch + 1,
@@ -356,6 +404,12 @@ class Trainer:
             load_weights(ckpt, self.model, self.loss)  # a resumed run whose best epoch came before the break
 
     def _finish(self, stopped_early: bool, seconds: float) -> TrainResult:
+        if not self.world.is_main:  # rank 0 validates, calibrates and saves the model
+            return TrainResult(
+                model=self.model, best_metric=self.state.best_metric, best_epoch=self.state.best_epoch,
+                epochs_run=self.state.epoch, stopped_early=stopped_early, history=self.state.history,
+                calibration=None, validation={}, run_dir=self.run_dir, train_seconds=seconds, is_main=False,
+            )  # fmt: skip
         self._restore_best()
         calibration = None
         validation: dict[str, Any] = {}
@@ -379,6 +433,13 @@ def _clock(seconds: float) -> str:
     """``H:MM:SS``."""
     s = max(0, round(seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _collective_failure(err: RuntimeError) -> bool:
+    """Whether ``err`` is a collective that failed because another process is gone or too slow."""
+    text = str(err)
+    return any(word in text for word in ("gloo", "NCCL", "Connection closed", "Connection reset", "timed out",
+                                         "Timed out", "Broken pipe"))  # fmt: skip
 
 
 def _unique_parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -413,16 +474,22 @@ def train_from_config(
     config: Config, run_dir: str | Path, *, resume: bool = False, console: Console | None = None
 ) -> TrainResult:
     """Load the data, build model and loss, train, calibrate and save: what ``twinnet train`` does.
-    An ``auto`` encoder is picked from the data first (:func:`twinnet.training.autopick.pick_input`)."""
-    config, picked = pick_input(config)
-    if picked is not None:
-        (console or Console(stderr=True)).print(picked, markup=False, highlight=False, soft_wrap=True)
-    data = load_datasets(config)
-    seed_everything(config.train.seed)  # before building, so initial weights are reproducible too
-    model = build_model(config.model, texts=vocabulary_texts(data.train))  # vocabularies are built from these
-    loss = build_loss(config)
-    trainer = Trainer.from_datasets(
-        model, loss, data.train, config.train, val=data.val, augment=config.data.augment, run_dir=run_dir,
-        run_config=config, console=console,
-    )  # fmt: skip
-    return trainer.fit(resume=resume)
+    An ``auto`` encoder is picked from the data first (:func:`twinnet.training.autopick.pick_input`).
+    Launched by ``torchrun`` as one of several processes, it joins their process group first
+    (:func:`twinnet.training.distributed.setup`) and leaves it at the end."""
+    world = setup(config.train.device, config.train.dist_timeout_s)
+    try:
+        config, picked = pick_input(config)
+        if picked is not None and world.is_main:
+            (console or Console(stderr=True)).print(picked, markup=False, highlight=False, soft_wrap=True)
+        data = load_datasets(config)
+        seed_everything(config.train.seed)  # before building, so initial weights are reproducible too
+        model = build_model(config.model, texts=vocabulary_texts(data.train))  # vocabularies are built from these
+        loss = build_loss(config)
+        trainer = Trainer.from_datasets(
+            model, loss, data.train, config.train, val=data.val, augment=config.data.augment, run_dir=run_dir,
+            run_config=config, console=console,
+        )  # fmt: skip
+        return trainer.fit(resume=resume)
+    finally:
+        teardown()

@@ -66,3 +66,13 @@ class PKBatchSampler:
                 idx.append(rng.choice(members, self.k, replace=len(members) < self.k))
             batches.append(np.concatenate(idx))
         return batches
+
+    def shard(self, batch: np.ndarray, rank: int, size: int) -> np.ndarray:
+        """Process ``rank``'s part of a batch of :meth:`epoch` when ``size`` processes train on it
+        together: its own classes (a contiguous share of the P classes, all K items of each), so
+        no two processes hold the same class and together they hold the whole batch. The batches
+        stay those of one process with the same seed, whatever the number of processes."""
+        if size == 1:
+            return batch
+        blocks = np.array_split(np.arange(len(batch) // self.k), size)[rank]
+        return batch[(blocks[:, None] * self.k + np.arange(self.k)[None, :]).reshape(-1)]

@@ -39,6 +39,7 @@ from twinnet.compare import Comparator
 from twinnet.errors import ConfigError
 from twinnet.registry import Registry
 from twinnet.training.batch import Batch, LabelledBatch, PairBatch
+from twinnet.training.distributed import gather, gather_ids
 
 if TYPE_CHECKING:
     from twinnet.data.items import ItemSet
@@ -149,10 +150,12 @@ class PairLoss(TwinLoss):
         raise ConfigError(f"loss {type(self).__name__} needs {wanted}, not {type(comparator).__name__}")
 
     def compute(self, model: AnyTwin, batch: PairBatch) -> torch.Tensor:  # type: ignore[override]
-        z_a, z_b = model.embed_pair(batch.inputs_a, batch.inputs_b)
+        # with several training processes the loss sees the pairs of all of them (the global batch)
+        z_a, z_b, target = gather(*model.embed_pair(batch.inputs_a, batch.inputs_b),
+                                  batch.score if self.target == "score" else batch.same)  # fmt: skip
         comparator = model.comparator
         values = comparator.logits(z_a, z_b) if self.input == "logits" else comparator(z_a, z_b)
-        return self(values, batch.score if self.target == "score" else batch.same)
+        return self(values, target)
 
 
 class EmbeddingLoss(TwinLoss):
@@ -180,10 +183,11 @@ class EmbeddingLoss(TwinLoss):
     batch_plan: ClassVar[str] = "pk"
 
     def compute(self, model: AnyTwin, batch: LabelledBatch) -> torch.Tensor:  # type: ignore[override]
-        z = model.embed(batch.inputs)
-        total = batch.label_weight * self(z, batch.labels, model.comparator)
+        # with several training processes, mining sees the embeddings of all of them (the global batch)
+        z, labels = gather(model.embed(batch.inputs), batch.labels)
+        total = batch.label_weight * self(z, labels, model.comparator)
         if batch.instances is not None:
-            total = total + batch.instance_weight * self(z, batch.instances, model.comparator)
+            total = total + batch.instance_weight * self(z, gather_ids(batch.instances), model.comparator)
         return total
 
 
@@ -210,5 +214,5 @@ class RankingLoss(TwinLoss):
     batch_plan: ClassVar[str] = "positive_pairs"
 
     def compute(self, model: AnyTwin, batch: PairBatch) -> torch.Tensor:  # type: ignore[override]
-        z_a, z_b = model.embed_pair(batch.inputs_a, batch.inputs_b)
+        z_a, z_b = gather(*model.embed_pair(batch.inputs_a, batch.inputs_b))  # in-batch negatives of all processes
         return self(z_a, z_b, model.comparator)

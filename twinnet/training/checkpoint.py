@@ -7,7 +7,9 @@ A checkpoint directory holds::
     optimizer.json + .safetensors  the optimiser's state (moments, step counts)         [last only]
     scheduler.json                 the learning-rate schedule's position                [last only]
     plan.json                      the batch plan's state (seed, next epoch, data digest) [last only]
-    state.json                     epoch, step, best metric and epoch, history, model config
+    precision.json                 the training precision and the fp16 loss scale      [last only]
+    state.json                     epoch, step, best metric and epoch, history, model config, and
+                                   the number of training processes (resuming needs as many)
 
 Tensors go to safetensors, everything else to JSON.
 """
@@ -26,7 +28,9 @@ from torch.optim.lr_scheduler import LRScheduler
 from twinnet.errors import ConfigError, DataError
 from twinnet.io import atomic_directory, load_module_weights, load_tree, save_module_weights, save_tree, write_json
 from twinnet.model import AnyTwin
+from twinnet.training.distributed import World
 from twinnet.training.plans import BatchPlan
+from twinnet.training.precision import Precision
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Resumable:
     optimizer: torch.optim.Optimizer
     scheduler: LRScheduler
     plan: BatchPlan
+    precision: Precision | None = None
 
 
 def save_checkpoint(
@@ -61,8 +66,11 @@ def save_checkpoint(
             save_tree(resumable.optimizer.state_dict(), tmp, "optimizer")
             write_json(tmp / "scheduler.json", resumable.scheduler.state_dict())
             write_json(tmp / "plan.json", resumable.plan.state_dict())
+            if resumable.precision is not None:
+                write_json(tmp / "precision.json", resumable.precision.state_dict())
         write_json(tmp / "state.json", {
             **asdict(state), "model_config": model.config.model_dump(mode="json") if model.config else None,
+            "world_size": World.current().size,
         })  # fmt: skip
 
 
@@ -84,10 +92,21 @@ def load_checkpoint(path: Path, model: AnyTwin, loss: nn.Module, resumable: Resu
                         "twinnet, or not a 'last' checkpoint); start a fresh run")  # fmt: skip
     saved = json.loads(state_file.read_text(encoding="utf-8"))
     model_config = saved.pop("model_config", None)
+    trained_on, now = int(saved.pop("world_size", 1)), World.current().size
+    if trained_on != now:
+        raise ConfigError(f"cannot resume from {path}: it was trained on {_processes(trained_on)}, this run has "
+                          f"{_processes(now)}; resume with the same number (torchrun --nnodes × --nproc_per_node = "
+                          f"{trained_on}), or start a fresh run in another --out")  # fmt: skip
     if model.config is not None and model_config not in (None, model.config.model_dump(mode="json")):
         raise ConfigError(f"cannot resume from {path}: it was trained with a different model config")
     resumable.plan.load_state_dict(json.loads((path / "plan.json").read_text(encoding="utf-8")))
     load_weights(path, model, loss)
     resumable.optimizer.load_state_dict(load_tree(path, "optimizer"))
     resumable.scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text(encoding="utf-8")))
+    if resumable.precision is not None and (path / "precision.json").exists():
+        resumable.precision.load_state_dict(json.loads((path / "precision.json").read_text(encoding="utf-8")))
     return TrainerState(**saved)
+
+
+def _processes(n: int) -> str:
+    return f"{n} process{'es' if n > 1 else ''}"

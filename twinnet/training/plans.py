@@ -44,6 +44,7 @@ from twinnet.errors import ConfigError, DataError
 from twinnet.registry import Registry, check_params
 from twinnet.runtime import Stream, generator, numpy_rng
 from twinnet.training.batch import Batch, LabelledBatch, PairBatch
+from twinnet.training.distributed import World
 
 BatchJob = Callable[[], Batch]
 """Builds one batch when called (on the prefetch thread)."""
@@ -79,6 +80,8 @@ class BatchPlan(ABC):
         self.augment = augment
         self.loss_name = loss_name
         self.next_epoch = 0
+        self.world = World.current()
+        """The training processes: with several, each builds only its share of every batch."""
 
     @property
     @abstractmethod
@@ -90,7 +93,7 @@ class BatchPlan(ABC):
 
     def epoch_jobs(self, epoch: int) -> list[BatchJob]:
         """The batch jobs of ``epoch`` (0-based), in order; the same for the same seed and epoch."""
-        aug_gen = generator(self.seed, Stream.AUGMENT, epoch)
+        aug_gen = generator(self.seed, Stream.AUGMENT, epoch, *self.world.stream)  # one stream per process
         augmenter = self.augment
 
         def augment(x: Any) -> Any:
@@ -228,6 +231,7 @@ class PairsPlan(BatchPlan):
     def __init__(self, items: ItemSet, pairs: Pairs | None, config: TrainConfig, **kwargs: Any) -> None:
         super().__init__(items, pairs, config, **kwargs)
         self.pairs = self._select(pairs)
+        self.world.require(config.batch_size, "train.batch_size")
         self.source: PairSampler | _FixedPairs
         if self.pairs is not None:
             self.source = _FixedPairs(items, self.pairs, config)
@@ -253,7 +257,7 @@ class PairsPlan(BatchPlan):
         return len(self.source)
 
     def _jobs(self, epoch: int, augment: Callable[[Any], Any]) -> list[BatchJob]:
-        return [_pair_job(self.items, p, augment) for p in self.source.epoch(epoch)]
+        return [_pair_job(self.items, p[self.world.shard(len(p))], augment) for p in self.source.epoch(epoch)]
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256(super().fingerprint().encode())
@@ -316,6 +320,7 @@ class PKPlan(BatchPlan):
             )
         c = config
         batch = min(c.classes_per_batch, len(np.unique(items.labels))) * c.items_per_class
+        self.world.require(batch // c.items_per_class, "train.classes_per_batch (P, classes in a batch)")
         self.sampler = PKBatchSampler(
             items.labels, c.classes_per_batch, c.items_per_class, max(1, epoch_size(c, len(items)) // batch), c.seed
         )
@@ -327,7 +332,8 @@ class PKPlan(BatchPlan):
         return len(self.sampler)
 
     def _jobs(self, epoch: int, augment: Callable[[Any], Any]) -> list[BatchJob]:
-        return [self._job(idx, augment) for idx in self.sampler.epoch(epoch)]
+        rank, size = self.world.rank, self.world.size
+        return [self._job(self.sampler.shard(idx, rank, size), augment) for idx in self.sampler.epoch(epoch)]
 
     def _job(self, idx: np.ndarray, augment: Callable[[Any], Any]) -> BatchJob:
         items = self.items
@@ -361,6 +367,7 @@ class ItemsPlan(BatchPlan):
         if len(items) == 0:
             raise DataError("no training items")
         self.batch_size = config.batch_size
+        self.world.require(config.batch_size, "train.batch_size")
         self.per_epoch = epoch_size(config, len(items))
 
     @property
@@ -376,4 +383,5 @@ class ItemsPlan(BatchPlan):
         def job(idx: np.ndarray) -> BatchJob:
             return lambda: LabelledBatch(augment(items.load(idx)), torch.from_numpy(items.labels[idx]))
 
-        return [job(order[i : i + bs]) for i in range(0, len(order), bs)]
+        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        return [job(b[self.world.shard(len(b))]) for b in batches]  # with several processes, this one's share
