@@ -50,6 +50,9 @@ class InputSpec(_Strict):
     resizing; images where no face is found are kept whole and named in a warning."""
     face_margin: Annotated[float, Field(ge=0, le=1)] = 0.1
     """With ``face_crop``: enlarge the face box by this share of its size on every side."""
+    preprocess: list[ComponentConfig] = Field(default_factory=list)
+    """Images: registered preprocessing steps applied in order to every image the model reads (before
+    resizing), saved with the model, e.g. ``[{name: fingerprint, params: {dpi: 250}}]``."""
     max_length: PositiveInt | None = None
     """Texts: tokens kept per text (longer texts are truncated); ``null`` = the encoder's default
     (the pretrained model's ``max_seq_length``, 256 for all-MiniLM-L6-v2; 64 words for ``small_text``)."""
@@ -149,6 +152,14 @@ class AugmentConfig(_Strict):
     """Colour: scale each image's deviation from its mean grey by ``1 ± contrast``."""
     saturation: Fraction = 0.0
     """Colour (RGB images): blend each image with its grey version by ``1 ± saturation``."""
+    elastic: NonNegativeFloat = 0.0
+    """Elastic distortion (skin): a smooth random displacement field of up to this share of the image size."""
+    pressure: NonNegativeInt = 0
+    """Pressure: grey dilation or erosion (dark ridges thinner or thicker) by up to this many pixels."""
+    noise: Fraction = 0.0
+    """Gaussian pixel noise of up to this standard deviation (images in [0, 1])."""
+    occlude: Fraction = 0.0
+    """Partial impressions: blank (to the image's border value) a random band covering up to this share."""
 
     @field_validator("scale")
     @classmethod

@@ -106,3 +106,7 @@ DATA_SOURCES: Registry[Any] = Registry("data format", builtins="twinnet.data.bui
 #: How a saved model directory is loaded (``twinnet.load(path, runtime=…)``, ``--runtime``): ``torch``
 #: (registered by :mod:`twinnet.io`) and ``onnx`` (an export run by ONNX Runtime, :mod:`twinnet.onnx`).
 RUNTIMES: Registry[Any] = Registry("runtime", builtins="twinnet.onnx.runtime")
+#: Image preprocessing steps saved with a model (``model.input.preprocess``), applied to every image it
+#: reads before resizing: ``fingerprint`` (:mod:`twinnet.fingerprints.preprocess`). Each has
+#: ``apply(image, size) -> image`` (Pillow images; ``size`` the input's (H, W)).
+IMAGE_PREPROCESSORS: Registry[Any] = Registry("image preprocessor", builtins="twinnet.fingerprints.preprocess")

@@ -223,6 +223,8 @@ NO_DECISION = {
     "omniglot-runs": ({}, lambda items: Dataset(items, runs=runs(items))),
     "sts": ({}, lambda items: Dataset(items, graded(items))),
     "retrieval": ({}, lambda items: Dataset(items, graded(items))),
+    # fingerprints: EER/FMR100/FMR1000/ZeroFMR are points of the error curves, no stored threshold
+    "fvc": ({"impostors": "all"}, lambda items: Dataset(items)),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,6 +71,8 @@ def decode_image(image: Image.Image, spec: InputSpec, name: str | Path = "image"
         from twinnet.data.faces import crop_to_face
 
         image = crop_to_face(image, spec.face_margin, name)
+    for step in spec.preprocess:
+        image = preprocessor(step.name, step.params).apply(image, spec.size)
     mode = "L" if spec.channels == 1 else "RGB"
     if image.mode in ("1", "P", "LA", "RGBA", "I;16", "I", "F") or image.mode != mode:
         image = image.convert(mode)
@@ -84,6 +87,13 @@ def decode_image(image: Image.Image, spec: InputSpec, name: str | Path = "image"
     if spec.invert:
         array = 255 - array
     return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def preprocessor(name: str, params: dict[str, Any]) -> Any:
+    """The registered image preprocessing step ``name`` with ``params`` (``model.input.preprocess``)."""
+    from twinnet.registry import IMAGE_PREPROCESSORS
+
+    return IMAGE_PREPROCESSORS.build(name, params, field=f"model.input.preprocess ({name!r})")
 
 
 def load_image(path: str | Path, spec: InputSpec) -> torch.Tensor:

@@ -56,6 +56,11 @@ class RandomAffine:
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         # "border" repeats the edge, so a white page stays white and a black one black.
         out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        c = self.config
+        if c.elastic or c.pressure or c.noise or c.occlude:  # drawn only when configured (streams kept)
+            from twinnet.fingerprints.augment import impression
+
+            out = impression(out, c, generator)
         return self.colour(out, generator)
 
     def colour(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -6,6 +6,7 @@ Importing this package registers the built-in encoders (``conv4``, ``koch``, ``m
 """
 
 from twinnet.encoders.conv import Conv4Encoder, KochEncoder
+from twinnet.encoders.fingerprint import FingerprintEncoder
 from twinnet.encoders.fully_conv import SiamFCAlexNet, SiamFCLight
 from twinnet.encoders.mlp import MLPEncoder
 from twinnet.encoders.registry import ENCODERS, build_encoder, register_encoder
@@ -17,6 +18,7 @@ __all__ = [
     "ENCODERS",
     "Conv4Encoder",
     "FaceResNetEncoder",
+    "FingerprintEncoder",
     "GRUEncoder",
     "KochEncoder",
     "MLPEncoder",

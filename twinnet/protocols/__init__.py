@@ -2,7 +2,7 @@
 
 Each protocol is one module here plus its ``@register_protocol`` line: ``verification``, ``nway``
 (``oneshot``), ``within-alphabet``, ``omniglot-runs``, ``signature``, ``sts``, ``pairs``, ``openset`` and
-``retrieval``. The ``evaluate_*`` functions are the same protocols called directly on items.
+``retrieval`` (and ``fvc``, fingerprints). The ``evaluate_*`` functions are the same protocols called directly on items.
 """
 
 from twinnet.protocols.base import (
@@ -26,6 +26,7 @@ from twinnet.protocols.episodes import (
     sample_episodes,
     sample_within_group_episodes,
 )
+from twinnet.protocols.fvc import FVCProtocol, fvc_metrics, fvc_pairs
 from twinnet.protocols.openset import OpenSetProtocol, open_set_rates
 from twinnet.protocols.signature import (
     SignatureProtocol,
@@ -56,6 +57,7 @@ __all__ = [
     "PROTOCOLS",
     "Episodes",
     "EvaluationProtocol",
+    "FVCProtocol",
     "NWayProtocol",
     "OmniglotRunsProtocol",
     "OneShotProtocol",
@@ -79,6 +81,8 @@ __all__ = [
     "evaluate_sts",
     "evaluate_verification",
     "evaluate_within_group",
+    "fvc_metrics",
+    "fvc_pairs",
     "open_set_rates",
     "pair_similarities",
     "pair_values",
