@@ -335,7 +335,7 @@ class TrainConfig(_Strict):
     """CPU threads for torch; ``null`` keeps torch's default."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """The training step's arithmetic: ``auto`` autocasts to bfloat16 on CUDA (float16 without
-    bfloat16 support) and stays float32 on the CPU; ``bf16``/``fp16`` autocast on any device."""
+    bfloat16 support) and stays float32 on the CPU; ``bf16`` autocasts on any device, ``fp16`` on CUDA."""
     dist_timeout_s: PositiveFloat = 1800.0
     """With several processes (torchrun): the longest wait on the others, in seconds, before the run
     fails instead of hanging (rank 0 validates while the others wait)."""

@@ -174,6 +174,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, c, self.plan.steps_per_epoch)
         self.state = TrainerState()
         self.best_weights: dict[str, dict[str, torch.Tensor]] | None = None  # model and loss of the best epoch
+        self._step: nn.Module = _Step(model, loss)  # fit() wraps it in DDP when there are several processes
 
     @classmethod
     def from_datasets(
@@ -252,10 +253,9 @@ class Trainer:
                 self._resume(path)
             elif not isinstance(resume, bool):
                 raise DataError(f"cannot resume: checkpoint {path} not found")
-        step = _Step(self.model, self.loss)
-        # one process: the step as it is; several: DDP averages the gradients (the module is on this
-        # process's device, so no device_ids; a parameter a loss leaves unused is allowed)
-        self._step = DistributedDataParallel(step, find_unused_parameters=True) if self.world.distributed else step
+        if self.world.distributed:  # DDP averages the gradients; the module is on this process's device (no
+            step = _Step(self.model, self.loss)  # device_ids), and a parameter a loss leaves unused is allowed
+            self._step = DistributedDataParallel(step, find_unused_parameters=True)
         started = time.perf_counter()
         stopped_early = False
         log_file = self.run_dir / "metrics.jsonl" if self.run_dir and self.world.is_main else None

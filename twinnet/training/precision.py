@@ -1,9 +1,11 @@
 """Mixed precision for the training step (``train.precision``).
 
 ``auto`` (the default) trains in bfloat16 autocast on CUDA (float16 where the device has no
-bfloat16) and in float32 on the CPU; ``fp32`` never autocasts; ``bf16`` and ``fp16`` autocast on any
-device, the CPU included, when asked. float16 scales the loss (a gradient scaler, whose state the
-``last`` checkpoint carries) so small gradients do not underflow; bfloat16 needs no scaling.
+bfloat16) and in float32 on the CPU; ``fp32`` never autocasts; ``bf16`` autocasts on any device, the
+CPU included, when asked; ``fp16`` is for CUDA only (on the CPU a triplet loss under float16
+autocast stopped learning in our runs while bf16 followed float32, so it is refused). float16
+scales the loss (a gradient scaler, whose state the ``last`` checkpoint carries) so small gradients
+do not underflow; bfloat16 needs no scaling.
 Only the training step's forward pass autocasts: validation, calibration and the saved model
 run in float32.
 """
@@ -15,6 +17,8 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
+
+from twinnet.errors import ConfigError
 
 __all__ = ["Precision", "resolve_precision"]
 
@@ -36,6 +40,9 @@ class Precision:
 
     def __init__(self, requested: str, device: torch.device) -> None:
         self.name = resolve_precision(requested, device)
+        if self.name == "fp16" and device.type != "cuda":
+            raise ConfigError(f"train.precision: fp16 autocast is for CUDA devices, not {device.type}; use bf16 "
+                              "(or fp32) there")  # fmt: skip
         self.device = device
         self.dtype = _DTYPES.get(self.name)
         self.scaler = torch.amp.GradScaler(device.type) if self.name == "fp16" else None
