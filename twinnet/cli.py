@@ -197,6 +197,7 @@ def evaluate(
         help="pairs: K-fold accuracy, each fold's threshold from the others (LFW: 10; an LFW pairs.txt's own sets).",
     ),
     prototype: str = typer.Option(None, "--prototype", help="K>1: nearest shot or class mean."),
+    impostors: str = typer.Option(None, "--impostors", help="fvc: impostor trials fvc (first impressions) or all."),
     class_depth: int = typer.Option(
         None, "--class-depth", help="Folder levels that name a class (default 1; 2 for Omniglot)."
     ),
@@ -217,7 +218,8 @@ def evaluate(
         _at_least(option, value, minimum)
     given = {"references": references, "aggregate": aggregate, "pairs_file": None if pairs_file is None else
              str(pairs_file), "ways": ways, "shots": shots, "episodes": episodes, "n_pairs": pairs,
-             "prototype": prototype, "seed": seed, "folds": folds, "normalization": normalization}  # fmt: skip
+             "prototype": prototype, "seed": seed, "folds": folds, "normalization": normalization,
+             "impostors": impostors}  # fmt: skip
     params = {k: v for k, v in given.items() if v is not None}
     model = load_model_or_config(model_path, runtime=runtime)
     options = ReadOptions(class_depth=class_depth, skip_bad=skip_bad)
@@ -572,6 +574,7 @@ def gallery_create(
     backend: str = typer.Option("faiss", "--backend", help="faiss | qdrant"),
     qdrant_url: str = typer.Option(None, "--qdrant-url", help="A Qdrant server; default: embedded, in the gallery."),
     runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
+    codes: int = typer.Option(None, "--codes", help="Index BITS-bit SimHash codes (Hamming) instead of floats."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Create an empty gallery tied to MODEL."""
@@ -581,7 +584,8 @@ def gallery_create(
 
     if backend not in ("faiss", "qdrant"):
         raise DataError(f"--backend: {backend!r} is not one of faiss, qdrant")
-    g = Gallery.create(gallery, load(model_path, runtime=runtime), index=index, backend=backend, qdrant_url=qdrant_url)  # type: ignore[arg-type]
+    g = Gallery.create(gallery, load(model_path, runtime=runtime), index=index, backend=backend, qdrant_url=qdrant_url,  # type: ignore[arg-type]
+                       codes=codes)  # fmt: skip
     info = {"gallery": str(gallery), **g.info}
     g.close()
     _print_json(info) if as_json else out.print(f"created gallery {gallery} ({index} index, {backend})")

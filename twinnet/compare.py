@@ -32,7 +32,7 @@ from torch import nn
 from twinnet.registry import Registry
 
 Values = TypeVar("Values", np.ndarray, torch.Tensor)
-IndexMetric = Literal["ip", "l2"]
+IndexMetric = Literal["ip", "l2", "hamming"]  # hamming: packed binary codes (twinnet.codes)
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,8 @@ class IndexPlan:
     """How a vector index (FAISS, Qdrant) searches embeddings compared by one comparator.
 
     The index stores ``transform(vectors)`` and is searched by ``metric`` (``ip``: inner product,
-    ``l2``: Euclidean). Index scores are similarities (inner product, or negated squared distance);
+    ``l2``: Euclidean, ``hamming``: packed binary codes, searched by FAISS binary indexes).
+    Index scores are similarities (inner product, or negated squared distance);
     ``to_native`` turns them into the comparator's values. With ``rescore`` the index only proposes
     candidates (by L2 on the raw embeddings) and the comparator scores them exactly.
     """
@@ -139,7 +140,8 @@ def _negated(similarity: np.ndarray) -> np.ndarray:
     return np.maximum(-similarity, 0.0)
 
 
-COMPARATORS: Registry[Comparator] = Registry("comparator")
+#: built-ins defined here, plus ``hamming`` (twinnet.codes.comparator), registered on first use
+COMPARATORS: Registry[Comparator] = Registry("comparator", builtins="twinnet.codes.comparator")
 
 # Squared distances below this are treated as this, so sqrt never sees 0 and never makes NaN gradients.
 _EPS = 1e-12

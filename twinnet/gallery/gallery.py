@@ -39,6 +39,7 @@ from twinnet.gallery.index import (
     CacheError,
     FaissIndex,
     QdrantIndex,
+    faiss_index_class,
     fsync_directory,
     index_similarity,
     remove_orphan_temporaries,
@@ -171,6 +172,8 @@ class Gallery:
         self.model = model
         self.dim = int(info["dim"])
         self.comparator: Comparator = model.comparator if model is not None else _named_comparator(info, path)
+        if info.get("codes"):  # `create(codes=bits)`: the model's embeddings hashed into SimHash codes
+            self.comparator = _codes_comparator(info, path, self.comparator)
         self.orientation: Orientation = self.comparator.orientation
         self.plan: IndexPlan = self.comparator.index_plan(self.dim)
         self.store = TemplateStore(path / "templates.sqlite")  # creates or upgrades the schema
@@ -203,7 +206,13 @@ class Gallery:
         backend: Literal["faiss", "qdrant"] = "faiss",
         qdrant_url: str | None = None,
         exist_ok: bool = False,
+        codes: int | None = None,
     ) -> Gallery:
+        """A new, empty gallery at ``path``. ``codes``: index ``codes``-bit SimHash codes of the
+        embeddings (Hamming distance, FAISS binary indexes, 16 bytes a template at 128 bits) instead
+        of the float embeddings; decisions then need an explicit Hamming threshold (the model's
+        calibration is in its own comparator's scale). For ITQ or learned codes, give a model whose
+        comparator is ``hamming`` (:func:`twinnet.codes.with_codes`) and leave ``codes`` out."""
         path = Path(path)
         if (path / "gallery.json").exists():
             if exist_ok:
@@ -226,6 +235,9 @@ class Gallery:
             "format": GALLERY_FORMAT, "format_version": GALLERY_VERSION, "dim": emb_dim, "comparator": comparator,
             "model_fingerprint": fingerprint, "index": index, "backend": backend, "qdrant_url": qdrant_url,
         }  # fmt: skip
+        if codes is not None:
+            info["codes"] = {"bits": codes, "method": "simhash", "seed": 0}
+            _check_codes(info["codes"], path / "gallery.json")
         path.mkdir(parents=True, exist_ok=True)
         _write_info(path, info)
         return cls(path, info, model)
@@ -307,7 +319,7 @@ class Gallery:
             try:
                 header = FaissIndex.read_header(cache)
                 kind = self._wanted_kind(n_templates, header.get("kind"))
-                loaded, claimed = FaissIndex.load(cache, plan.dim, plan.metric, kind)
+                loaded, claimed = faiss_index_class(plan.metric).load(cache, plan.dim, plan.metric, kind)
                 changes = self._verify_cache(loaded, claimed, store)
             except CacheError as err:
                 faiss_index = self._build(store, self._wanted_kind(n_templates, None), f"cache not used: {err}")
@@ -351,7 +363,7 @@ class Gallery:
     def _build(self, store: TemplateStore, kind: str, reason: str) -> FaissIndex:
         """A fresh index of every template, with the change id of the same snapshot (call inside
         :meth:`TemplateStore.snapshot`)."""
-        index = FaissIndex(self.plan.dim, self.plan.metric, kind)
+        index = faiss_index_class(self.plan.metric)(self.plan.dim, self.plan.metric, kind)
         head = store.head()
         ids, vectors = store.all_templates(self.dim)
         if len(ids):
@@ -622,14 +634,22 @@ class Gallery:
 
     # -- scoring ------------------------------------------------------------------------------------
 
+    @property
+    def _calibration(self) -> Any:
+        """The model's calibration, where it is in this gallery's scale (not for a gallery of codes
+        of a float model: its thresholds are distances of another comparator)."""
+        if self.model is None or self.comparator is not self.model.comparator:
+            return None
+        return getattr(self.model, "calibration", None)
+
     def default_threshold(self, operating_point: str | None = None) -> float | None:
         """The threshold of the model's ``operating_point`` (None: its default); None when the model
         has no calibration. An unknown name is a ConfigError listing the known ones."""
-        calibration = getattr(self.model, "calibration", None)
+        calibration = self._calibration
         return None if calibration is None else calibration.threshold(operating_point)
 
     def _operating_point_name(self, operating_point: str | None) -> str | None:
-        calibration = getattr(self.model, "calibration", None)
+        calibration = self._calibration
         if calibration is None:
             if operating_point is not None:
                 raise ConfigError(f"operating point {operating_point!r}: the model has no calibration; "
@@ -847,7 +867,26 @@ def _read_info(path: Path) -> dict[str, Any]:
         raise corrupted(f"'backend' is {info.get('backend')!r}, not one of {', '.join(_BACKENDS)}")
     if info.get("qdrant_url") is not None and not isinstance(info["qdrant_url"], str):
         raise corrupted(f"'qdrant_url' is {info['qdrant_url']!r}, not a string or null")
+    if info.get("codes") is not None:
+        _check_codes(info["codes"], file)
     return info
+
+
+def _check_codes(codes: Any, file: Path) -> None:
+    bits = codes.get("bits") if isinstance(codes, dict) else None
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 8 or bits % 8:
+        raise DataError(f"{file}: 'codes.bits' is {bits!r}, not a positive multiple of 8")
+    if codes.get("method") != "simhash" or not isinstance(codes.get("seed"), int):
+        raise DataError(f"{file}: 'codes' must be {{bits, method: simhash, seed}}, not {codes!r}")
+
+
+def _codes_comparator(info: dict[str, Any], path: Path, over: Comparator) -> Comparator:
+    """The SimHash comparator of a gallery created with ``codes`` (deterministic from its seed)."""
+    if over.index_plan(int(info["dim"])).metric == "hamming":
+        raise DataError(f"gallery {path}: the model already compares binary codes; create the gallery without codes")
+    codes = info["codes"]
+    return build_comparator("hamming", {"bits": codes["bits"], "method": "simhash", "seed": codes["seed"]},
+                            int(info["dim"])).eval()  # fmt: skip
 
 
 def _take(inputs: Any, keep: builtins.list[int]) -> Any:

@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-Metric = Literal["ip", "l2"]
+Metric = Literal["ip", "l2", "hamming"]
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
 
 #: ``auto`` switches from exact to IVF search at this many templates (and back below half of it).
@@ -40,6 +40,10 @@ def index_similarity(metric: Metric, queries: np.ndarray, vectors: np.ndarray) -
     """The ``(len(queries), len(vectors))`` scores an exact index of ``metric`` gives: inner
     products, or negated squared Euclidean distances (computed from differences, not expanded, so
     that near-identical vectors score 0 rather than a rounding error)."""
+    if metric == "hamming":  # packed binary codes: negated Hamming distances
+        from twinnet.codes.bits import hamming_matrix
+
+        return -hamming_matrix(queries, vectors).astype(np.float32)
     q = np.asarray(queries, dtype=np.float32)
     v = np.asarray(vectors, dtype=np.float32)
     if metric == "ip":
@@ -66,10 +70,32 @@ class VectorIndex(Protocol):
     def __len__(self) -> int: ...
 
 
+#: The FAISS index class for each index metric: :class:`FaissIndex` for ``ip`` and ``l2``;
+#: :mod:`twinnet.gallery.binary_index` adds ``hamming`` (packed binary codes).
+FAISS_INDEXES: dict[str, type[FaissIndex]] = {}
+
+
+def register_faiss_index(*metrics: str) -> Any:
+    def decorator(cls: type[FaissIndex]) -> type[FaissIndex]:
+        for metric in metrics:
+            FAISS_INDEXES[metric] = cls
+        return cls
+
+    return decorator
+
+
+def faiss_index_class(metric: str) -> type[FaissIndex]:
+    """The FAISS index class that searches ``metric`` (an index plan's)."""
+    if metric not in FAISS_INDEXES:
+        import twinnet.gallery.binary_index  # noqa: F401  (registers hamming)
+    return FAISS_INDEXES[metric]
+
+
 class CacheError(Exception):
     """An index cache file that cannot be used (missing, torn, foreign, or for another index)."""
 
 
+@register_faiss_index("ip", "l2")
 class FaissIndex:
     """FAISS: ``flat`` (exact), ``ivf`` (inverted lists: trained on a sample, quick to build, supports
     removal) or ``hnsw`` (graph; no removal, so the gallery rebuilds it after one).
@@ -202,7 +228,7 @@ class FaissIndex:
         fsynced and then renamed over ``path``; so a reader finds the old file or the new one,
         whole, and never a stamp with another index's contents. Several processes may save at once
         (each has its own temporary file; the last rename wins, and each file is truthful)."""
-        payload = self.faiss.serialize_index(self.index).data  # a memoryview: no copy
+        payload = self._serialize().data  # a memoryview: no copy
         header = json.dumps({
             "change_id": int(change_id), "kind": self.kind, "metric": self.metric, "dim": self.dim,
             "count": len(self), "trained_for": self.trained_for, "ivf_lists": self.ivf_lists,
@@ -248,7 +274,7 @@ class FaissIndex:
             raise CacheError(f"{path}: torn or corrupted (checksum mismatch)")
         obj = cls(dim, metric, kind, ivf_lists=header.get("ivf_lists"))
         try:
-            obj.index = obj.faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8))
+            obj.index = obj._deserialize(np.frombuffer(raw, dtype=np.uint8))
         except RuntimeError as err:
             raise CacheError(f"{path}: unreadable index ({str(err).splitlines()[0]})") from None
         if kind == "ivf":
@@ -262,6 +288,13 @@ class FaissIndex:
         if not isinstance(change_id, int) or change_id < 0:
             raise CacheError(f"{path}: bad change id {change_id!r}")
         return obj, change_id
+
+
+    def _serialize(self) -> Any:
+        return self.faiss.serialize_index(self.index)
+
+    def _deserialize(self, raw: np.ndarray) -> Any:
+        return self.faiss.deserialize_index(raw)
 
 
 def _read_header(f: Any, path: Path) -> dict[str, Any]:
@@ -343,7 +376,9 @@ class QdrantIndex:
         self.collection = collection
         self.state_collection = f"{collection}_twinnet_state"
         self.metric = metric
-        distance = models.Distance.DOT if metric == "ip" else models.Distance.EUCLID
+        #: binary codes are kept as ±1 vectors, compared by the dot product: Hamming = (bits − dot) / 2
+        self.bits = dim if metric == "hamming" else None
+        distance = models.Distance.EUCLID if metric == "l2" else models.Distance.DOT
         if not self.client.collection_exists(collection):
             self.client.create_collection(collection, vectors_config=models.VectorParams(size=dim, distance=distance))
         if not self.client.collection_exists(self.state_collection):
@@ -373,7 +408,15 @@ class QdrantIndex:
         self.client.delete_collection(self.collection)
         self.client.create_collection(self.collection, vectors_config=params)
 
+    def _points(self, vectors: np.ndarray) -> np.ndarray:
+        if self.bits is None:
+            return np.asarray(vectors, dtype=np.float32)
+        from twinnet.codes.bits import signs
+
+        return signs(vectors)
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        vectors = self._points(vectors)
         for start in range(0, len(ids), 1024):
             self.client.upsert(self.collection, self.models.Batch(
                 ids=[int(i) for i in ids[start : start + 1024]], vectors=vectors[start : start + 1024].tolist(),
@@ -387,12 +430,15 @@ class QdrantIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores = np.full((len(queries), k), -np.inf, np.float32)
         ids = np.full((len(queries), k), -1, np.int64)
-        requests = [self.models.QueryRequest(query=q.tolist(), limit=k) for q in queries]
+        requests = [self.models.QueryRequest(query=q.tolist(), limit=k) for q in self._points(queries)]
         for row, response in enumerate(self.client.query_batch_points(self.collection, requests)):
             for col, point in enumerate(response.points):
                 ids[row, col] = int(point.id)
                 # Qdrant's EUCLID score is the distance: turn it into our -squared-distance similarity
-                scores[row, col] = point.score if self.metric == "ip" else -(point.score**2)
+                if self.bits is not None:  # the dot product of ±1 codes: −Hamming = (dot − bits) / 2
+                    scores[row, col] = (point.score - self.bits) / 2
+                else:
+                    scores[row, col] = point.score if self.metric == "ip" else -(point.score**2)
         return scores, ids
 
     def __len__(self) -> int:

@@ -7,6 +7,7 @@ from twinnet.losses.cosent import CoSENTLoss
 from twinnet.losses.cosine_regression import CosineRegressionLoss
 from twinnet.losses.margin_softmax import ArcFaceLoss, CosFaceLoss, MarginSoftmaxLoss
 from twinnet.losses.online_contrastive import OnlineContrastiveLoss
+from twinnet.losses.quantization import HashingLoss
 from twinnet.losses.ranking import MultipleNegativesRankingLoss
 from twinnet.losses.score_map import LogisticScoreMapLoss
 from twinnet.losses.triplet import TripletLoss
@@ -20,6 +21,7 @@ __all__ = [
     "CosFaceLoss",
     "CosineRegressionLoss",
     "EmbeddingLoss",
+    "HashingLoss",
     "LogisticScoreMapLoss",
     "MarginSoftmaxLoss",
     "MultipleNegativesRankingLoss",
