@@ -76,7 +76,7 @@ def start_service(model: Path, gallery: Path, key: str, stderr: Any) -> tuple[An
     deadline = time.time() + 60
     while True:
         try:
-            if httpx.get(url + "/health").status_code == 200:
+            if httpx.get(url + "/health", headers={"X-API-Key": key}).status_code == 200:
                 return server, url
         except httpx.HTTPError:
             pass

@@ -236,3 +236,51 @@ def test_errors_map_to_statuses_by_type_not_by_message(model_dir, error, status,
         r = client.delete("/identities/someone")
     assert r.status_code == status and r.headers["content-type"] == "application/json"
     assert r.json() == {"error": {"code": code, "message": str(error)}}
+
+
+def _batches_for_one_pair(config: dict) -> tuple[int, int]:
+    """(model batches, items) the micro-batcher runs for one a input and one b input arriving together."""
+    import asyncio
+
+    from twinnet.serve import MicroBatcher
+
+    model = build_model(ModelConfig.model_validate(config)).eval()
+    batcher = MicroBatcher(model, window_s=0.05, max_batch=64)
+
+    async def run() -> None:
+        await batcher.start()
+        x = torch.rand(1, 1, 8, 8)
+        ea, eb = await asyncio.gather(batcher.embed(x, "a"), batcher.embed(x, "b"))
+        np.testing.assert_allclose(ea, model.embed(x, "a").detach().numpy(), atol=1e-6)
+        np.testing.assert_allclose(eb, model.embed(x, "b").detach().numpy(), atol=1e-6)
+        await batcher.stop()
+
+    asyncio.run(run())
+    return batcher.batches, batcher.items
+
+
+def test_micro_batcher_runs_one_forward_per_encoder_not_per_side():
+    encoder = {"name": "conv4", "params": {"hidden": 8, "blocks": 2, "embedding_dim": 12}}
+    twin = {"input": {"size": [8, 8]}, "encoder": encoder}
+    assert _batches_for_one_pair(twin) == (1, 2)  # a shared-weight twin: both sides in one batch
+    half = {**twin, "encoder_b": encoder}
+    assert _batches_for_one_pair(half) == (2, 2)  # a half-twin: each encoder its own batch
+
+
+def test_small_and_per_image_decoding_answer_the_same(model_dir):
+    """A small request is checked and decoded in one job; a big one image by image: same answers."""
+    from fastapi.testclient import TestClient
+
+    model = load(model_dir)
+    answers, decoded = [], []
+    for small in (1_000_000, 0):  # 0: every request takes the per-image path
+        app = create_app(model, None, ServiceSettings(no_auth=True, small_request_pixels=small))
+        with TestClient(app) as client:
+            r = client.post("/verify", files={"a": png(1), "b": png(2)})
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+            bad = client.post("/verify", files={"a": png(1), "b": b"not an image"})
+            assert bad.status_code == 400 and bad.json()["error"]["code"] == "not_an_image"
+            decoded.append(client.get("/health").json()["decoded"])
+    assert answers[0] == answers[1]
+    assert decoded == [2, 2]  # the bad request is refused before any of its images is decoded

@@ -96,6 +96,10 @@ class ServiceSettings:
     decode_workers: int = 2
     """Threads decoding images. One request uses at most one of them at a time, so with two, one
     request with many big images never keeps a small one waiting for a worker."""
+    small_request_pixels: int = 1_000_000
+    """A request whose images have at most this many pixels in all is checked and decoded in one
+    job on a decode worker (a few milliseconds at most); bigger ones decode an image per job, so
+    that others get a worker between their images."""
     stats_window_s: float = 60.0
     """The length of a :class:`ScoreLog` window (seconds)."""
     stats_log: str | Path | None = None
@@ -460,9 +464,7 @@ class DecodePool:
         if self.executor is None:  # used without the app's lifespan (a bare ASGI call)
             await self.start()
         async with self.slots:  # at most `workers` decodes admitted at once, the rest wait here
-            result = await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-        self.decoded += 1
-        return result
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
 
 class MicroBatcher:
@@ -477,6 +479,12 @@ class MicroBatcher:
         self.batches = 0
         self.items = 0
         self._task: asyncio.Task | None = None
+        # each side → the first side that shares its encoder (the model says which encoder a side uses)
+        self._leader: dict[Side, Side] = {}
+        for side in SIDES:
+            encoder = model.encoder_for(side)
+            self._leader[side] = next(s for s in SIDES if model.encoder_for(s) is encoder)
+        self._leading_sides = [side for side in SIDES if self._leader[side] == side]
 
     async def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -513,8 +521,10 @@ class MicroBatcher:
                     break
                 pending.append(item)
                 size += len(item[0])
-            for side in SIDES:
-                group = [p for p in pending if p[1] == side]
+            # one forward per encoder, not per side: a shared-weight twin embeds the a and b
+            # inputs of every waiting /verify in a single batch (a half-twin still runs two)
+            for side in self._leading_sides:
+                group = [p for p in pending if self._leader[p[1]] == side]
                 if not group:
                     continue
                 try:
@@ -784,6 +794,7 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
         for p in group:  # one at a time: a request holds at most one decode worker (see DecodePool)
             if p.data is not None:
                 values.append(await decoder.run(decode_image_bytes, p.data, p.name, specs[side]))
+                decoder.decoded += 1
             else:
                 assert p.value is not None
                 values.append(p.value)
@@ -834,10 +845,30 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
             415, "unsupported_media_type", f"{content_type}: send multipart/form-data or application/json"
         )
 
+    Groups = list[list[Prepared]]
+
+    def prepare_small(fields: dict[str, Any], files: dict[str, list[bytes]],
+                      wanted: tuple[tuple[str, bool, Side], ...]) -> tuple[Groups, list[Any] | None]:  # fmt: skip
+        """:func:`prepare_all`, and for a small request (images of at most ``small_request_pixels``
+        in all) the decoded inputs too, all on one decode worker: one thread hop, not one per image."""
+        groups = prepare_all(fields, files, wanted)
+        if sum(p.pixels for group in groups for p in group) > settings.small_request_pixels:
+            return groups, None
+        return groups, [decoded_now(group, side) for group, (_, _, side) in zip(groups, wanted)]
+
+    def decoded_now(group: list[Prepared], side: Side) -> torch.Tensor | list[str]:
+        values = [decode_image_bytes(p.data, p.name, specs[side]) if p.data is not None else p.value for p in group]
+        if isinstance(values[0], str):
+            return [v for v in values if isinstance(v, str)]
+        return torch.stack([v for v in values if isinstance(v, torch.Tensor)])
+
     async def read_inputs(request: Request, *wanted: tuple[str, bool, Side]) -> tuple[dict[str, Any], list[Any]]:
         """The body's fields, and each wanted input (name, many, side) decoded for its side."""
         fields, files = await read_body(request)
-        groups = await run_in_threadpool(prepare_all, fields, files, wanted)
+        groups, decoded = await decoder.run(prepare_small, fields, files, wanted)
+        if decoded is not None:
+            decoder.decoded += sum(p.data is not None for group in groups for p in group)
+            return fields, decoded
         return fields, [await decode(group, side) for group, (_, _, side) in zip(groups, wanted)]
 
     def need_gallery() -> Any:
@@ -1001,6 +1032,11 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def uvicorn_options(host: str, port: int) -> dict[str, Any]:
+    """How the service runs under uvicorn (bench/serve.py runs its bare ceiling app the same way)."""
+    return {"host": host, "port": port, "log_level": "warning", "access_log": False}
+
+
 def serve(model_path: str | Path, gallery_path: str | Path | None, host: str, port: int,
           settings: ServiceSettings, *, runtime: str = "torch") -> None:  # fmt: skip
     """Load the model (and gallery) and run the service with uvicorn until interrupted.
@@ -1027,7 +1063,7 @@ def serve(model_path: str | Path, gallery_path: str | Path | None, host: str, po
     app = create_app(model, gallery, settings)
     print(f"serving {model_path} on {_url(host, port)} (docs at /docs)", file=sys.stderr, flush=True)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(app, **uvicorn_options(host, port))
     finally:
         if gallery is not None:
             gallery.close()
