@@ -2,9 +2,11 @@
 
 Importing this package registers the built-in encoders (``conv4``, ``koch``, ``mlp``, ``signet``,
 ``tdnn``, ``gru``, ``text``, ``small_text``, ``face_resnet``; for tracking, the fully-convolutional
-``siamfc_alexnet`` and ``siamfc_light``, which give feature maps).
+``siamfc_alexnet`` and ``siamfc_light``, which give feature maps; with attention, ``vit`` and
+``trajectory_transformer``).
 """
 
+from twinnet.encoders.attention import TrajectoryTransformerEncoder, ViTEncoder
 from twinnet.encoders.conv import Conv4Encoder, KochEncoder
 from twinnet.encoders.fingerprint import FingerprintEncoder
 from twinnet.encoders.fully_conv import SiamFCAlexNet, SiamFCLight
@@ -12,23 +14,29 @@ from twinnet.encoders.mlp import MLPEncoder
 from twinnet.encoders.registry import ENCODERS, build_encoder, register_encoder
 from twinnet.encoders.resnet import FaceResNetEncoder
 from twinnet.encoders.signature import GRUEncoder, SigNetEncoder, TDNNEncoder
+from twinnet.encoders.speaker import ECAPAEncoder, ResemblyzerEncoder, XVectorEncoder
 from twinnet.encoders.text import SmallTextEncoder, TransformerTextEncoder, WordVocabulary
 
 __all__ = [
     "ENCODERS",
     "Conv4Encoder",
+    "ECAPAEncoder",
     "FaceResNetEncoder",
     "FingerprintEncoder",
     "GRUEncoder",
     "KochEncoder",
     "MLPEncoder",
+    "ResemblyzerEncoder",
     "SiamFCAlexNet",
     "SiamFCLight",
     "SigNetEncoder",
     "SmallTextEncoder",
     "TDNNEncoder",
+    "TrajectoryTransformerEncoder",
     "TransformerTextEncoder",
+    "ViTEncoder",
     "WordVocabulary",
+    "XVectorEncoder",
     "build_encoder",
     "register_encoder",
 ]
