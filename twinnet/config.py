@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from twinnet.errors import ConfigError
-from twinnet.registry import DATA_SOURCES, PROTOCOLS
+from twinnet.registry import DATA_SOURCES, LOGGERS, PROTOCOLS
 
 # Every number of a config has a valid range: a count of 0, a negative learning rate or NaN would
 # otherwise run and produce a meaningless model with exit status 0. Pydantic's messages for these
@@ -346,6 +346,17 @@ class TrainConfig(_Strict):
     """Stop after the epoch during which this much training time has passed (a budget guard)."""
     plan: dict[str, Any] = Field(default_factory=dict)
     """Options of the loss's batch plan, e.g. ``{max_gap: 100, stills: …}`` for ``tracking_pairs``."""
+    loggers: list[str] = Field(default_factory=lambda: ["jsonl"])
+    """Where each epoch's record goes: ``jsonl`` (``RUN/metrics.jsonl``), ``tensorboard``
+    (``RUN/tensorboard/``), ``mlflow`` (MLflow's local file store ``RUN/mlruns/``), or a registered name."""
+
+    @field_validator("loggers")
+    @classmethod
+    def _known_loggers(cls, v: list[str]) -> list[str]:
+        unknown = [name for name in v if name not in LOGGERS]
+        if unknown:
+            raise ValueError(f"unknown run logger(s) {', '.join(unknown)}; known: {', '.join(LOGGERS.names())}")
+        return v
 
 
 class Config(_Strict):

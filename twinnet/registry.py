@@ -103,6 +103,9 @@ def check_params(factory: Callable[..., Any], params: dict[str, Any], *, field: 
 PROTOCOLS: Registry[Any] = Registry("protocol", builtins="twinnet.protocols")
 #: Data formats (:class:`twinnet.data.sources.DataSource`), by name.
 DATA_SOURCES: Registry[Any] = Registry("data format", builtins="twinnet.data.builtin_sources")
+#: Where the trainer's per-epoch records go (``train.loggers``: ``jsonl``, ``tensorboard``, ``mlflow``;
+#: :mod:`twinnet.training.loggers`).
+LOGGERS: Registry[Any] = Registry("run logger", builtins="twinnet.training.loggers")
 #: How a saved model directory is loaded (``twinnet.load(path, runtime=…)``, ``--runtime``): ``torch``
 #: (registered by :mod:`twinnet.io`) and ``onnx`` (an export run by ONNX Runtime, :mod:`twinnet.onnx`).
 RUNTIMES: Registry[Any] = Registry("runtime", builtins="twinnet.onnx.runtime")
