@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -57,7 +56,7 @@ from twinnet.training.autopick import pick_input
 from twinnet.training.batch import Batch
 from twinnet.training.checkpoint import Resumable, TrainerState, load_checkpoint, load_weights, save_checkpoint
 from twinnet.training.data import load_datasets, load_training_data, vocabulary_texts
-from twinnet.training.distributed import World, broadcast, lost_process, reduce_sum, setup, teardown
+from twinnet.training.distributed import World, broadcast, lost_contact, reduce_sum, setup, teardown
 from twinnet.training.plans import BatchPlan, build_plan
 from twinnet.training.precision import Precision
 from twinnet.training.prefetch import Prefetcher
@@ -264,12 +263,10 @@ class Trainer:
         for epoch in range(self.state.epoch, c.epochs):
             try:
                 record = self._train_epoch(epoch)
-            except dist.DistError as err:
-                raise lost_process(err) from None
             except RuntimeError as err:
-                if self.world.distributed and _collective_failure(err):
-                    raise lost_process(err) from None
-                raise
+                if (lost := lost_contact(err)) is None:
+                    raise
+                raise lost from None  # another process is gone: say so, and how to go on
             self.state.epoch = epoch + 1
             outcome = self.validate() if self.world.is_main else None  # rank 0 validates, the others wait
             if outcome is not None:
@@ -433,13 +430,6 @@ def _clock(seconds: float) -> str:
     """``H:MM:SS``."""
     s = max(0, round(seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-def _collective_failure(err: RuntimeError) -> bool:
-    """Whether ``err`` is a collective that failed because another process is gone or too slow."""
-    text = str(err)
-    return any(word in text for word in ("gloo", "NCCL", "Connection closed", "Connection reset", "timed out",
-                                         "Timed out", "Broken pipe"))  # fmt: skip
 
 
 def _unique_parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from twinnet.errors import ConfigError, TrainingError
 from twinnet.runtime import pick_device
 
-__all__ = ["World", "broadcast", "gather", "gather_ids", "launched", "reduce_sum", "setup", "teardown"]
+__all__ = ["World", "broadcast", "gather", "gather_ids", "launched", "lost_contact", "reduce_sum", "setup", "teardown"]
 
 
 @dataclass(frozen=True)
@@ -119,12 +119,22 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def lost_process(err: BaseException) -> TrainingError:
-    """The error a process raises when a collective fails: another process is gone or timed out."""
+def lost_contact(err: RuntimeError) -> TrainingError | None:
+    """What to raise instead of ``err`` when it is a collective that failed because another process
+    is gone or too slow (a TrainingError saying so and how to go on); ``None`` for any other error."""
     world = World.current()
+    if not world.distributed:
+        return None
+    text = str(err)
+    if not isinstance(err, dist.DistError) and not any(word in text for word in _LOST_CONTACT):
+        return None
     return TrainingError(f"rank {world.rank} of {world.size}: lost contact with the other training processes "
                          f"({_first_line(err)}); when one was stopped, rerun the same command with --resume "
                          "to continue from the last checkpoint")  # fmt: skip
+
+
+_LOST_CONTACT = ("gloo", "NCCL", "Connection closed", "Connection reset", "Broken pipe", "timed out", "Timed out")
+"""What the messages of a failed collective hold (gloo's and NCCL's are not all DistErrors)."""
 
 
 def _first_line(err: BaseException) -> str:
@@ -218,5 +228,10 @@ def broadcast(value: int, device: torch.device) -> int:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return value
     t = torch.tensor([value], dtype=torch.int64, device=device)
-    dist.broadcast(t, src=0)
+    try:
+        dist.broadcast(t, src=0)
+    except RuntimeError as err:
+        if (lost := lost_contact(err)) is None:
+            raise
+        raise lost from None
     return int(t.item())
