@@ -21,6 +21,10 @@ The built-in plans:
 An epoch is one pass over the training data (as many pairs or items as there are training items)
 unless ``train.samples_per_epoch`` says how many.
 
+With several training processes (:mod:`twinnet.training.distributed`) the batches stay those of one
+process; each process builds only its share of every batch (``self.world``): its own classes of a
+P×K batch, every N-th pair or item of the others.
+
 A new plan subclasses :class:`BatchPlan` and registers itself with ``@BATCH_PLANS.register(name)``;
 a loss that sets ``batch_plan = name`` then trains from it.
 """
