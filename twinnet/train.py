@@ -252,6 +252,10 @@ class Trainer:
                 self._resume(path)
             elif not isinstance(resume, bool):
                 raise DataError(f"cannot resume: checkpoint {path} not found")
+            if (first := broadcast(self.state.epoch, self.device)) != self.state.epoch:  # several processes
+                raise DataError(f"rank {self.world.rank} resumes after epoch {self.state.epoch}, rank 0 after epoch "
+                                f"{first}: every process must read the same checkpoint ({path}); with several "
+                                "machines, --out must be a folder all of them see")  # fmt: skip
         if self.world.distributed:  # DDP averages the gradients; the module is on this process's device (no
             step = _Step(self.model, self.loss)  # device_ids), and a parameter a loss leaves unused is allowed
             self._step = DistributedDataParallel(step, find_unused_parameters=True)

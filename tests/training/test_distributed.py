@@ -256,3 +256,22 @@ def test_a_killed_process_fails_the_run_cleanly_and_resume_continues(tmp_path, i
     assert f"resumed from {run / 'checkpoints/last'} after epoch {done}" in out.replace("\n", "")
     assert json.loads(state.read_text())["epoch"] == done + 2
     assert len((run / "metrics.jsonl").read_text().splitlines()) == done + 2  # every epoch logged once
+
+
+def test_a_process_that_resumes_from_another_epoch_than_rank_0_says_so(tmp_path, monkeypatch):
+    import twinnet.train
+    from twinnet import Trainer, TripletLoss
+    from twinnet.config import ModelConfig
+    from twinnet.errors import DataError
+
+    items = from_arrays(np.random.default_rng(0).normal(size=(24, 4)).astype(np.float32), np.repeat(np.arange(6), 4))
+    spec = {"input": {"kind": "vector", "features": 4}, "comparator": {"name": "euclidean"},
+            "encoder": {"name": "mlp", "params": {"hidden": [], "embedding_dim": 2}}}  # fmt: skip
+    config = TrainConfig(epochs=1, samples_per_epoch=16, classes_per_batch=4, items_per_class=2, progress=False)
+    Trainer(build_model(ModelConfig.model_validate(spec)), TripletLoss(), items, config, run_dir=tmp_path).fit()
+    # rank 0 (broadcasting) read another checkpoint than this process: not a shared --out
+    monkeypatch.setattr(twinnet.train, "broadcast", lambda value, device: value + 3)
+    trainer = Trainer(build_model(ModelConfig.model_validate(spec)), TripletLoss(), items,
+                      config.model_copy(update={"epochs": 2}), run_dir=tmp_path)  # fmt: skip
+    with pytest.raises(DataError, match="resumes after epoch 1, rank 0 after epoch 4: every process must read the"):
+        trainer.fit(resume=True)
