@@ -35,14 +35,20 @@ class _Strict(BaseModel):
 class InputSpec(_Strict):
     """What one input of the model is, and how raw files become tensors."""
 
-    kind: Literal["image", "vector", "sequence", "text"] = "image"
+    kind: Literal["image", "vector", "sequence", "text", "audio"] = "image"
     channels: Literal[1, 3] = 1
     size: tuple[PositiveInt, PositiveInt] = (28, 28)
     """Image height and width after resizing."""
     features: PositiveInt | None = None
     """Vector length (``kind: vector``), or features per time step (``kind: sequence``)."""
     length: PositiveInt | None = None
-    """Time steps of a sequence (``kind: sequence``); trajectories are resampled to it."""
+    """Time steps of a sequence (``kind: sequence``); trajectories are resampled to it. Audio: samples
+    of each training clip (longer recordings are cut, shorter ones repeated; default one second);
+    a trained audio model embeds recordings of any length."""
+    sample_rate: PositiveInt = 16000
+    """Audio: the model's sample rate; recordings are resampled to it and mixed to mono."""
+    max_seconds: PositiveFloat = 60.0
+    """Audio: the longest recording read, checked from the file's header before decoding."""
     invert: bool = False
     """Images: use ``1 - x``, so dark ink on white paper becomes high values."""
     face_crop: bool = False
@@ -63,6 +69,8 @@ class InputSpec(_Strict):
         if self.kind == "image":
             h, w = self.size
             return {"in_channels": self.channels, "input_size": (h, w), "in_features": self.channels * h * w}
+        if self.kind == "audio":
+            return {"sample_rate": self.sample_rate}
         if self.features is None:
             raise ConfigError(f"model.input.features: required when model.input.kind is {self.kind!r}")
         if self.kind == "sequence":
@@ -78,6 +86,8 @@ class InputSpec(_Strict):
             return (self.channels, *self.size)
         if self.kind == "sequence":
             return (int(self.features or 0), int(self.length or 0))
+        if self.kind == "audio":
+            return (int(self.length or self.sample_rate),)
         return (int(self.features or 0),)
 
 

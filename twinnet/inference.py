@@ -33,11 +33,15 @@ Input = str | Path | torch.Tensor | np.ndarray
 
 
 def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, and the image files inside any folder (sorted, recursively)."""
+    """Files as given, and the image (or audio) files inside any folder (sorted, recursively)."""
+    from twinnet.data.audio import is_audio_file
+
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and (is_image_file(f) or f.suffix == ".npy"))
+            found = sorted(
+                f for f in p.rglob("*") if f.is_file() and (is_image_file(f) or is_audio_file(f) or f.suffix == ".npy")
+            )
             if not found:
                 raise DataError(f"{p}: no input files in this folder")
             out += found
@@ -55,6 +59,14 @@ def read_input(item: Input, spec: InputSpec) -> torch.Tensor | str:
         if not isinstance(item, str):
             raise DataError(f"a text model takes strings, got {type(item).__name__}")
         return item
+    if spec.kind == "audio":  # a recording of any length: (samples,) at the model's rate
+        from twinnet.data.audio import load_audio
+
+        wave = load_audio(item, spec) if isinstance(item, (str, Path)) else torch.as_tensor(item).float()
+        if wave.dim() != 1 or len(wave) == 0:
+            raise DataError(f"{item if isinstance(item, (str, Path)) else 'input'}: an audio model takes "
+                            f"one waveform (samples,), not shape {tuple(wave.shape)}")  # fmt: skip
+        return wave
     if isinstance(item, (str, Path)):
         path = Path(item)
         if spec.kind == "vector" or path.suffix == ".npy":
@@ -128,7 +140,14 @@ def embed(
         return check_finite_embeddings(embed_batches(model, texts, side=side, batch_size=batch_size), names)  # type: ignore[arg-type]
     if any(isinstance(i, (str, Path)) for i in inputs):
         spec = model.input_spec(side)
-        batch = torch.stack([read_input(i, spec) for i in inputs])  # type: ignore[misc]
+        tensors = [read_input(i, spec) for i in inputs]
+        shapes = {tuple(t.shape) for t in tensors if isinstance(t, torch.Tensor)}
+        if len(shapes) > 1:  # e.g. recordings of different lengths: one at a time
+            rows = [
+                embed_batches(model, t[None], side=side, batch_size=1) for t in tensors if isinstance(t, torch.Tensor)
+            ]
+            return check_finite_embeddings(torch.cat(rows), names)
+        batch = torch.stack(tensors)  # type: ignore[arg-type]
     else:
         batch = torch.stack([torch.as_tensor(i).float() for i in inputs])
     return check_finite_embeddings(embed_batches(model, batch, side=side, batch_size=batch_size), names)
@@ -378,7 +397,6 @@ def embed_files(
     if out_file.suffix != ".npy":
         raise DataError(f"--out {out_file}: the embeddings file must end in .npy")
     model = load(model_path, runtime=runtime)
-    spec = model.input_spec("a")
     names: list[str] | list[Path]
     if model.takes_texts("a"):
         texts, names = read_text_lines(inputs)
@@ -388,10 +406,7 @@ def embed_files(
         rows = []
         for i in range(0, len(files), batch_size):
             chunk = files[i : i + batch_size]
-            batch = torch.stack([read_input(f, spec) for f in chunk])  # type: ignore[misc]
-            rows.append(
-                check_finite_embeddings(embed_batches(model, batch, batch_size=batch_size), list(map(str, chunk)))
-            )
+            rows.append(embed(model, chunk, batch_size, names=list(map(str, chunk))))
         array = torch.cat(rows).numpy().astype(np.float32)
     if not np.isfinite(array).all():  # finite in float32 too: a huge value overflows to inf when cast
         check_finite_embeddings(torch.from_numpy(array), list(map(str, names)))

@@ -56,7 +56,7 @@ from twinnet.calibrate import NATIVE
 from twinnet.config import InputSpec
 from twinnet.data.images import decode_image, to_float
 from twinnet.embedding import embed_batches
-from twinnet.errors import ConfigError, NotFoundError, TwinnetError
+from twinnet.errors import ConfigError, DataError, NotFoundError, TwinnetError
 from twinnet.gallery.gallery import QUERY_SIDE, TEMPLATE_SIDE, Gallery
 from twinnet.inference import Scores, check_operating_point, decide, score, truncation_notes
 from twinnet.model import SIDES, AnyTwin, Side
@@ -530,7 +530,7 @@ class MicroBatcher:
                 try:
                     # one side's inputs are all of one kind: texts, or tensors
                     texts = [t for p in group if isinstance(p[0], list) for t in p[0]]
-                    batch = texts if texts else torch.cat([p[0] for p in group if isinstance(p[0], torch.Tensor)])
+                    batch = texts if texts else _concat([p[0] for p in group if isinstance(p[0], torch.Tensor)])
                     out = await loop.run_in_executor(self.executor, self._forward, batch, side)
                     self.batches += 1
                     self.items += len(out)
@@ -543,6 +543,43 @@ class MicroBatcher:
                     for _, _, future in group:
                         if not future.done():
                             future.set_exception(err)
+
+
+def _concat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """One batch of tensors; recordings of different lengths are zero-padded to the longest (an audio
+    model trims the padding as silence). Images and vectors all have the model's one shape."""
+    longest = max(t.shape[-1] for t in tensors)
+    return torch.cat([torch.nn.functional.pad(t, (0, longest - t.shape[-1])) for t in tensors])
+
+
+def decode_audio_bytes(data: bytes, name: str, spec: InputSpec) -> torch.Tensor:
+    """Decode one recording (its header already checked) to the model's rate, mono: on a decode worker."""
+    from twinnet.data.audio import decode_audio
+
+    try:
+        return decode_audio(data, spec.sample_rate, spec.max_seconds, name)
+    except DataError as err:
+        raise ServiceError(400, "bad_audio", str(err)) from None
+
+
+def decoder_for(spec: InputSpec) -> Callable[[bytes, str, InputSpec], torch.Tensor]:
+    """How an upload's bytes become the model's input: a recording, or an image."""
+    return decode_audio_bytes if spec.kind == "audio" else decode_image_bytes
+
+
+def audio_header(data: bytes, name: str, spec: InputSpec) -> None:
+    """The duration from a recording's header, without decoding it: 413 over ``spec.max_seconds``."""
+    from twinnet.data.audio import audio_info
+
+    try:
+        info = audio_info(data, name)
+    except DataError as err:
+        raise ServiceError(400, "bad_audio", str(err)) from None
+    if info.frames <= 0:
+        raise ServiceError(400, "bad_audio", f"{name}: empty recording")
+    if info.seconds > spec.max_seconds:
+        raise ServiceError(413, "too_large", f"{name}: {info.seconds:.1f} s of audio, over the limit of "
+                                             f"{spec.max_seconds:g} s")  # fmt: skip
 
 
 # -- images ---------------------------------------------------------------------------------------------------
@@ -728,6 +765,9 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
             raise ServiceError(400, "empty_input", f"{name}: empty")
         if s.kind == "vector":
             raise ServiceError(400, "bad_input", f"{name}: this model takes vectors (JSON lists), not files")
+        if s.kind == "audio":  # the duration from the header, before decoding (the size: max_body_bytes)
+            audio_header(data, name, s)
+            return Prepared(name, data=data)
         return Prepared(name, data=data, pixels=image_pixels(data, name, settings.max_pixels))
 
     def prepare_json_value(value: Any, name: str, side: Side) -> Prepared:
@@ -793,14 +833,14 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
         values: list[torch.Tensor | str] = []
         for p in group:  # one at a time: a request holds at most one decode worker (see DecodePool)
             if p.data is not None:
-                values.append(await decoder.run(decode_image_bytes, p.data, p.name, specs[side]))
+                values.append(await decoder.run(decoder_for(specs[side]), p.data, p.name, specs[side]))
                 decoder.decoded += 1
             else:
                 assert p.value is not None
                 values.append(p.value)
         if isinstance(values[0], str):
             return [v for v in values if isinstance(v, str)]
-        return torch.stack([v for v in values if isinstance(v, torch.Tensor)])
+        return _concat([v[None] for v in values if isinstance(v, torch.Tensor)])
 
     async def read_body(request: Request) -> tuple[dict[str, Any], dict[str, list[bytes]]]:
         """(fields, files) from a JSON or multipart body; 415 for anything else."""
@@ -857,10 +897,11 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
         return groups, [decoded_now(group, side) for group, (_, _, side) in zip(groups, wanted)]
 
     def decoded_now(group: list[Prepared], side: Side) -> torch.Tensor | list[str]:
-        values = [decode_image_bytes(p.data, p.name, specs[side]) if p.data is not None else p.value for p in group]
+        decode_bytes = decoder_for(specs[side])
+        values = [decode_bytes(p.data, p.name, specs[side]) if p.data is not None else p.value for p in group]
         if isinstance(values[0], str):
             return [v for v in values if isinstance(v, str)]
-        return torch.stack([v for v in values if isinstance(v, torch.Tensor)])
+        return _concat([v[None] for v in values if isinstance(v, torch.Tensor)])
 
     async def read_inputs(request: Request, *wanted: tuple[str, bool, Side]) -> tuple[dict[str, Any], list[Any]]:
         """The body's fields, and each wanted input (name, many, side) decoded for its side."""

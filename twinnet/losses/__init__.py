@@ -5,6 +5,7 @@ from twinnet.losses.bce import BinaryCrossEntropyLoss
 from twinnet.losses.contrastive import ContrastiveLoss
 from twinnet.losses.cosent import CoSENTLoss
 from twinnet.losses.cosine_regression import CosineRegressionLoss
+from twinnet.losses.ge2e import GE2ELoss
 from twinnet.losses.margin_softmax import ArcFaceLoss, CosFaceLoss, MarginSoftmaxLoss
 from twinnet.losses.online_contrastive import OnlineContrastiveLoss
 from twinnet.losses.quantization import HashingLoss
@@ -21,6 +22,7 @@ __all__ = [
     "CosFaceLoss",
     "CosineRegressionLoss",
     "EmbeddingLoss",
+    "GE2ELoss",
     "HashingLoss",
     "LogisticScoreMapLoss",
     "MarginSoftmaxLoss",

@@ -35,6 +35,7 @@ from twinnet.protocols.signature import (
     signature_pair_accuracy,
     signature_scores,
 )
+from twinnet.protocols.speaker import SpeakerIdentificationProtocol, SpeakerVerificationProtocol, min_dcf
 from twinnet.protocols.text import (
     PairClassificationProtocol,
     RetrievalProtocol,
@@ -67,6 +68,8 @@ __all__ = [
     "RetrievalProtocol",
     "STSProtocol",
     "SignatureProtocol",
+    "SpeakerIdentificationProtocol",
+    "SpeakerVerificationProtocol",
     "TrackingProtocol",
     "VerificationProtocol",
     "WithinGroupProtocol",
@@ -83,6 +86,7 @@ __all__ = [
     "evaluate_within_group",
     "fvc_metrics",
     "fvc_pairs",
+    "min_dcf",
     "open_set_rates",
     "pair_similarities",
     "pair_values",
