@@ -61,7 +61,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(model: Path, gallery: Path, key: str, stderr: Any) -> tuple[Any, str]:
+def start_service(model: Path, gallery: Path | None, key: str, stderr: Any) -> tuple[Any, str]:
     """``twinnet serve MODEL --gallery GALLERY`` on a free port with API key ``key``, started in a
     subprocess and waited for until ``/health`` answers; returns the process and its URL."""
     import subprocess
@@ -71,8 +71,10 @@ def start_service(model: Path, gallery: Path, key: str, stderr: Any) -> tuple[An
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "TWINNET_API_KEYS": key}
-    server = subprocess.Popen([sys.executable, "-m", "twinnet", "serve", str(model), "--gallery", str(gallery),
-                               "--port", str(port)], env=env, stderr=stderr)  # fmt: skip
+    command = [sys.executable, "-m", "twinnet", "serve", str(model), "--port", str(port)]
+    if gallery is not None:  # None: a service without a gallery
+        command += ["--gallery", str(gallery)]
+    server = subprocess.Popen(command, env=env, stderr=stderr)
     deadline = time.time() + 60
     while True:
         try:
