@@ -1,7 +1,7 @@
 """Voices: speaker verification and identification on ``$TWINNET_DATA/voices`` split by speaker.
 
-    python bench/voices.py                       # train both recipes (≤ 30 min), evaluate; writes bench/results/voices.json
-    python bench/voices.py --scratch-minutes 2 --finetune-minutes 2 --out /tmp/v   # a quick look
+    python bench/voices.py          # train both recipes (≤ 30 min), evaluate; writes bench/results/voices.json
+    python bench/voices.py --quick --out voices_quick   # a smoke test: one short epoch each, 6 words
 
 What it does (seeded):
 
@@ -106,8 +106,9 @@ def evaluate_all(model: Any, test: Any, z: torch.Tensor, cohort: torch.Tensor | 
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
-    out["identification"] = {k: ident.metrics[k] for k in ("rank1", "dir@far=0.01", "dir@far=0.1", "enrolled_speakers",
-                                                           "unknown_speakers", "known_queries", "unknown_queries")}  # fmt: skip
+    keys = ("rank1", "dir@far=0.01", "dir@far=0.1", "enrolled_speakers", "unknown_speakers", "known_queries",
+            "unknown_queries")  # fmt: skip
+    out["identification"] = {k: ident.metrics[k] for k in keys}
     return out
 
 
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--out", default="voices", help="result name under bench/results (voices)")
     parser.add_argument("--note", default="", help="what else ran on the machine (recorded)")
     parser.add_argument("--quick", action="store_true", help="one short epoch per recipe (a smoke test)")
+    parser.add_argument("--words", type=int, default=None, help="measure on the clips of the first N words only")
     parser.add_argument("overrides", nargs="*", help="config overrides for the from-scratch recipe")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -166,12 +168,16 @@ def main() -> None:
     folders = split(voices_root(), args.work / "data")
     spec = InputSpec(kind="audio", sample_rate=16000, length=16000)
     test_items = audio_folder(folders["test"], spec)
-    if args.quick:  # a smoke test: 6 of the 40 words
-        test_items = test_items.subset(np.nonzero(test_items.attributes["utterance"] < 6)[0])
+    words = 6 if args.quick else args.words
+    if words is not None:  # fewer test clips (every test speaker still): anchors take ~0.5 s a clip here
+        test_items = test_items.subset(np.nonzero(test_items.attributes["utterance"] < words)[0])
+    results_words = words
     train_items = audio_folder(folders["train"], spec)
     test = Dataset(test_items, source=str(folders["test"]))
-    results: dict[str, Any] = {"split": {"test_speakers": test_items.class_names, "train_speakers": len(train_items.class_names),
-                                         "test_clips": len(test_items), "train_clips": len(train_items)}}  # fmt: skip
+    results: dict[str, Any] = {"split": {"test_speakers": test_items.class_names,
+                                         "train_speakers": len(train_items.class_names),
+                                         "test_clips": len(test_items), "train_clips": len(train_items),
+                                         "words": results_words}}  # fmt: skip
     anchor = anchor_model()
 
     # anchors
@@ -209,7 +215,8 @@ def main() -> None:
 
     timing = embed_ms({"twinnet": ours(scratch), "finetuned": ours(finetuned),
                        "resemblyzer": lambda: encoder.embed_utterance(prepared),
-                       "resemblyzer_with_preprocess": lambda: encoder.embed_utterance(preprocess(clip.numpy(), source_sr=16000))})  # fmt: skip
+                       "resemblyzer_with_preprocess":
+                           lambda: encoder.embed_utterance(preprocess(clip.numpy(), source_sr=16000))})  # fmt: skip
     results["timing_ms"] = timing
 
     td, ti = results["twinnet"]["text_dependent"], results["twinnet"]["text_independent"]

@@ -106,7 +106,8 @@ def test_folder_source_and_utterances(tmp_path: Path) -> None:
         for word in ("yes", "no"):
             for rep in (1, 2):
                 (tmp_path / spk).mkdir(exist_ok=True)
-                sf.write(tmp_path / spk / f"{word}_r{rep:02d}.flac", rng.normal(0, 0.1, 12000).astype(np.float32), 16000)
+                wave = rng.normal(0, 0.1, 12000).astype(np.float32)
+                sf.write(tmp_path / spk / f"{word}_r{rep:02d}.flac", wave, 16000)
     (tmp_path / "notes.txt").write_text("not audio")
     spec = InputSpec(kind="audio", length=16000)
     ds = read_dataset(tmp_path, spec)  # format auto: an audio model's folder

@@ -18,7 +18,8 @@ SMALL = {"xvector": {"channels": 16, "embedding_dim": 8, "n_mels": 24},
 
 
 def audio_model(name: str = "xvector", **params: object) -> twinnet.TwinNetwork:
-    config = {"input": {"kind": "audio", "sample_rate": 16000}, "encoder": {"name": name, "params": {**SMALL.get(name, {}), **params}},
+    encoder = {"name": name, "params": {**SMALL.get(name, {}), **params}}
+    config = {"input": {"kind": "audio", "sample_rate": 16000}, "encoder": encoder,
               "comparator": {"name": "cosine"}, "normalize": True}  # fmt: skip
     return twinnet.build_model(twinnet.ModelConfig.model_validate(config)).eval()  # type: ignore[return-value]
 
@@ -68,7 +69,7 @@ def test_resemblyzer_parity_with_the_package() -> None:
     ours = ENCODERS.build("resemblyzer", {"vad_db": None}).eval()
     rng = np.random.default_rng(0)
     t = np.arange(24000) / 16000
-    wav = (0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.02 * rng.normal(size=t.shape))
+    wav = 0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.02 * rng.normal(size=t.shape)
     wav = wav.astype(np.float32)
     mel = wav_to_mel_spectrogram(wav)  # librosa's mel: our frontend must give the same
     with torch.no_grad():

@@ -62,7 +62,11 @@ def test_adaptive_snorm_equals_plain_snorm_with_the_whole_cohort() -> None:
     plain = ScoreNormalizer(comparator, cohort, "snorm").normalize(native, a, b)
     np.testing.assert_allclose(AdaptiveSNorm(comparator, cohort, top_n=None).normalize(native, a, b), plain)
     # top 5: statistics of the 5 closest cohort members (independent computation)
-    sim = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (cohort / np.linalg.norm(cohort, axis=1, keepdims=True)).T  # noqa: E731,E501
+    unit = cohort / np.linalg.norm(cohort, axis=1, keepdims=True)
+
+    def sim(x: np.ndarray) -> np.ndarray:
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)) @ unit.T
+
     ta, tb = np.sort(sim(a), 1)[:, -5:], np.sort(sim(b), 1)[:, -5:]
     expected = ((native - tb.mean(1)) / tb.std(1) + (native - ta.mean(1)) / ta.std(1)) / 2
     np.testing.assert_allclose(AdaptiveSNorm(comparator, cohort, top_n=5).normalize(native, a, b), expected, rtol=1e-5)
