@@ -53,7 +53,7 @@ class FastConv1d(nn.Conv1d):
         if k == 1:
             h = torch.matmul(self.weight[:, :, 0], x)
         else:
-            d, p, t = self.dilation[0], int(self.padding[0]), x.shape[2]  # type: ignore[index]
+            d, p, t = self.dilation[0], int(self.padding[0]), x.shape[2]
             padded = F.pad(x, (p, p))
             stacked = torch.cat([padded[:, :, i * d : i * d + t] for i in range(k)], 1)
             h = torch.matmul(self.weight.permute(0, 2, 1).reshape(out, k * inp), stacked)
