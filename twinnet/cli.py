@@ -432,6 +432,57 @@ def track(
 
 @app.command()
 @friendly_errors
+def report(
+    model_path: Path = typer.Argument(..., metavar="MODEL", help="Saved model (or run) directory."),
+    data: Path = typer.Option(..., "--data", help="Test data, as for `twinnet evaluate`."),
+    out_dir: Path = typer.Option(Path("report"), "--out", help="Report folder (index.html and PNGs)."),
+    protocol: str = typer.Option("verification", "--protocol", help="A registered protocol. " + _protocol_help()),
+    data_format: str = typer.Option("auto", "--format", help="Data format: " + _format_help()),
+    class_depth: int = typer.Option(None, "--class-depth", help="Folder levels that name a class (default 1)."),
+) -> None:
+    """Write a report: ROC/DET with the operating point, score histograms, TAR@FAR, embedding map,
+    the most confused pairs, training curves; tracking and per-writer plots where they apply."""
+    from twinnet.data.sources import ReadOptions
+    from twinnet.evaluate import load_model_or_config
+    from twinnet.report import build_report, find_run_dir
+
+    _at_least("--class-depth", class_depth, 1)
+    model = load_model_or_config(model_path)
+    index = build_report(model, data, out_dir, protocol, format=data_format,
+                         options=ReadOptions(class_depth=class_depth), run_dir=find_run_dir(model_path))  # fmt: skip
+    out.print(f"wrote {index} (open it in a browser)", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
+def explain(
+    model_path: Path = typer.Argument(..., metavar="MODEL"),
+    a: str = typer.Argument(..., metavar="A", help="First input: an image, or a .npy (vector and sequence models)."),
+    b: str = typer.Argument(..., metavar="B", help="Second input."),
+    out_path: Path = typer.Option(Path("pair.png"), "--out", help="PNG of both inputs with their saliency."),
+    method: str = typer.Option("gradients", "--method", help="gradients (integrated), gradcam, or rollout."),
+    as_json: bool = typer.Option(False, "--json", help="Print the value, method and peaks as JSON."),
+) -> None:
+    """Which regions of each input drive the pair's score, drawn over both inputs."""
+    from twinnet.evaluate import load_model_or_config
+    from twinnet.explain import explain_pair
+    from twinnet.inference import read_input
+    from twinnet.report.plots import plot_pair_saliency
+
+    model = load_model_or_config(model_path)
+    x_a, x_b = read_input(a, model.input_spec("a")), read_input(b, model.input_spec("b"))
+    result = explain_pair(model, x_a, x_b, method)  # type: ignore[arg-type]
+    kind = model.input_spec("a").kind
+    caption = f"{method}: {model.comparator.orientation.value_name} {result.value:.4f}"
+    plot_pair_saliency(x_a, x_b, result.map_a, result.map_b, kind, caption, out_path)
+    if as_json:
+        _print_json({**result.to_dict(), "out": str(out_path)})
+        return
+    out.print(f"{caption}; wrote {out_path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
 def verify(
     model_path: Path = typer.Argument(..., metavar="MODEL"),
     a: str = typer.Argument(..., metavar="A", help="First input: an image, a .npy (vector models) or a text."),

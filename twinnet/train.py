@@ -25,7 +25,6 @@ run resumed from ``checkpoints/last`` continues exactly as the uninterrupted run
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -57,6 +56,7 @@ from twinnet.training.batch import Batch
 from twinnet.training.checkpoint import Resumable, TrainerState, load_checkpoint, load_weights, save_checkpoint
 from twinnet.training.data import load_datasets, load_training_data, vocabulary_texts
 from twinnet.training.distributed import World, broadcast, lost_contact, reduce_sum, setup, teardown
+from twinnet.training.loggers import open_loggers
 from twinnet.training.plans import BatchPlan, build_plan
 from twinnet.training.precision import Precision
 from twinnet.training.prefetch import Prefetcher
@@ -261,9 +261,8 @@ class Trainer:
             self._step = DistributedDataParallel(step, find_unused_parameters=True)
         started = time.perf_counter()
         stopped_early = False
-        log_file = self.run_dir / "metrics.jsonl" if self.run_dir and self.world.is_main else None
-        if log_file and self.state.epoch == 0 and log_file.exists():
-            log_file.unlink()
+        # train.loggers (metrics.jsonl, TensorBoard, MLflow); rank 0 only
+        loggers = open_loggers(self.run_dir if self.world.is_main else None, c.loggers, fresh=self.state.epoch == 0)
         for epoch in range(self.state.epoch, c.epochs):
             try:
                 record = self._train_epoch(epoch)
@@ -284,9 +283,7 @@ class Trainer:
                 self.state.bad_epochs += 1
             record["best_epoch"] = self.state.best_epoch
             self.state.history.append(record)
-            if log_file:
-                with open(log_file, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
+            loggers.log(record)
             self._save_checkpoint("last", resumable=True)
             self._print_epoch(record, outcome)
             patience = c.early_stopping.patience
