@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from twinnet import Trainer, TripletLoss, build_model
+from twinnet import Trainer, TripletLoss, build_model, save
 from twinnet.cli import app
 from twinnet.config import ModelConfig, TrainConfig, ValidationConfig
 from twinnet.data.archives import read_items
@@ -105,3 +105,36 @@ def test_report_bad_input_is_one_line(trained_image_run: Path, tmp_path: Path):
     a, b = sorted((trained_image_run / "class_0").iterdir())[:2]
     result = runner.invoke(app, ["explain", str(run / "model"), str(a), str(b), "--method", "magic"])
     assert result.exit_code == 2 and "magic" in result.output
+
+
+def test_tracker_report(tmp_path: Path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    background = (rng.random((120, 160, 3)) * 80 + 40).astype(np.uint8)
+    seq = tmp_path / "seqs" / "square"
+    (seq / "imgs").mkdir(parents=True)
+    lines = []
+    for i in range(6):  # a red square moving right and down over texture
+        frame = background.copy()
+        x, y = 30 + 4 * i, 20 + 2 * i
+        frame[y : y + 20, x : x + 20] = (230, 40, 40)
+        Image.fromarray(frame).save(seq / "imgs" / f"{i + 1:08d}.png")
+        lines.append(f"{x + 1},{y + 1},20,20")
+    (seq / "groundtruth_rect.txt").write_text("\n".join(lines) + "\n")
+    config = ModelConfig.model_validate(
+        {
+            "input": {"kind": "image", "channels": 3, "size": [127, 127]},
+            "input_b": {"kind": "image", "channels": 3, "size": [255, 255]},
+            "encoder": {"name": "siamfc_light", "params": {"channels": [8, 16, 16, 16, 16]}},
+            "comparator": {"name": "xcorr"},
+        }
+    )
+    torch.manual_seed(0)
+    model_dir = save(build_model(config), tmp_path / "tracker")
+    out = tmp_path / "report"
+    result = runner.invoke(
+        app, ["report", str(model_dir), "--data", str(seq.parent), "--protocol", "tracking", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert {"success.png", "precision.png", "frames.png"} <= check_report(out / "index.html")
