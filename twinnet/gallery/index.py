@@ -289,7 +289,6 @@ class FaissIndex:
             raise CacheError(f"{path}: bad change id {change_id!r}")
         return obj, change_id
 
-
     def _serialize(self) -> Any:
         return self.faiss.serialize_index(self.index)
 
