@@ -25,8 +25,9 @@ from rich.table import Table
 
 from twinnet.config import load_config
 from twinnet.data.archives import read_items
+from twinnet.embedding import embed_batches
 from twinnet.io import load
-from twinnet.protocols import embed_batches, evaluate_nway, evaluate_verification, evaluate_within_group
+from twinnet.protocols import evaluate_nway, evaluate_verification, evaluate_within_group
 from twinnet.train import train_from_config
 
 REPO = Path(__file__).resolve().parents[1]
