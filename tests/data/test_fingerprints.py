@@ -101,3 +101,17 @@ def test_resolution_from_the_file_then_the_manifest_then_the_config(tmp_path):
     (b / "MANIFEST.csv").write_text("path,dpi\n101_1.tif,1000\n")
     fixed = read_fingerprints(b, spec()).data.float()
     assert (at_500 - fixed).abs().mean() < 12
+
+
+def test_a_sigcomp_signature_folder_is_not_taken_for_fingerprints(tmp_path):
+    """SigComp's file names (001_01.PNG) match FVC's pattern; the ``_forg`` folders decide."""
+    from twinnet.data.sources import DATA_SOURCES, read_dataset
+
+    for folder in ("001", "001_forg", "002", "002_forg"):
+        (tmp_path / folder).mkdir()
+        for i in range(1, 3):
+            Image.fromarray(np.full((20, 40), 200, np.uint8)).save(tmp_path / folder / f"{folder[:3]}_0{i}.PNG")
+    assert FingerprintSource().sniff(tmp_path, InputSpec(size=(16, 32)))  # the names alone would claim it
+    data = read_dataset(tmp_path, InputSpec(size=(16, 32)))
+    assert "writer" in data.items.attributes and "genuine" in data.items.attributes
+    assert "offline_signatures" in DATA_SOURCES

@@ -178,7 +178,7 @@ class FingerprintSource(DataSource):
     (optionally below a folder per database); TIF, BMP, PNG; resolution from the file, else the
     folder's ``MANIFEST.csv``, else the model's preprocessor."""
 
-    priority = 6
+    priority = 4  # below the signature layouts: SigComp names (001_01.PNG) look like FVC ones, `_forg` folders do not
 
     def sniff(self, path: Path, spec: InputSpec) -> bool:
         if spec.kind != "image" or not path.is_dir():

@@ -20,6 +20,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from twinnet.registry import Registry
+
 Metric = Literal["ip", "l2", "hamming"]
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
 
@@ -71,14 +73,15 @@ class VectorIndex(Protocol):
 
 
 #: The FAISS index class for each index metric: :class:`FaissIndex` for ``ip`` and ``l2``;
-#: :mod:`twinnet.gallery.binary_index` adds ``hamming`` (packed binary codes).
-FAISS_INDEXES: dict[str, type[FaissIndex]] = {}
+#: :mod:`twinnet.gallery.binary_index` registers ``hamming`` (packed binary codes), imported the
+#: first time anyone asks.
+FAISS_INDEXES: Registry[type[FaissIndex]] = Registry("FAISS index metric", builtins="twinnet.gallery.binary_index")
 
 
 def register_faiss_index(*metrics: str) -> Any:
     def decorator(cls: type[FaissIndex]) -> type[FaissIndex]:
         for metric in metrics:
-            FAISS_INDEXES[metric] = cls
+            FAISS_INDEXES.register(metric)(cls)
         return cls
 
     return decorator
@@ -86,9 +89,7 @@ def register_faiss_index(*metrics: str) -> Any:
 
 def faiss_index_class(metric: str) -> type[FaissIndex]:
     """The FAISS index class that searches ``metric`` (an index plan's)."""
-    if metric not in FAISS_INDEXES:
-        import twinnet.gallery.binary_index  # noqa: F401  (registers hamming)
-    return FAISS_INDEXES[metric]
+    return FAISS_INDEXES.get(metric)  # type: ignore[return-value]
 
 
 class CacheError(Exception):

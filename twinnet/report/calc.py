@@ -108,13 +108,12 @@ def calc_precision_curve(errors: np.ndarray, max_pixels: int = 50) -> tuple[np.n
     return pixels, share
 
 
-def calc_writer_eers(
-    values: np.ndarray, genuine: np.ndarray, writers: np.ndarray, similarity: bool
-) -> dict[int, float]:
-    """EER of each writer's questioned signatures (writers with both genuine and forged ones)."""
+def calc_writer_eers(similarities: np.ndarray, genuine: np.ndarray, writers: np.ndarray) -> dict[int, float]:
+    """EER of each writer's questioned signatures (writers with both genuine and forged ones), from
+    similarities (greater = more alike: the comparator's ``orientation.to_similarity``)."""
     from twinnet.metrics import calc_eer
 
-    scores = np.asarray(values, np.float64) if similarity else -np.asarray(values, np.float64)
+    scores = np.asarray(similarities, np.float64)
     out: dict[int, float] = {}
     for w in np.unique(writers):
         mine = writers == w

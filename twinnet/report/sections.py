@@ -328,7 +328,7 @@ def writers(ctx: ReportContext) -> Section | None:
     values, genuine, owner = signature_scores(
         ctx.model, ctx.data.items, ctx.protocol.references, ctx.protocol.aggregate, ctx.protocol.seed
     )
-    eers = calc.calc_writer_eers(values, genuine, owner, similarity=not ctx.model.comparator.is_distance)
+    eers = calc.calc_writer_eers(ctx.model.comparator.orientation.to_similarity(np.asarray(values)), genuine, owner)
     if not eers:
         return None
     labels = {f"writer {w}": e for w, e in sorted(eers.items(), key=lambda kv: -kv[1])}
