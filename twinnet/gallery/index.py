@@ -75,7 +75,7 @@ class VectorIndex(Protocol):
 #: The FAISS index class for each index metric: :class:`FaissIndex` for ``ip`` and ``l2``;
 #: :mod:`twinnet.gallery.binary_index` registers ``hamming`` (packed binary codes), imported the
 #: first time anyone asks.
-FAISS_INDEXES: Registry[type[FaissIndex]] = Registry("FAISS index metric", builtins="twinnet.gallery.binary_index")
+FAISS_INDEXES: Registry[FaissIndex] = Registry("FAISS index metric", builtins="twinnet.gallery.binary_index")
 
 
 def register_faiss_index(*metrics: str) -> Any:
