@@ -469,6 +469,7 @@ def train_from_config(
     Launched by ``torchrun`` as one of several processes, it joins their process group first
     (:func:`twinnet.training.distributed.setup`) and leaves it at the end."""
     world = setup(config.train.device, config.train.dist_timeout_s)
+    finished = False
     try:
         config, picked = pick_input(config)
         if picked is not None and world.is_main:
@@ -481,6 +482,8 @@ def train_from_config(
             model, loss, data.train, config.train, val=data.val, augment=config.data.augment, run_dir=run_dir,
             run_config=config, console=console,
         )  # fmt: skip
-        return trainer.fit(resume=resume)
+        result = trainer.fit(resume=resume)
+        finished = True
+        return result
     finally:
-        teardown()
+        teardown(finished)

@@ -20,6 +20,7 @@ What the rest of training asks:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from collections.abc import Sequence
@@ -113,9 +114,14 @@ def setup(requested_device: str = "auto", timeout_s: float = 1800.0) -> World:
     return World.current()
 
 
-def teardown() -> None:
-    """Leave the process group (when this process is in one)."""
+def teardown(finished: bool = False) -> None:
+    """Leave the process group (when this process is in one). ``finished``: the run ended well on
+    this process, so wait for the others first — a process that leaves while rank 0's store and
+    gloo threads still talk to it can abort at exit ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            with contextlib.suppress(RuntimeError):  # another process is gone: leave anyway
+                dist.barrier()
         dist.destroy_process_group()
 
 
