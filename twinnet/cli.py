@@ -626,17 +626,27 @@ def gallery_create(
     qdrant_url: str = typer.Option(None, "--qdrant-url", help="A Qdrant server; default: embedded, in the gallery."),
     runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
     codes: int = typer.Option(None, "--codes", help="Index BITS-bit SimHash codes (Hamming) instead of floats."),
+    codes_fit: list[str] = typer.Option(
+        None, "--codes-fit", help="With --codes: files (or folders) whose mean embedding centres the hyperplanes."
+    ),
+    rescore: int = typer.Option(
+        0, "--rescore", help="With --codes: score the N best candidates exactly in float (the model's scale)."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Create an empty gallery tied to MODEL."""
     from twinnet.errors import DataError
     from twinnet.gallery import Gallery
+    from twinnet.inference import expand_inputs
     from twinnet.io import load
 
     if backend not in ("faiss", "qdrant"):
         raise DataError(f"--backend: {backend!r} is not one of faiss, qdrant")
-    g = Gallery.create(gallery, load(model_path, runtime=runtime), index=index, backend=backend, qdrant_url=qdrant_url,  # type: ignore[arg-type]
-                       codes=codes)  # fmt: skip
+    _at_least("--rescore", rescore, 0)
+    model = load(model_path, runtime=runtime)
+    fit = expand_inputs(codes_fit) if codes_fit else None
+    g = Gallery.create(gallery, model, index=index, backend=backend, qdrant_url=qdrant_url,  # type: ignore[arg-type]
+                       codes=codes, codes_fit=fit, rescore=rescore)  # fmt: skip
     info = {"gallery": str(gallery), **g.info}
     g.close()
     _print_json(info) if as_json else out.print(f"created gallery {gallery} ({index} index, {backend})")

@@ -163,3 +163,90 @@ def test_codes_gallery_of_a_float_model_and_the_cli(tmp_path) -> None:
     bad = runner.invoke(app, ["gallery", "create", str(tmp_path / "model"), "--gallery", str(tmp_path / "cli2"),
                               "--codes", "100"])  # fmt: skip
     assert bad.exit_code == 2 and "multiple of 8" in bad.output
+
+
+def assert_same_answers(got: list, want: list) -> None:
+    """The same identities and decisions; values equal up to float rounding (FAISS computes L2
+    distances by another formula than the comparator)."""
+    for g, w in zip(got, want, strict=True):
+        assert g.identity == w.identity
+        assert [(m.identity, m.same) for m in g.matches] == [(m.identity, m.same) for m in w.matches]
+        assert np.allclose([m.value for m in g.matches], [m.value for m in w.matches], atol=1e-5)
+
+
+def test_codes_with_float_rescoring_answer_as_the_float_gallery(tmp_path) -> None:
+    """Codes propose candidates, the model's own comparator scores them: with as many candidates
+    as templates a code gallery answers exactly as a float gallery, in the model's scale."""
+    model = float_model()
+    templates, queries = data(2)
+    with torch.no_grad():
+        mean = model.embed(templates).numpy().mean(0)
+    coded = Gallery.create(tmp_path / "coded", model, codes=32, codes_fit=templates, rescore=IDS * PER)
+    plain = Gallery.create(tmp_path / "plain", model, index="flat")
+    try:
+        assert coded.comparator is model.comparator and coded.metric == "hamming" and coded.plan.rescore
+        # the hyperplanes pass through the mean template embedding, kept in gallery.json
+        stored = json.loads((tmp_path / "coded" / "gallery.json").read_text())["codes"]
+        assert stored["rescore"] == IDS * PER and np.allclose(stored["centre"], mean, atol=1e-6)
+        reference = HammingDistance(32, 32, "simhash", 0).eval()
+        reference.centre.copy_(torch.from_numpy(mean))
+        assert np.array_equal(coded.plan.transform(mean[None] + 0.01), reference.encode(mean[None] + 0.01))
+        for g in (coded, plain):
+            for i in range(IDS):
+                g.enroll(f"id{i:02d}", templates[PER * i : PER * (i + 1)])
+        threshold = 0.3  # Euclidean distance: the model's scale, not Hamming
+        got = coded.identify_batch(queries, k=3, threshold=threshold)
+        want = plain.identify_batch(queries, k=3, threshold=threshold)
+        assert_same_answers(got, want)
+        decisions = [m.same for r in got for m in r.matches]
+        assert any(decisions) and not all(decisions)
+        verified, expected = (g.verify(queries[0], "id00", threshold=threshold) for g in (coded, plain))
+        assert verified.same and verified.value == pytest.approx(expected.value, abs=1e-5)
+        # few candidates: still scored in float, a subset of what the float gallery ranks
+        few = coded.identify_batch(queries, k=1, candidates=4)
+        assert all(r.matches[0].value >= w.matches[0].value - 1e-6 for r, w in zip(few, want))
+    finally:
+        coded.close()
+        plain.close()
+    again = Gallery.open(tmp_path / "coded", model)  # the centre and rescoring survive reopening
+    try:
+        assert_same_answers(again.identify_batch(queries, k=3, threshold=threshold), want)
+    finally:
+        again.close()
+
+
+def test_codes_options_are_checked(tmp_path) -> None:
+    model = float_model()
+    with pytest.raises(DataError, match="give codes too"):
+        Gallery.create(tmp_path / "a", model, rescore=10)
+    with pytest.raises(DataError, match="non-finite embeddings"):
+        Gallery.create(tmp_path / "b", model, codes=32, codes_fit=np.full((3, FEATURES), np.nan, np.float32))
+    with pytest.raises(DataError, match=r"codes_fit: expected finite embeddings of shape \(n, 32\)"):
+        Gallery.create(tmp_path / "b", dim=32, metric="cosine", codes=32, codes_fit=np.zeros((3, 7), np.float32))
+    g = Gallery.create(tmp_path / "c", model, codes=32, rescore=5)
+    g.close()
+    info = json.loads((tmp_path / "c" / "gallery.json").read_text())
+    bad_codes = (({"rescore": -1}, "codes.rescore"), ({"centre": [0.0] * 5}, "codes.centre"),
+                 ({"centre": [float("nan")] * 32}, "codes.centre"), ({"extra": 1}, "'codes' must be"))  # fmt: skip
+    for bad, field in bad_codes:
+        (tmp_path / "c" / "gallery.json").write_text(json.dumps({**info, "codes": {**info["codes"], **bad}}))
+        with pytest.raises(DataError, match=field):
+            Gallery.open(tmp_path / "c", model)
+    # the CLI: centred on the files of a folder, re-scored
+    folder = tmp_path / "fit"
+    folder.mkdir()
+    templates, _ = data(3)
+    for i in range(6):
+        np.save(folder / f"t{i}.npy", templates[i].numpy())
+    twinnet.save(model, tmp_path / "model")
+    runner = CliRunner()
+    result = runner.invoke(app, ["gallery", "create", str(tmp_path / "model"), "--gallery", str(tmp_path / "cli"),
+                                 "--codes", "32", "--rescore", "40", "--codes-fit", str(folder), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    codes = json.loads((tmp_path / "cli" / "gallery.json").read_text())["codes"]
+    with torch.no_grad():
+        mean = model.embed(templates[:6]).numpy().mean(0)
+    assert codes["rescore"] == 40 and np.allclose(codes["centre"], mean, atol=1e-5)
+    bad = runner.invoke(app, ["gallery", "create", str(tmp_path / "model"), "--gallery", str(tmp_path / "cli2"),
+                              "--codes", "32", "--rescore", "-3"])  # fmt: skip
+    assert bad.exit_code == 2 and "--rescore" in bad.output

@@ -21,80 +21,43 @@ from typing import Any
 import numpy as np
 
 from twinnet.errors import DataError
-from twinnet.gallery.index import PARALLEL_MIN_QUERIES, FaissIndex, Metric, ivf_lists_for, register_faiss_index
+from twinnet.gallery.index import FaissIndex, register_faiss_index
 
 
 @register_faiss_index("hamming")
 class BinaryFaissIndex(FaissIndex):
     """A FAISS binary index of ``dim``-bit codes (``dim // 8`` uint8 bytes a template)."""
 
-    def __init__(self, dim: int, metric: Metric = "hamming", kind: str = "flat", *, hnsw_m: int = 16,
-                 ef_search: int = 128, ivf_lists: int | None = None, nprobe: int = 32,
-                 train_per_list: int = 64) -> None:  # fmt: skip
-        import faiss
+    HNSW_M, NPROBE = 16, 32
 
+    def _check_dim(self, dim: int) -> None:
         if dim % 8 or dim < 8:
             raise DataError(f"binary codes have a multiple of 8 bits, not {dim}")
-        self.faiss = faiss
-        self.dim, self.metric, self.kind = dim, metric, kind
-        self.ef_search, self.nprobe, self.hnsw_m, self.ivf_lists = ef_search, nprobe, hnsw_m, ivf_lists
-        self.train_per_list = train_per_list
-        self.trained_for = 0
-        self.index: Any
-        if kind == "flat":
-            self.index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(dim))
-        elif kind == "hnsw":
-            base = faiss.IndexBinaryHNSW(dim, hnsw_m)
-            base.hnsw.efSearch = ef_search
-            base.hnsw.efConstruction = max(80, 2 * hnsw_m)
-            self.index = faiss.IndexBinaryIDMap2(base)
-        elif kind == "ivf":
-            self._make_ivf(ivf_lists or 1024)
-        else:
-            raise ValueError(f"unknown index kind {kind!r}")
 
-    def _make_ivf(self, n_lists: int) -> None:
-        faiss = self.faiss
-        self._quantizer = faiss.IndexBinaryFlat(self.dim)
-        self.index = faiss.IndexBinaryIVF(self._quantizer, self.dim, n_lists)
-        self.index.nprobe = self.nprobe
-        self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
+    def _make_flat(self) -> Any:
+        return self.faiss.IndexBinaryFlat(self.dim)
 
-    @property
-    def base(self) -> Any:
-        if self.kind == "ivf":
-            return self.index
-        return self.faiss.downcast_IndexBinary(self.index.index)
+    def _make_hnsw(self) -> Any:
+        return self.faiss.IndexBinaryHNSW(self.dim, self.hnsw_m)
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        codes = _codes(vectors, self.dim)
-        if len(codes) == 0:
-            return
-        if self.kind == "ivf" and not self.index.is_trained:
-            n_lists = self.ivf_lists or ivf_lists_for(len(codes))
-            if n_lists != self.index.nlist:
-                self._make_ivf(n_lists)
-            sample = min(len(codes), self.train_per_list * n_lists)
-            picked = np.random.default_rng(0).choice(len(codes), sample, replace=False) if sample < len(codes) else None
-            self.index.train(codes if picked is None else codes[np.sort(picked)])
-            self.trained_for = len(codes)
-        self.index.add_with_ids(codes, np.ascontiguousarray(ids, dtype=np.int64))
+    def _make_ivf_index(self, quantizer: Any, n_lists: int) -> Any:
+        return self.faiss.IndexBinaryIVF(quantizer, self.dim, n_lists)
+
+    def _id_map(self, base: Any) -> Any:
+        return self.faiss.IndexBinaryIDMap2(base)
+
+    def _downcast(self, index: Any) -> Any:
+        return self.faiss.downcast_IndexBinary(index)
+
+    def _as_stored(self, vectors: np.ndarray) -> np.ndarray:
+        return _codes(vectors, self.dim)
+
+    def _to_similarities(self, raw: np.ndarray) -> np.ndarray:
+        return -raw
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        codes = _codes(queries, self.dim)
-        if len(self) == 0:
-            return np.full((len(codes), k), -np.inf, np.float32), np.full((len(codes), k), -1, np.int64)
-        threads = self.faiss.omp_get_max_threads()
-        if len(codes) < PARALLEL_MIN_QUERIES:
-            self.faiss.omp_set_num_threads(1)
-        try:
-            distances, ids = self.index.search(codes, k)
-        finally:
-            self.faiss.omp_set_num_threads(threads)
-        ids = ids.astype(np.int64)
-        scores = -distances.astype(np.float32)
-        scores[ids < 0] = -np.inf
-        # equal distances in id order, as a brute-force search ranks them
+        scores, ids = super().search(queries, k)
+        # equal (integer) distances in id order, as a brute-force search ranks them
         order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -scores), axis=1)
         return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 

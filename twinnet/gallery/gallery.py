@@ -25,13 +25,14 @@ import math
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from twinnet.codes.comparator import HammingDistance
 from twinnet.compare import COMPARATORS, SCORE, Comparator, IndexPlan, Orientation, build_comparator
 from twinnet.errors import ConfigError, DataError, NotFoundError
 from twinnet.gallery.index import (
@@ -172,10 +173,23 @@ class Gallery:
         self.model = model
         self.dim = int(info["dim"])
         self.comparator: Comparator = model.comparator if model is not None else _named_comparator(info, path)
-        if info.get("codes"):  # `create(codes=bits)`: the model's embeddings hashed into SimHash codes
-            self.comparator = _codes_comparator(info, path, self.comparator)
+        #: templates fetched from the index per query and scored exactly (re-scored plans only)
+        self.rescore_candidates = 100
+        self.plan: IndexPlan
+        codes = info.get("codes")
+        if codes:  # `create(codes=bits)`: the model's embeddings hashed into SimHash codes
+            hashing = _codes_comparator(info, path, self.comparator)
+            if codes.get("rescore"):
+                # the codes only propose candidates; the float comparator scores them and decides, so
+                # values, thresholds and the model's calibration stay in its scale
+                self.plan = replace(hashing.index_plan(self.dim), rescore=True)
+                self.rescore_candidates = int(codes["rescore"])
+            else:
+                self.comparator = hashing
+                self.plan = hashing.index_plan(self.dim)
+        else:
+            self.plan = self.comparator.index_plan(self.dim)
         self.orientation: Orientation = self.comparator.orientation
-        self.plan: IndexPlan = self.comparator.index_plan(self.dim)
         self.store = TemplateStore(path / "templates.sqlite")  # creates or upgrades the schema
         if int(info["format_version"]) < GALLERY_VERSION:
             self.info = info = {**info, "format_version": GALLERY_VERSION}
@@ -207,11 +221,21 @@ class Gallery:
         qdrant_url: str | None = None,
         exist_ok: bool = False,
         codes: int | None = None,
+        codes_fit: Any = None,
+        rescore: int = 0,
     ) -> Gallery:
-        """A new, empty gallery at ``path``. ``codes``: index ``codes``-bit SimHash codes of the
-        embeddings (Hamming distance, FAISS binary indexes, 16 bytes a template at 128 bits) instead
-        of the float embeddings; decisions then need an explicit Hamming threshold (the model's
-        calibration is in its own comparator's scale). For ITQ or learned codes, give a model whose
+        """A new, empty gallery at ``path``.
+
+        ``codes``: index ``codes``-bit SimHash codes of the embeddings (Hamming distance, FAISS
+        binary indexes, 16 bytes a template at 128 bits) instead of the float embeddings.
+        ``codes_fit``: inputs (or, for a gallery of vectors, embeddings) whose mean embedding the
+        hyperplanes pass through; left out they pass through the origin, and the embeddings of a
+        trained model, which sit in a narrow cone, then get nearly the same code (measured in
+        ``bench/hashing.py``: EER 0.46 uncentred, 0.15 centred). ``rescore``: fetch that many
+        candidates per query by Hamming distance and score them exactly with the model's own
+        comparator from the stored float templates, so values, thresholds and the model's
+        calibration are in its scale; 0 (the default): values are Hamming distances and decisions
+        need an explicit integer-valued threshold. For ITQ or learned codes, give a model whose
         comparator is ``hamming`` (:func:`twinnet.codes.with_codes`) and leave ``codes`` out."""
         path = Path(path)
         if (path / "gallery.json").exists():
@@ -236,8 +260,15 @@ class Gallery:
             "model_fingerprint": fingerprint, "index": index, "backend": backend, "qdrant_url": qdrant_url,
         }  # fmt: skip
         if codes is not None:
-            info["codes"] = {"bits": codes, "method": "simhash", "seed": 0}
-            _check_codes(info["codes"], path / "gallery.json")
+            code_info: dict[str, Any] = {"bits": codes, "method": "simhash", "seed": 0}
+            if rescore:
+                code_info["rescore"] = rescore
+            if codes_fit is not None:
+                code_info["centre"] = _mean_embedding(model, codes_fit, emb_dim)
+            _check_codes(code_info, path / "gallery.json", emb_dim)
+            info["codes"] = code_info
+        elif rescore or codes_fit is not None:
+            raise DataError("rescore and codes_fit are options of a gallery of codes: give codes too")
         path.mkdir(parents=True, exist_ok=True)
         _write_info(path, info)
         return cls(path, info, model)
@@ -693,14 +724,16 @@ class Gallery:
 
     def identify_batch(
         self, inputs: Sequence[Any] | np.ndarray | torch.Tensor, k: int = 5, threshold: float | None = None,
-        candidates: int = 100, precomputed: bool | None = None, operating_point: str | None = None,
+        candidates: int | None = None, precomputed: bool | None = None, operating_point: str | None = None,
     ) -> builtins.list[Identification]:  # fmt: skip
         """Top-``k`` identities per query (best template per identity) with open-set rejection.
 
         The index is first brought in step with the database (other processes' enrolments count).
-        Re-scored plans fetch ``candidates`` templates per query from the index and score them
-        exactly with the comparator. Decisions are at ``threshold`` (native scale), else at the model's
-        ``operating_point`` (None: its default)."""
+        Re-scored plans fetch ``candidates`` templates per query from the index (None: the
+        gallery's :attr:`rescore_candidates`) and score them exactly with the comparator. Decisions
+        are at ``threshold`` (native scale), else at the model's ``operating_point`` (None: its default)."""
+        if candidates is None:
+            candidates = self.rescore_candidates
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise DataError(f"k must be a positive integer, not {k!r}")
         threshold, point = self._threshold(threshold, operating_point)
@@ -868,25 +901,57 @@ def _read_info(path: Path) -> dict[str, Any]:
     if info.get("qdrant_url") is not None and not isinstance(info["qdrant_url"], str):
         raise corrupted(f"'qdrant_url' is {info['qdrant_url']!r}, not a string or null")
     if info.get("codes") is not None:
-        _check_codes(info["codes"], file)
+        _check_codes(info["codes"], file, info["dim"])
     return info
 
 
-def _check_codes(codes: Any, file: Path) -> None:
+_CODES_KEYS = {"bits", "method", "seed", "centre", "rescore"}
+
+
+def _check_codes(codes: Any, file: Path, dim: Any) -> None:
     bits = codes.get("bits") if isinstance(codes, dict) else None
     if isinstance(bits, bool) or not isinstance(bits, int) or bits < 8 or bits % 8:
         raise DataError(f"{file}: 'codes.bits' is {bits!r}, not a positive multiple of 8")
-    if codes.get("method") != "simhash" or not isinstance(codes.get("seed"), int):
-        raise DataError(f"{file}: 'codes' must be {{bits, method: simhash, seed}}, not {codes!r}")
+    assert isinstance(codes, dict)
+    if codes.get("method") != "simhash" or not isinstance(codes.get("seed"), int) or set(codes) - _CODES_KEYS:
+        raise DataError(f"{file}: 'codes' must be {{bits, method: simhash, seed[, centre][, rescore]}}, "
+                        f"not {codes!r}")  # fmt: skip
+    rescore = codes.get("rescore", 0)
+    if isinstance(rescore, bool) or not isinstance(rescore, int) or rescore < 0:
+        raise DataError(f"{file}: 'codes.rescore' is {rescore!r}, not a number of candidates (0: off)")
+    centre = codes.get("centre")
+    if centre is not None and (
+        not isinstance(centre, list) or len(centre) != dim
+        or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in centre)
+    ):  # fmt: skip
+        raise DataError(f"{file}: 'codes.centre' must be {dim} finite numbers (the mean embedding)")
 
 
-def _codes_comparator(info: dict[str, Any], path: Path, over: Comparator) -> Comparator:
-    """The SimHash comparator of a gallery created with ``codes`` (deterministic from its seed)."""
+def _mean_embedding(model: AnyTwin | None, inputs: Any, dim: int) -> list[float]:
+    """The mean template-side embedding of ``inputs`` (embeddings themselves without a model)."""
+    if model is None or (isinstance(inputs, np.ndarray) and inputs.ndim == 2 and inputs.shape[1] == dim):
+        vectors = np.asarray(inputs, dtype=np.float32)
+    else:
+        from twinnet.inference import embed
+
+        batch = torch.as_tensor(inputs).float() if isinstance(inputs, np.ndarray) else inputs
+        vectors = embed(model, batch, side=TEMPLATE_SIDE).numpy().astype(np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim or not len(vectors) or not np.isfinite(vectors).all():
+        raise DataError(f"codes_fit: expected finite embeddings of shape (n, {dim}), got {vectors.shape}")
+    return [float(v) for v in vectors.mean(0)]
+
+
+def _codes_comparator(info: dict[str, Any], path: Path, over: Comparator) -> HammingDistance:
+    """The SimHash comparator of a gallery created with ``codes`` (deterministic from its seed,
+    through the centre it was created with)."""
     if over.index_plan(int(info["dim"])).metric == "hamming":
         raise DataError(f"gallery {path}: the model already compares binary codes; create the gallery without codes")
     codes = info["codes"]
-    return build_comparator("hamming", {"bits": codes["bits"], "method": "simhash", "seed": codes["seed"]},
-                            int(info["dim"])).eval()  # fmt: skip
+    comparator = HammingDistance(int(info["dim"]), codes["bits"], "simhash", codes["seed"]).eval()
+    if codes.get("centre") is not None:
+        assert comparator.centre is not None
+        comparator.centre.copy_(torch.tensor(codes["centre"], dtype=torch.float32))
+    return comparator
 
 
 def _take(inputs: Any, keep: builtins.list[int]) -> Any:

@@ -111,47 +111,83 @@ class FaissIndex:
     seconds; HNSW (M=16, efSearch=64) took minutes to build and reached recall@1 0.41 there.
     """
 
-    def __init__(self, dim: int, metric: Metric, kind: str = "flat", *, hnsw_m: int = 32, ef_search: int = 128,
-                 ivf_lists: int | None = None, nprobe: int = 48, train_per_list: int = 64) -> None:  # fmt: skip
+    #: Defaults of this index class (a binary index has its own, measured on codes).
+    HNSW_M, NPROBE = 32, 48
+
+    def __init__(self, dim: int, metric: Metric, kind: str = "flat", *, hnsw_m: int | None = None,
+                 ef_search: int = 128, ivf_lists: int | None = None, nprobe: int | None = None,
+                 train_per_list: int = 64) -> None:  # fmt: skip
         import faiss
 
-        self.faiss = faiss
+        self.faiss: Any = faiss  # the stubs lack much of what is used (DirectMap, the binary indexes)
+        self._check_dim(dim)
         self.dim, self.metric, self.kind = dim, metric, kind
-        self.ef_search, self.nprobe, self.hnsw_m, self.ivf_lists = ef_search, nprobe, hnsw_m, ivf_lists
-        self.train_per_list = train_per_list
+        self.hnsw_m = self.HNSW_M if hnsw_m is None else hnsw_m
+        self.nprobe = self.NPROBE if nprobe is None else nprobe
+        self.ef_search, self.ivf_lists, self.train_per_list = ef_search, ivf_lists, train_per_list
         #: how many vectors the IVF lists were trained for (0: not trained yet)
         self.trained_for = 0
-        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
         self.index: Any  # faiss's stubs type each index class apart; they share the attributes used here
         if kind == "flat":
-            self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim))
+            self.index = self._id_map(self._make_flat())
         elif kind == "hnsw":
-            base = faiss.IndexHNSWFlat(dim, hnsw_m, faiss_metric)
+            base = self._make_hnsw()
             base.hnsw.efSearch = ef_search
-            base.hnsw.efConstruction = max(80, 2 * hnsw_m)
-            self.index = faiss.IndexIDMap2(base)
+            base.hnsw.efConstruction = max(80, 2 * self.hnsw_m)
+            self.index = self._id_map(base)
         elif kind == "ivf":
             self._make_ivf(ivf_lists or 1024)
         else:
             raise ValueError(f"unknown index kind {kind!r}")
 
+    # -- what an index of another kind of vector overrides (twinnet.gallery.binary_index) ------------
+
+    def _check_dim(self, dim: int) -> None:
+        """Refuse a dimension this index cannot hold (floats: any)."""
+
+    def _make_flat(self) -> Any:
+        return self.faiss.IndexFlatIP(self.dim) if self.metric == "ip" else self.faiss.IndexFlatL2(self.dim)
+
+    def _make_hnsw(self) -> Any:
+        return self.faiss.IndexHNSWFlat(self.dim, self.hnsw_m, self._faiss_metric())
+
+    def _make_ivf_index(self, quantizer: Any, n_lists: int) -> Any:
+        return self.faiss.IndexIVFFlat(quantizer, self.dim, n_lists, self._faiss_metric())
+
+    def _faiss_metric(self) -> Any:
+        return self.faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else self.faiss.METRIC_L2
+
+    def _id_map(self, base: Any) -> Any:
+        return self.faiss.IndexIDMap2(base)
+
+    def _downcast(self, index: Any) -> Any:
+        return self.faiss.downcast_index(index)
+
+    def _as_stored(self, vectors: np.ndarray) -> np.ndarray:
+        """``vectors`` as the FAISS index takes them (contiguous float32 rows)."""
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _to_similarities(self, raw: np.ndarray) -> np.ndarray:
+        """FAISS's search values as similarities (a squared distance negated)."""
+        return -raw if self.metric == "l2" else raw
+
+    # ----------------------------------------------------------------------------------------------
+
     def _make_ivf(self, n_lists: int) -> None:
-        faiss = self.faiss
-        self._quantizer = faiss.IndexFlatIP(self.dim) if self.metric == "ip" else faiss.IndexFlatL2(self.dim)
-        faiss_metric = faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else faiss.METRIC_L2
-        self.index = faiss.IndexIVFFlat(self._quantizer, self.dim, n_lists, faiss_metric)
+        self._quantizer = self._make_flat()  # kept: the IVF index does not own it
+        self.index = self._make_ivf_index(self._quantizer, n_lists)
         self.index.nprobe = self.nprobe
-        self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        self.index.set_direct_map_type(self.faiss.DirectMap.Hashtable)
 
     @property
     def base(self) -> Any:
         """The FAISS index doing the search (inside the id map for ``flat`` and ``hnsw``)."""
         if self.kind == "ivf":
             return self.index
-        return self.faiss.downcast_index(self.index.index)
+        return self._downcast(self.index.index)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors = self._as_stored(vectors)
         if len(vectors) == 0:
             return
         if self.kind == "ivf" and not self.index.is_trained:
@@ -161,7 +197,8 @@ class FaissIndex:
             # k-means on a seeded sample: the full set costs minutes and gains little
             sample = min(len(vectors), self.train_per_list * n_lists)
             if sample < len(vectors):
-                vectors_for_training = vectors[np.random.default_rng(0).choice(len(vectors), sample, replace=False)]
+                picked = np.sort(np.random.default_rng(0).choice(len(vectors), sample, replace=False))
+                vectors_for_training = vectors[picked]
             else:
                 vectors_for_training = vectors
             self.index.train(vectors_for_training)
@@ -190,11 +227,11 @@ class FaissIndex:
         if len(queries) < PARALLEL_MIN_QUERIES:
             self.faiss.omp_set_num_threads(1)
         try:
-            scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+            raw, ids = self.index.search(self._as_stored(queries), k)
         finally:
             self.faiss.omp_set_num_threads(threads)
-        if self.metric == "l2":
-            scores = -scores
+        ids = ids.astype(np.int64)
+        scores = self._to_similarities(raw).astype(np.float32)
         scores[ids < 0] = -np.inf
         return scores, ids
 
