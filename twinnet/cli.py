@@ -667,6 +667,9 @@ def gallery_enroll(
     ),
     metadata: str = typer.Option(None, "--metadata", help="JSON object stored with the identity."),
     replace: bool = typer.Option(False, "--replace", help="Drop the identity's earlier templates."),
+    template: str = typer.Option(
+        "all", "--template", help="all: one template per input; mean: one per identity, the mean embedding."
+    ),
     runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -675,13 +678,17 @@ def gallery_enroll(
     from twinnet.gallery.cli_ops import enroll_documents, enroll_folder, enroll_inputs
 
     meta = _json_object(metadata, "--metadata")
+    if template not in ("all", "mean"):
+        raise DataError(f"--template: {template!r} is not one of all, mean")
     with _open_gallery(model_path, gallery, runtime) as g:
         if documents is not None:
+            if template != "all":
+                raise DataError("--template mean: a document is one text, its own template")
             report = enroll_documents(g, documents, replace=replace)
         elif folder is not None:
-            report = enroll_folder(g, folder, replace=replace)
+            report = enroll_folder(g, folder, replace=replace, template=template)
         elif identity and inputs:
-            report = {identity: enroll_inputs(g, identity, inputs, meta, replace)}
+            report = {identity: enroll_inputs(g, identity, inputs, meta, replace, template=template)}
         else:
             raise DataError("give --id ID with INPUTs, --folder DIR of class sub-folders, or --documents FILE")
         counts = g.count()

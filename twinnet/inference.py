@@ -32,16 +32,19 @@ __all__ = ["Scores", "Verification", "decide", "embed", "embed_files", "embed_te
 Input = str | Path | torch.Tensor | np.ndarray
 
 
-def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, and the image (or audio) files inside any folder (sorted, recursively)."""
+def is_input_file(path: Path) -> bool:
+    """Whether a file in a folder of inputs is one: an image, a recording, or a ``.npy`` array."""
     from twinnet.data.audio import is_audio_file
 
+    return path.is_file() and (is_image_file(path) or is_audio_file(path) or path.suffix == ".npy")
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, and the input files inside any folder (sorted, recursively)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(
-                f for f in p.rglob("*") if f.is_file() and (is_image_file(f) or is_audio_file(f) or f.suffix == ".npy")
-            )
+            found = sorted(f for f in p.rglob("*") if is_input_file(f))
             if not found:
                 raise DataError(f"{p}: no input files in this folder")
             out += found

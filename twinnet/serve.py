@@ -1027,11 +1027,14 @@ def create_app(model: AnyTwin, gallery: Gallery | None = None, settings: Service
         if not isinstance(metadata, dict):
             raise ServiceError(400, "bad_metadata", "metadata: must be a JSON object")
         replace = str(fields.get("replace", "false")).lower() in ("1", "true", "yes")
+        template = fields.get("template", "all")
+        if template not in ("all", "mean"):
+            raise ServiceError(400, "bad_template", "template: 'all' (one template per input) or 'mean' (one for all)")
         (group,) = await run_in_threadpool(prepare_all, fields, files, (("inputs", True, TEMPLATE_SIDE),))
         x = await decode(group, TEMPLATE_SIDE)
         vectors = await batcher.embed(x, TEMPLATE_SIDE)
         added = await run_in_threadpool(
-            lambda: g.enroll(identity, vectors, metadata, replace=replace, precomputed=True)
+            lambda: g.enroll(identity, vectors, metadata, replace=replace, precomputed=True, template=template)
         )
         try:
             templates = (await run_in_threadpool(g.get, identity))["templates"]

@@ -77,3 +77,43 @@ def test_duration_limit_before_decoding_and_bad_audio(client, monkeypatch: pytes
     sf.write(silent, np.zeros(8000, np.float32), 16000, format="WAV")
     r = c.post("/embed", files={"inputs": silent.getvalue()}, headers=H)
     assert r.status_code == 400 and "silent" in r.json()["error"]["message"], r.text
+
+
+def test_mean_template_through_the_service_and_a_folder_of_recordings_through_the_cli(client, tmp_path) -> None:
+    """A voice print from several clips: ``template=mean`` in /enroll, ``--template mean`` with a
+    ``--folder`` of speaker sub-folders of recordings (audio files are inputs like images)."""
+    from typer.testing import CliRunner
+
+    from twinnet.cli import app
+
+    c, model = client
+    r = c.post("/enroll", data={"identity": "carol", "template": "mean"},
+               files=[("inputs", clip(6)), ("inputs", clip(7)), ("inputs", clip(8))], headers=H)  # fmt: skip
+    assert r.status_code == 200 and r.json() == {"identity": "carol", "templates_added": 1, "identity_templates": 1}
+    r = c.post("/enroll", data={"identity": "carol", "template": "median"}, files=[("inputs", clip(6))], headers=H)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_template", r.text
+    speakers = tmp_path / "speakers"
+    for name, seeds in (("dave", (10, 11, 12)), ("erin", (13, 14))):
+        (speakers / name).mkdir(parents=True)
+        for s in seeds:
+            (speakers / name / f"clip{s}.flac").write_bytes(clip(s))
+    model_path = tmp_path / "model"
+    twinnet.save(model, model_path)
+    runner = CliRunner()
+    g = str(tmp_path / "g")
+    assert runner.invoke(app, ["gallery", "create", str(model_path), "-g", g]).exit_code == 0
+    args = ["gallery", "enroll", str(model_path), "-g", g, "--folder", str(speakers), "--template", "mean", "--json"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert json_tail(first.stdout) == {"enrolled": {"dave": 1, "erin": 1}, "identities": 2, "templates": 2}
+    again = runner.invoke(app, args)  # the same clips: nothing new
+    assert again.exit_code == 0 and json_tail(again.stdout)["enrolled"] == {"dave": 0, "erin": 0}
+    bad = runner.invoke(app, [*args[:-3], "--template", "median"])
+    assert bad.exit_code == 2 and "--template" in bad.output
+
+
+def json_tail(stdout: str) -> dict:
+    """The JSON object a ``--json`` command printed last (progress lines go to standard error)."""
+    import json
+
+    return json.loads(stdout[stdout.index("{") :])

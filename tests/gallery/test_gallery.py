@@ -247,3 +247,33 @@ def test_half_twin_gallery_holds_side_b_and_is_queried_with_side_a(tmp_path):
         assert [m.value for m in result.matches] == pytest.approx(np.sort(values[q]).tolist(), abs=1e-4)
     assert g.verify(raw[1], "d3").value == pytest.approx(float(values[1, 3]), abs=1e-4)
     g.close()
+
+
+def test_mean_template_is_one_unit_template_enrolled_once(tmp_path):
+    """``template="mean"``: several inputs make one template, their mean (unit length again for a
+    normalising model); the same inputs again, in any order, add nothing."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.model_validate({
+        "input": {"kind": "vector", "features": 6}, "encoder": {"name": "mlp", "params": {"hidden": [8],
+        "embedding_dim": 4}}, "comparator": {"name": "cosine"}, "normalize": True}))  # fmt: skip
+    model.eval()
+    x = torch.randn(5, 6)
+    hashes = [f"sha256:{i}" for i in range(5)]
+    with Gallery.create(tmp_path / "g", model) as g:
+        result = g.enroll_detailed("alice", x, hashes=hashes, sources=[f"c{i}.flac" for i in range(5)], template="mean")
+        assert (result.added, result.already) == (1, 0) and g.get("alice")["templates"] == 1
+        with torch.no_grad():
+            z = model.embed(x).numpy()
+        expected = z.mean(0) / np.linalg.norm(z.mean(0))
+        stored = g.store.templates_of("alice", g.dim)[0]
+        assert np.allclose(stored, expected, atol=1e-6) and np.isclose(np.linalg.norm(stored), 1.0)
+        again = g.enroll_detailed("alice", x[[4, 2, 0, 1, 3]], hashes=hashes[::-1], template="mean")
+        assert (again.added, again.already) == (0, 5) and g.get("alice")["templates"] == 1
+        g.enroll("alice", x[:2], hashes=hashes[:2], template="mean")  # another set: another template
+        assert g.get("alice")["templates"] == 2
+        with pytest.raises(DataError, match="template must be 'all' or 'mean'"):
+            g.enroll("bob", x, template="median")
+    vectors = vector_gallery(tmp_path / "v")  # no model, no normalising: the plain mean
+    vectors.enroll("mean", VECTORS[:4], template="mean")
+    assert np.allclose(vectors.store.templates_of("mean", 16)[0], VECTORS[:4].mean(0), atol=1e-6)
+    vectors.close()

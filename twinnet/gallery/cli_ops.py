@@ -15,12 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Union
 
-from twinnet.data.images import is_image_file
 from twinnet.data.text import read_utf8
 from twinnet.errors import DataError
-from twinnet.gallery.gallery import QUERY_SIDE, TEMPLATE_SIDE, Gallery
+from twinnet.gallery.gallery import QUERY_SIDE, TEMPLATE_SIDE, Gallery, Template
 from twinnet.gallery.store import content_hash, file_content_hash
-from twinnet.inference import expand_inputs
+from twinnet.inference import expand_inputs, is_input_file
 from twinnet.model import Side
 
 #: Where progress lines go: True (standard error), False (nowhere) or a function taking a line.
@@ -61,13 +60,14 @@ def input_hashes(g: Gallery, items: list[Any], side: Side = TEMPLATE_SIDE) -> li
 
 def enroll_inputs(
     g: Gallery, identity: str, inputs: list[str], metadata: dict[str, Any] | None, replace: bool,
-    progress: Progress = True,
+    progress: Progress = True, template: Template = "all",
 ) -> int:  # fmt: skip
-    """Enrol INPUT arguments (files, or texts) as ``identity``; inputs it already has (same
-    content) are reported as already enrolled and not added again. Returns the templates added."""
+    """Enrol INPUT arguments (files, or texts) as ``identity`` (one template each, or with
+    ``template="mean"`` one for them all); inputs it already has (same content) are reported as
+    already enrolled and not added again. Returns the templates added."""
     items, names = query_inputs(g, inputs, TEMPLATE_SIDE)
     result = g.enroll_detailed(identity, items, metadata, replace=replace, sources=names,
-                               hashes=input_hashes(g, items))  # fmt: skip
+                               hashes=input_hashes(g, items), template=template)  # fmt: skip
     _reporter(progress)(f"{identity}: {result.added} added, {result.already} already enrolled")
     return result.added
 
@@ -138,22 +138,26 @@ def enroll_documents(
 
 
 def enroll_folder(
-    g: Gallery, folder: Path, replace: bool = False, progress: Progress = True, chunk: int = FOLDER_CHUNK
-) -> dict[str, int]:
-    """Each sub-folder of ``folder`` is an identity; its images (and ``.npy`` arrays) are that
-    identity's templates. Resumable: files whose content the identity already has are skipped, and
-    each committed chunk of files is acknowledged on standard error (``progress``) as
-    ``IDENTITY: N added, M already enrolled (files a-b of n)``. Returns templates added per identity.
+    g: Gallery, folder: Path, replace: bool = False, progress: Progress = True, chunk: int = FOLDER_CHUNK,
+    template: Template = "all",
+) -> dict[str, int]:  # fmt: skip
+    """Each sub-folder of ``folder`` is an identity; its input files (images, recordings, ``.npy``
+    arrays) are that identity's templates, or with ``template="mean"`` make one template, their
+    mean. Resumable: files whose content the identity already has are skipped, and each committed
+    chunk of files is acknowledged on standard error (``progress``) as ``IDENTITY: N added, M
+    already enrolled (files a-b of n)``. Returns templates added per identity.
 
     With ``replace``, an identity's earlier templates are dropped before its first chunk, so a
     re-run with ``replace`` enrols everything again (once)."""
+    if template == "mean":
+        chunk = 1 << 62  # one mean of every file of the identity, not one per chunk
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"folder not found: {folder}")
     say = _reporter(progress)
     jobs = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(f for f in sub.rglob("*") if f.is_file() and (is_image_file(f) or f.suffix == ".npy"))
+        files = sorted(f for f in sub.rglob("*") if is_input_file(f))
         if files:
             jobs.append((sub.name, files))
     if not jobs:
@@ -164,7 +168,7 @@ def enroll_folder(
         for start in range(0, len(files), chunk):
             part = files[start : start + chunk]
             result = g.enroll_detailed(identity, part, replace=replace and start == 0, sources=[str(f) for f in part],
-                                       hashes=[file_content_hash(f) for f in part])  # fmt: skip
+                                       hashes=[file_content_hash(f) for f in part], template=template)  # fmt: skip
             report[identity] += result.added
             where = f"files {start + 1}-{start + len(part)} of {len(files)}; identity {number} of {len(jobs)}"
             say(f"{identity}: {result.added} added, {result.already} already enrolled ({where})")

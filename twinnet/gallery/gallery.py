@@ -46,7 +46,7 @@ from twinnet.gallery.index import (
     remove_orphan_temporaries,
     temporary_name,
 )
-from twinnet.gallery.store import TemplateStore, Written
+from twinnet.gallery.store import TemplateStore, Written, content_hash
 from twinnet.inference import point_normalizer
 from twinnet.io import weights_fingerprint
 from twinnet.model import AnyTwin, Side
@@ -61,6 +61,8 @@ TEMPLATE_SIDE: Side = "b"
 """The side templates (documents) are embedded with."""
 QUERY_SIDE: Side = "a"
 """The side queries are embedded with."""
+#: How several inputs of one enrolment become templates: one each, or one for all (their mean).
+Template = Literal["all", "mean"]
 
 #: Comparators a gallery of precomputed vectors (no model) may be created with: both have no
 #: learned parameters, so the name alone rebuilds them.
@@ -581,33 +583,47 @@ class Gallery:
     def enroll(
         self, identity: str, inputs: Sequence[Any] | np.ndarray | torch.Tensor, metadata: dict[str, Any] | None = None,
         *, replace: bool = False, sources: list[str] | None = None, precomputed: bool | None = None,
-        hashes: Sequence[str | None] | None = None,
+        hashes: Sequence[str | None] | None = None, template: Template = "all",
     ) -> int:  # fmt: skip
         """Add templates for ``identity`` (created if new; ``replace`` drops its old templates).
 
-        ``hashes``: a content hash per input (:func:`twinnet.gallery.store.content_hash` of the
-        input's bytes); an input whose hash the identity already has is not enrolled again.
+        ``template``: ``all`` (one template per input) or ``mean`` (one template, the
+        :meth:`mean_template` of the inputs' embeddings: several clips or impressions averaged
+        into one voice print). ``hashes``: a content hash per input
+        (:func:`twinnet.gallery.store.content_hash` of the input's bytes); an input whose hash the
+        identity already has is not enrolled again (a mean template: the same set of inputs).
         When this returns, the enrolment is committed to disk. Returns the number of templates added.
         """
-        return self.enroll_detailed(
-            identity, inputs, metadata, replace=replace, sources=sources, precomputed=precomputed, hashes=hashes
-        ).added
+        return self.enroll_detailed(identity, inputs, metadata, replace=replace, sources=sources,
+                                    precomputed=precomputed, hashes=hashes, template=template).added  # fmt: skip
+
+    def mean_template(self, vectors: np.ndarray) -> np.ndarray:
+        """One template for several embeddings of an identity: their mean, made unit length again
+        where the model normalises its embeddings (its comparator expects them so)."""
+        mean = np.asarray(vectors, dtype=np.float32).mean(0)
+        if self.model is not None and self.model.normalize:
+            mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        return mean.astype(np.float32)
 
     def enroll_detailed(
         self, identity: str, inputs: Sequence[Any] | np.ndarray | torch.Tensor, metadata: dict[str, Any] | None = None,
         *, replace: bool = False, sources: Sequence[str] | None = None, precomputed: bool | None = None,
-        hashes: Sequence[str | None] | None = None,
+        hashes: Sequence[str | None] | None = None, template: Template = "all",
     ) -> Enrolment:  # fmt: skip
         """:meth:`enroll`, saying also how many inputs were already enrolled (same content hash).
         Inputs already enrolled are not embedded again."""
         if not isinstance(identity, str) or not identity.strip():
             raise DataError("identity must be a non-empty string")
+        if template not in ("all", "mean"):
+            raise DataError(f"template must be 'all' or 'mean', not {template!r}")
         n = len(inputs)
         if n == 0:
             raise DataError(f"enrolling {identity!r}: no inputs")
         for name, values in (("sources", sources), ("hashes", hashes)):
             if values is not None and len(values) != n:
                 raise DataError(f"enrolling {identity!r}: {len(values)} {name} for {n} inputs")
+        if template == "mean":
+            return self._enroll_mean(identity, inputs, metadata, replace, sources, precomputed, hashes)
         keep = list(range(n))
         if hashes is not None and not replace:
             known = self.store.known_hashes(identity, hashes)
@@ -623,6 +639,30 @@ class Gallery:
             added = vectors[[i for i in range(len(vectors)) if i not in skipped]]
             self._after_write(written, added)
         return Enrolment(identity, len(written.added), n - len(written.added), written.added)
+
+    def _enroll_mean(
+        self, identity: str, inputs: Any, metadata: dict[str, Any] | None, replace: bool,
+        sources: Sequence[str] | None, precomputed: bool | None, hashes: Sequence[str | None] | None,
+    ) -> Enrolment:  # fmt: skip
+        """One template, the mean of the inputs' embeddings; its content hash is that of the set
+        of the inputs' hashes, so enrolling the same inputs again (in any order) adds nothing."""
+        n = len(inputs)
+        combined = None
+        if hashes is not None and all(h is not None for h in hashes):
+            combined = content_hash(("mean:" + ",".join(sorted(str(h) for h in hashes))).encode())
+        if combined is not None and not replace and self.store.known_hashes(identity, [combined]):
+            if not metadata:
+                return Enrolment(identity, 0, n)
+            vector, source, stored_hash = np.zeros((0, self.dim), np.float32), None, None  # metadata merges only
+        else:
+            vector = self.mean_template(self.embed(inputs, precomputed, side=TEMPLATE_SIDE))[None]
+            source = [(f"mean of {n}: " + ", ".join(sources))[:1000]] if sources else None
+            stored_hash = [combined] if combined is not None else None
+        with self._lock:
+            written = self.store.add(identity, vector, metadata, replace, source, stored_hash)
+            skipped = set(written.skipped)  # raced: another writer enrolled the same mean meanwhile
+            self._after_write(written, vector[[i for i in range(len(vector)) if i not in skipped]])
+        return Enrolment(identity, len(written.added), n if not written.added else 0, written.added)
 
     def enroll_many(self, identities: Sequence[str], vectors: np.ndarray) -> int:
         """Bulk enrolment of precomputed vectors, one template per row, in one transaction (no

@@ -237,10 +237,7 @@ class SpeakerIdentificationProtocol(OpenSetProtocol):
                 Gallery.create(Path(tmp) / "gallery", model, index=self.index) as g:  # fmt: skip
             for c in np.unique(items.labels[enrolled]):
                 rows = z[enrolled[items.labels[enrolled] == c]]
-                if self.templates == "mean":
-                    mean = rows.mean(0)
-                    rows = (mean / max(float(np.linalg.norm(mean)), 1e-12))[None] if model.normalize else mean[None]
-                g.enroll(items.class_names[int(c)], rows.astype(np.float32), precomputed=True)
+                g.enroll(items.class_names[int(c)], rows, precomputed=True, template=self.templates)
             best = {name: g.identify_batch(z[q], k=1, precomputed=True) if len(q) else [] for name, q in
                     (("known", known_q), ("unknown", unknown_q))}  # fmt: skip
         orientation = model.comparator.orientation
