@@ -37,6 +37,18 @@ def machine() -> dict[str, Any]:
     }
 
 
+def latencies(fn: Any, queries: Any, repeat: int) -> Any:
+    """Milliseconds of ``fn`` on each of the first ``repeat`` queries, one at a time (a batch of one)."""
+    import numpy as np
+
+    out = []
+    for q in queries[:repeat]:
+        t = time.perf_counter()
+        fn(q[None])
+        out.append((time.perf_counter() - t) * 1000)
+    return np.asarray(out)
+
+
 def write_result(name: str, figures: dict[str, Any], started: float) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 import numpy as np
-from _common import RESULTS, write_result
+from _common import RESULTS, latencies, write_result
 from rich.console import Console
 from rich.table import Table
 from sklearn.neighbors import NearestNeighbors
@@ -41,15 +41,6 @@ from twinnet.gallery.synthetic import IdentityGenerator, stats
 
 def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def latencies(fn, queries: np.ndarray, repeat: int) -> np.ndarray:
-    out = []
-    for q in queries[:repeat]:
-        t = time.perf_counter()
-        fn(q[None])
-        out.append((time.perf_counter() - t) * 1000)
-    return np.asarray(out)
 
 
 def main() -> None:

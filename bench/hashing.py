@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import write_result
+from _common import latencies, write_result
 from _embeddings import real_embeddings, trained_model
 from rich.console import Console
 from rich.table import Table
@@ -142,15 +142,6 @@ def verification(real: dict[str, np.ndarray], head_seconds: float) -> tuple[dict
     return out, head
 
 
-def latencies(fn: Any, queries: np.ndarray, repeat: int) -> np.ndarray:
-    out = []
-    for q in queries[:repeat]:
-        t = time.perf_counter()
-        fn(q[None])
-        out.append((time.perf_counter() - t) * 1000)
-    return np.asarray(out)
-
-
 def pct(ms: np.ndarray) -> dict[str, float]:
     return {
         "single_p50_ms": round(float(np.percentile(ms, 50)), 3),
@@ -199,6 +190,7 @@ def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: H
         return np.ascontiguousarray(x * scale + mean, dtype=np.float32)
 
     k = 5
+    itq = HammingDistance(gen.dim, BITS, "itq", 0).fit(real["train_x"]).eval()
     out: dict[str, Any] = {
         "templates_per_identity": k,
         "candidates": args.candidates,
@@ -220,6 +212,7 @@ def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: H
             else None
         )
         codes = np.empty((n, BITS // 8), np.uint8) if measure_codes else None
+        itq_codes = np.empty((n, BITS // 8), np.uint8) if measure_codes else None
         keep_float = n in (n1, n2)
         flat = FaissIndex(gen.dim, "l2", "flat") if keep_float else None
         best_d = np.full(args.recall_queries, np.inf)
@@ -231,6 +224,7 @@ def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: H
             if measure_codes:
                 floats[rows[0] : rows[-1] + 1] = x  # type: ignore[index]
                 codes[rows[0] : rows[-1] + 1] = head.encode(to_model_space(x))  # type: ignore[index]
+                itq_codes[rows[0] : rows[-1] + 1] = itq.encode(to_model_space(x))  # type: ignore[index]
                 d = (
                     np.sum(queries[: args.recall_queries] ** 2, 1)[:, None]
                     - 2 * queries[: args.recall_queries] @ x.T
@@ -272,7 +266,6 @@ def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: H
         index.add(np.arange(n, dtype=np.int64), codes)
         build = time.perf_counter() - tb
         memory_mb = round(index.memory_bytes() / 2**20, 1)
-        del codes
         search = CodeSearch(index, head, floats, args.candidates)
         rq = slice(0, args.recall_queries)
         found_exact = search.exact(q_orig[rq], queries[rq])
@@ -280,6 +273,24 @@ def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: H
         same_identity = found_exact // k == best_i // k  # row r belongs to identity r // k
         asym_hits = search.asymmetric(q_orig[rq]) == best_i
         hamming_only = index.search(head.encode(q_orig[rq]), 1)[1][:, 0] == best_i
+        # recall after re-scoring c candidates = whether the float neighbour is among the first c
+        # (re-scoring then finds it: it is the best of all templates, so of any subset holding it)
+        sweep = sorted({*args.candidate_sweep, args.candidates})
+        ranked = index.search(head.encode(q_orig[rq]), max(sweep))[1]
+        exact_codes = BinaryFaissIndex(BITS, "hamming", "flat")
+        exact_codes.add(np.arange(n, dtype=np.int64), codes)
+        ranked_exact = exact_codes.search(head.encode(q_orig[rq]), max(sweep))[1]
+        # ITQ codes of the same templates (no training for classes: they keep float neighbours better)
+        exact_codes = BinaryFaissIndex(BITS, "hamming", "flat")
+        exact_codes.add(np.arange(n, dtype=np.int64), itq_codes)
+        ranked_itq = exact_codes.search(itq.encode(q_orig[rq]), max(sweep))[1]
+        exact_codes = codes = itq_codes = None  # type: ignore[assignment]
+        by_candidates = {
+            str(c): {"ivf": float((ranked[:, :c] == best_i[:, None]).any(1).mean()),
+                     "exact_hamming": float((ranked_exact[:, :c] == best_i[:, None]).any(1).mean()),
+                     "itq_exact_hamming": float((ranked_itq[:, :c] == best_i[:, None]).any(1).mean())}
+            for c in sweep
+        }  # fmt: skip
         single_exact = latencies(lambda v, s=search: s.exact(to_model_space(v), v), queries, args.single)
         single_asym = latencies(lambda v, s=search: s.asymmetric(to_model_space(v)), queries, args.single)
         tq = time.perf_counter()
@@ -296,6 +307,7 @@ def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: H
             "recall_at_1_asymmetric": float(asym_hits.mean()),
             "identity_recall_at_1": float(same_identity.mean()),
             "recall_at_1_hamming_only": float(hamming_only.mean()),
+            "recall_at_1_by_candidates": by_candidates,
             **pct(single_exact),
             "asymmetric": pct(single_asym),
             "batched_ms_per_query": round(batched, 4),
@@ -423,6 +435,11 @@ def main() -> None:
     parser.add_argument("--recall-queries", type=int, default=300, help="queries with an exact float truth")
     parser.add_argument("--single", type=int, default=300, help="single-query latency samples")
     parser.add_argument("--candidates", type=int, default=1000, help="codes re-scored per query")
+    parser.add_argument(
+        "--candidate-sweep",
+        default="250,1000,4000,16000",
+        help="candidate counts whose recall after re-scoring is reported (IVF and exact Hamming)",
+    )
     parser.add_argument("--lists", type=int, default=1024)
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--head-seconds", type=float, default=90.0)
@@ -431,6 +448,7 @@ def main() -> None:
     args = parser.parse_args()
     args.scales = [int(s) for s in args.scales.split(",") if s]
     args.float_scales = [int(s) for s in args.float_scales.split(",")]
+    args.candidate_sweep = [int(s) for s in args.candidate_sweep.split(",") if s]
     skip = set(args.skip.split(","))
     started = time.perf_counter()
     torch.set_num_threads(2)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,3 +64,12 @@ def image_folder_factory(tmp_path: Path):
         return root
 
     return make
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny matrices: one torch thread (a thread team on a busy machine costs more than it saves)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,14 +15,7 @@ from twinnet.config import ModelConfig
 from twinnet.losses import LOSSES
 from twinnet.model import build_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread (a thread team on a busy machine costs more than it saves)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clustered(n_classes: int = 12, per: int = 6, dim: int = 16, spread: float = 0.15, seed: int = 0):
@@ -148,3 +141,4 @@ def test_with_codes_save_load_gives_identical_codes(tmp_path) -> None:
         assert torch.equal(loaded(inputs[:5], inputs[5:10]), hashed(inputs[:5], inputs[5:10]))
     with pytest.raises(ValueError, match="embeddings"):
         with_codes(model, method="itq")
+

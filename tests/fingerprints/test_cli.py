@@ -8,6 +8,7 @@ import json
 import torch
 from typer.testing import CliRunner
 
+from tests.fingerprints.test_model import CONFIG
 from twinnet.cli import app
 from twinnet.config import ModelConfig
 from twinnet.fingerprints.synthetic import write_fvc_folder
@@ -15,13 +16,6 @@ from twinnet.io import save
 from twinnet.model import build_model
 
 runner = CliRunner()
-CONFIG = {
-    "input": {"kind": "image", "channels": 1, "size": [64, 64],
-              "preprocess": [{"name": "fingerprint", "params": {"dpi": 200, "source_dpi": 500}}]},
-    "encoder": {"name": "fingerprint_net", "params": {"widths": [4, 8, 8, 16], "embedding_dim": 16, "local_dim": 8}},
-    "comparator": {"name": "cosine"},
-    "normalize": True,
-}  # fmt: skip
 
 
 def run(*args: object):

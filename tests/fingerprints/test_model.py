@@ -19,6 +19,7 @@ from twinnet.fingerprints.local import LocalTemplate, local_templates, match_sco
 from twinnet.fingerprints.synthetic import write_fvc_folder
 from twinnet.protocols import build_protocol
 
+#: A tiny fingerprint model (64 px at 200 dpi), shared by the CLI tests.
 CONFIG = {
     "input": {"kind": "image", "channels": 1, "size": [64, 64],
               "preprocess": [{"name": "fingerprint", "params": {"dpi": 200, "source_dpi": 500}}]},

@@ -23,12 +23,7 @@ from twinnet.model import build_model
 PER, IDS, FEATURES = 3, 60, 10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def float_model() -> twinnet.TwinNetwork:
