@@ -21,6 +21,8 @@ What it does (seeded):
    taking turns block by block (``timing_ms``); call-by-call alternation in ``timing_ms_interleaved``.
 6. Open-set identification through a gallery: 5 clips per enrolled speaker (mean template), half
    of the test speakers enrolled; DIR@FAR=1%, rank-1.
+7. The channel: text-independent EER when only each clip's background (its quietest 30% of
+   frames) is compared, by its mean log-mel spectrum and through each model (``channel``).
 
 Timings are upper bounds when other work shares the CPU (the JSON records the load average).
 """
@@ -165,6 +167,50 @@ def embed_ms_interleaved(functions: dict[str, Any], repeats: int = 40) -> dict[s
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def background_waves(waves: torch.Tensor, quantile: float = 0.3, hop: int = 160, win: int = 400) -> list[torch.Tensor]:
+    """Each clip's quietest frames (energy below its ``quantile``), their hop-length pieces put end
+    to end: what the room and the microphone sound like, with (almost) no voice in it."""
+    out = []
+    for w in waves:
+        frames = w[: len(w) - len(w) % hop].reshape(-1, hop)
+        windows = torch.nn.functional.pad(w, (0, win)).unfold(0, win, hop)[: len(frames)]
+        energy = windows.square().sum(1)
+        quiet = energy <= torch.quantile(energy, quantile)
+        out.append(frames[quiet].reshape(-1))
+    return out
+
+
+def background_spectra(background: list[torch.Tensor]) -> np.ndarray:
+    """The mean log-mel spectrum of each clip's background (not mean-normalised: the channel is
+    precisely a spectral colouring), centred over clips; cosine compares them."""
+    from twinnet.audio.features import LogMel
+
+    logmel = LogMel(16000, 512, 400, 160, 40)
+    with torch.no_grad():
+        z = np.stack([logmel(b[None].float())[0].mean(1).numpy() for b in background]).astype(np.float32)
+    z -= z.mean(0)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    return np.pad(z, ((0, 0), (0, 256 - z.shape[1])))
+
+
+def channel_figures(anchor: Any, test: Any, test_items: Any, models: dict[str, Any]) -> dict[str, Any]:
+    """Does the recording channel alone identify these speakers, and do the models use it? EER of
+    text-independent trials when only each clip's background (its quietest 30% of frames, ~0.3 s)
+    is compared: by its mean spectrum, and through each model. 0.5 is chance; the lower, the more
+    a speaker's room and microphone give them away."""
+    background = background_waves(test_items.data)
+    out: dict[str, Any] = {"background_seconds_median": float(np.median([len(b) for b in background]) / 16000)}
+    z = torch.from_numpy(background_spectra(background))
+    out["background_spectrum_eer"] = evaluate_all(anchor, test, z, None)["text_independent"]["eer"]
+    for name, embed_one in models.items():
+        with torch.no_grad():
+            zb = torch.from_numpy(np.stack([embed_one(b) for b in background]).astype(np.float32))
+        if zb.shape[1] < 256:
+            zb = torch.nn.functional.pad(zb, (0, 256 - zb.shape[1]))
+        out[f"{name}_on_background_eer"] = evaluate_all(anchor, test, zb, None)["text_independent"]["eer"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-voices")
@@ -239,6 +285,13 @@ def main() -> None:
     results["timing_ms"] = timing
     results["timing_ms_interleaved"] = embed_ms_interleaved(functions)
 
+    def unit(model: Any) -> Any:
+        return lambda wave: model.embed(wave[None])[0].numpy()
+
+    results["channel"] = channel_figures(anchor, test, test_items, {
+        "twinnet": unit(scratch), "finetuned": unit(finetuned), "resemblyzer": lambda w: encoder.embed_utterance(
+            w.numpy())})  # fmt: skip
+
     td, ti = results["twinnet"]["text_dependent"], results["twinnet"]["text_independent"]
     ft_td, ft_ti = results["finetuned"]["text_dependent"], results["finetuned"]["text_independent"]
     r_td, r_ti = results["resemblyzer"]["text_dependent"], results["resemblyzer"]["text_independent"]
@@ -269,6 +322,7 @@ def main() -> None:
               f"{r['identification']['dir@far=0.01']:7.4f} {r['identification']['rank1']:6.3f}")  # fmt: skip
     print("embedding ms (1 s clip, batch 1):", {k: round(v, 2) for k, v in timing.items()})
     print("ratios:", {k: round(v, 3) for k, v in results["ratios"].items()})
+    print("channel (TI EER on background only; 0.5 = chance):", results["channel"])
     print(f"training minutes: scratch {scratch_min:.1f}, fine-tune {finetune_min:.1f}; wrote {path}")
 
 
