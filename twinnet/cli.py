@@ -630,7 +630,7 @@ def gallery_create(
         None, "--codes-fit", help="With --codes: files (or folders) whose mean embedding centres the hyperplanes."
     ),
     rescore: int = typer.Option(
-        0, "--rescore", help="With --codes: score the N best candidates exactly in float (the model's scale)."
+        0, "--rescore", help="A gallery of codes: score the N best candidates exactly in float (that scale)."
     ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

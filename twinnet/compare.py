@@ -171,6 +171,10 @@ class Comparator(nn.Module):
     compares: ClassVar[Literal["vectors", "maps"]] = "vectors"
     #: The largest number of (row, column, feature) elements the default ``pairwise`` broadcasts at once.
     chunk_elements: ClassVar[int] = 1 << 24
+    #: For a comparator of compact codes: the registry name of the (parameter-free) float
+    #: comparator it stands in for, with which a gallery re-scores its candidates exactly; None
+    #: for every comparator that is its own exact measure.
+    rescore_with: str | None = None
 
     @property
     def is_distance(self) -> bool:

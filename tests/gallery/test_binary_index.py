@@ -181,8 +181,8 @@ def test_codes_with_float_rescoring_answer_as_the_float_gallery(tmp_path) -> Non
     try:
         assert coded.comparator is model.comparator and coded.metric == "hamming" and coded.plan.rescore
         # the hyperplanes pass through the mean template embedding, kept in gallery.json
-        stored = json.loads((tmp_path / "coded" / "gallery.json").read_text())["codes"]
-        assert stored["rescore"] == IDS * PER and np.allclose(stored["centre"], mean, atol=1e-6)
+        stored = json.loads((tmp_path / "coded" / "gallery.json").read_text())
+        assert stored["rescore"] == IDS * PER and np.allclose(stored["codes"]["centre"], mean, atol=1e-6)
         reference = HammingDistance(32, 32, "simhash", 0).eval()
         reference.centre.copy_(torch.from_numpy(mean))
         assert np.array_equal(coded.plan.transform(mean[None] + 0.01), reference.encode(mean[None] + 0.01))
@@ -212,8 +212,14 @@ def test_codes_with_float_rescoring_answer_as_the_float_gallery(tmp_path) -> Non
 
 def test_codes_options_are_checked(tmp_path) -> None:
     model = float_model()
-    with pytest.raises(DataError, match="give codes too"):
+    with pytest.raises(DataError, match="give codes, or a model that compares codes"):
         Gallery.create(tmp_path / "a", model, rescore=10)
+    with pytest.raises(DataError, match="give codes too"):
+        Gallery.create(tmp_path / "a", model, codes_fit=np.zeros((2, FEATURES), np.float32))
+    hand_made = with_codes(model, 16, "simhash")
+    hand_made.comparator.rescore_with = None  # codes that do not say what they stand in for
+    with pytest.raises(DataError, match="do not name the float comparator"):
+        Gallery.create(tmp_path / "a", hand_made, rescore=10)
     with pytest.raises(DataError, match="non-finite embeddings"):
         Gallery.create(tmp_path / "b", model, codes=32, codes_fit=np.full((3, FEATURES), np.nan, np.float32))
     with pytest.raises(DataError, match=r"codes_fit: expected finite embeddings of shape \(n, 32\)"):
@@ -221,10 +227,12 @@ def test_codes_options_are_checked(tmp_path) -> None:
     g = Gallery.create(tmp_path / "c", model, codes=32, rescore=5)
     g.close()
     info = json.loads((tmp_path / "c" / "gallery.json").read_text())
-    bad_codes = (({"rescore": -1}, "codes.rescore"), ({"centre": [0.0] * 5}, "codes.centre"),
-                 ({"centre": [float("nan")] * 32}, "codes.centre"), ({"extra": 1}, "'codes' must be"))  # fmt: skip
+    bad_codes = (({"rescore": -1}, "'rescore'"), ({"codes": {"centre": [0.0] * 5}}, "codes.centre"),
+                 ({"codes": {"centre": [float("nan")] * 32}}, "codes.centre"),
+                 ({"codes": {"extra": 1}}, "'codes' must be"))  # fmt: skip
     for bad, field in bad_codes:
-        (tmp_path / "c" / "gallery.json").write_text(json.dumps({**info, "codes": {**info["codes"], **bad}}))
+        broken = {**info, **bad, "codes": {**info["codes"], **bad.get("codes", {})}}
+        (tmp_path / "c" / "gallery.json").write_text(json.dumps(broken))
         with pytest.raises(DataError, match=field):
             Gallery.open(tmp_path / "c", model)
     # the CLI: centred on the files of a folder, re-scored
@@ -238,10 +246,36 @@ def test_codes_options_are_checked(tmp_path) -> None:
     result = runner.invoke(app, ["gallery", "create", str(tmp_path / "model"), "--gallery", str(tmp_path / "cli"),
                                  "--codes", "32", "--rescore", "40", "--codes-fit", str(folder), "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    codes = json.loads((tmp_path / "cli" / "gallery.json").read_text())["codes"]
+    written = json.loads((tmp_path / "cli" / "gallery.json").read_text())
     with torch.no_grad():
         mean = model.embed(templates[:6]).numpy().mean(0)
-    assert codes["rescore"] == 40 and np.allclose(codes["centre"], mean, atol=1e-5)
+    assert written["rescore"] == 40 and np.allclose(written["codes"]["centre"], mean, atol=1e-5)
     bad = runner.invoke(app, ["gallery", "create", str(tmp_path / "model"), "--gallery", str(tmp_path / "cli2"),
                               "--codes", "32", "--rescore", "-3"])  # fmt: skip
     assert bad.exit_code == 2 and "--rescore" in bad.output
+
+
+def test_a_model_of_learned_or_itq_codes_re_scores_with_the_comparator_its_codes_stand_in_for(
+    tmp_path, hashed
+) -> None:
+    """``with_codes`` records the float comparator (``rescore_with``); a gallery of such a model
+    with ``rescore`` proposes by Hamming distance and answers in that comparator's scale, as a
+    float gallery of the float model does, also after save → load."""
+    assert hashed.comparator.rescore_with == "euclidean"
+    twinnet.save(hashed, tmp_path / "model")
+    loaded = twinnet.load(tmp_path / "model")
+    assert loaded.comparator.rescore_with == "euclidean"
+    templates, queries = data(4)
+    coded = Gallery.create(tmp_path / "coded", loaded, rescore=IDS * PER)
+    plain = Gallery.create(tmp_path / "plain", float_model(), index="flat")
+    try:
+        assert coded.metric == "hamming" and coded.plan.rescore and coded.orientation.is_distance
+        assert coded.default_threshold() is None  # the codes' calibration is not in this scale
+        for g in (coded, plain):
+            for i in range(IDS):
+                g.enroll(f"id{i:02d}", templates[PER * i : PER * (i + 1)])
+        assert_same_answers(coded.identify_batch(queries, k=3, threshold=0.3),
+                            plain.identify_batch(queries, k=3, threshold=0.3))  # fmt: skip
+    finally:
+        coded.close()
+        plain.close()

@@ -35,12 +35,16 @@ def with_codes(
     if method in ("itq", "learned") and embeddings is None:
         raise ValueError(f"method {method!r} is fitted on training embeddings: pass embeddings")
     out = copy.deepcopy(model)
-    comparator = HammingDistance(model.embedding_dim, bits, method, seed)
+    # the float comparator the codes stand in for, where its name alone rebuilds it (no weights)
+    rescore_with = None
+    if model.config is not None and not any(True for _ in model.comparator.parameters()):
+        rescore_with = model.config.comparator.name
+    comparator = HammingDistance(model.embedding_dim, bits, method, seed, rescore_with)
     if embeddings is not None:
         comparator.fit(embeddings)
     out.comparator = comparator.to(model.device)
     if out.config is not None:
-        params = {"bits": bits, "method": method, "seed": seed}
+        params = {"bits": bits, "method": method, "seed": seed, "rescore_with": rescore_with}
         out.config = out.config.model_copy(update={"comparator": out.config.comparator.model_copy(
             update={"name": "hamming", "params": params})})  # fmt: skip
     out.calibration, out.fingerprint, out.metrics = None, None, {}

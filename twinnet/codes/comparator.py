@@ -41,17 +41,22 @@ class HammingDistance(Comparator):
     ``method``: ``simhash`` (random hyperplanes, ready at once), ``itq`` (call :meth:`fit` on
     training embeddings) or ``learned`` (``W`` trained with the model; starts as SimHash, or as
     ITQ after :meth:`fit`). ``dim`` is the embedding size (given by the model; left out, the
-    projection is made at the first call).
+    projection is made at the first call). ``rescore_with``: the float comparator the codes stand
+    in for (``euclidean``, ``cosine``), for galleries that re-score candidates in float.
     """
 
     orientation = DISTANCE
 
-    def __init__(self, dim: int | None = None, bits: int = 128, method: str = "simhash", seed: int = 0) -> None:
+    def __init__(self, dim: int | None = None, bits: int = 128, method: str = "simhash", seed: int = 0,
+                 rescore_with: str | None = None) -> None:  # fmt: skip
         super().__init__()
         self.bits = check_bits(bits)
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
         self.method, self.seed = method, int(seed)
+        #: the registry name of the (parameter-free) float comparator whose embeddings these codes
+        #: hash: a gallery that re-scores its Hamming candidates exactly uses it
+        self.rescore_with = rescore_with
         self.weight: nn.Parameter | None = None
         self.register_buffer("centre", None)
         if dim is not None:

@@ -178,19 +178,17 @@ class Gallery:
         #: templates fetched from the index per query and scored exactly (re-scored plans only)
         self.rescore_candidates = 100
         self.plan: IndexPlan
-        codes = info.get("codes")
-        if codes:  # `create(codes=bits)`: the model's embeddings hashed into SimHash codes
-            hashing = _codes_comparator(info, path, self.comparator)
-            if codes.get("rescore"):
-                # the codes only propose candidates; the float comparator scores them and decides, so
-                # values, thresholds and the model's calibration stay in its scale
-                self.plan = replace(hashing.index_plan(self.dim), rescore=True)
-                self.rescore_candidates = int(codes["rescore"])
-            else:
-                self.comparator = hashing
-                self.plan = hashing.index_plan(self.dim)
+        # `create(codes=bits)`: the model's embeddings hashed into SimHash codes by the gallery
+        hashing = _codes_comparator(info, path, self.comparator) if info.get("codes") else self.comparator
+        if info.get("rescore"):
+            # the codes only propose candidates; the float comparator scores them and decides, so
+            # values and thresholds are in its scale
+            self.plan = replace(hashing.index_plan(self.dim), rescore=True)
+            self.comparator = _float_comparator(hashing, self.comparator, path)
+            self.rescore_candidates = int(info["rescore"])
         else:
-            self.plan = self.comparator.index_plan(self.dim)
+            self.comparator = hashing
+            self.plan = hashing.index_plan(self.dim)
         self.orientation: Orientation = self.comparator.orientation
         self.store = TemplateStore(path / "templates.sqlite")  # creates or upgrades the schema
         if int(info["format_version"]) < GALLERY_VERSION:
@@ -233,12 +231,16 @@ class Gallery:
         ``codes_fit``: inputs (or, for a gallery of vectors, embeddings) whose mean embedding the
         hyperplanes pass through; left out they pass through the origin, and the embeddings of a
         trained model, which sit in a narrow cone, then get nearly the same code (measured in
-        ``bench/hashing.py``: EER 0.46 uncentred, 0.15 centred). ``rescore``: fetch that many
-        candidates per query by Hamming distance and score them exactly with the model's own
-        comparator from the stored float templates, so values, thresholds and the model's
-        calibration are in its scale; 0 (the default): values are Hamming distances and decisions
-        need an explicit integer-valued threshold. For ITQ or learned codes, give a model whose
-        comparator is ``hamming`` (:func:`twinnet.codes.with_codes`) and leave ``codes`` out."""
+        ``bench/hashing.py``: EER 0.46 uncentred, 0.15 centred). For ITQ or learned codes, give a
+        model whose comparator is ``hamming`` (:func:`twinnet.codes.with_codes`) and leave
+        ``codes`` out.
+
+        ``rescore`` (a gallery searched by codes): fetch that many candidates per query by
+        Hamming distance and score them exactly in float from the stored templates, with the
+        model's own comparator (``codes``) or the one its codes stand in for (a ``hamming`` model:
+        ``rescore_with``), so values and thresholds are in that scale (and a float model's
+        calibration applies); 0 (the default): values are Hamming distances and decisions need
+        an explicit threshold."""
         path = Path(path)
         if (path / "gallery.json").exists():
             if exist_ok:
@@ -263,14 +265,21 @@ class Gallery:
         }  # fmt: skip
         if codes is not None:
             code_info: dict[str, Any] = {"bits": codes, "method": "simhash", "seed": 0}
-            if rescore:
-                code_info["rescore"] = rescore
             if codes_fit is not None:
                 code_info["centre"] = _mean_embedding(model, codes_fit, emb_dim)
             _check_codes(code_info, path / "gallery.json", emb_dim)
             info["codes"] = code_info
-        elif rescore or codes_fit is not None:
-            raise DataError("rescore and codes_fit are options of a gallery of codes: give codes too")
+        elif codes_fit is not None:
+            raise DataError("codes_fit centres the codes of a gallery created with codes: give codes too")
+        if rescore:
+            _check_rescore(rescore, path / "gallery.json")
+            searched = model.comparator if model is not None else None
+            if codes is None and (searched is None or searched.index_plan(emb_dim).metric != "hamming"):
+                raise DataError("rescore re-scores the candidates of a gallery of codes: give codes, or a model "
+                                "that compares codes (twinnet.codes.with_codes)")  # fmt: skip
+            if codes is None and searched is not None:
+                _float_comparator(searched, searched, path)  # refused now, not at the first open
+            info["rescore"] = rescore
         path.mkdir(parents=True, exist_ok=True)
         _write_info(path, info)
         return cls(path, info, model)
@@ -942,10 +951,29 @@ def _read_info(path: Path) -> dict[str, Any]:
         raise corrupted(f"'qdrant_url' is {info['qdrant_url']!r}, not a string or null")
     if info.get("codes") is not None:
         _check_codes(info["codes"], file, info["dim"])
+    if info.get("rescore") is not None:
+        _check_rescore(info["rescore"], file)
     return info
 
 
-_CODES_KEYS = {"bits", "method", "seed", "centre", "rescore"}
+def _check_rescore(rescore: Any, file: Path) -> None:
+    if isinstance(rescore, bool) or not isinstance(rescore, int) or rescore < 0:
+        raise DataError(f"{file}: 'rescore' is {rescore!r}, not a number of candidates (0: off)")
+
+
+def _float_comparator(hashing: Comparator, over: Comparator, path: Path) -> Comparator:
+    """The float comparator that re-scores a code gallery's candidates: the model's own when the
+    gallery hashes its embeddings, else the one the model's codes say they stand in for."""
+    if hashing is not over:
+        return over
+    name = hashing.rescore_with
+    if name is None or name not in COMPARATORS:
+        raise DataError(f"gallery {path}: the model's codes do not name the float comparator they stand in for "
+                        "(rescore_with); make them with twinnet.codes.with_codes, or leave rescore out")  # fmt: skip
+    return COMPARATORS.build(name)
+
+
+_CODES_KEYS = {"bits", "method", "seed", "centre"}
 
 
 def _check_codes(codes: Any, file: Path, dim: Any) -> None:
@@ -954,11 +982,7 @@ def _check_codes(codes: Any, file: Path, dim: Any) -> None:
         raise DataError(f"{file}: 'codes.bits' is {bits!r}, not a positive multiple of 8")
     assert isinstance(codes, dict)
     if codes.get("method") != "simhash" or not isinstance(codes.get("seed"), int) or set(codes) - _CODES_KEYS:
-        raise DataError(f"{file}: 'codes' must be {{bits, method: simhash, seed[, centre][, rescore]}}, "
-                        f"not {codes!r}")  # fmt: skip
-    rescore = codes.get("rescore", 0)
-    if isinstance(rescore, bool) or not isinstance(rescore, int) or rescore < 0:
-        raise DataError(f"{file}: 'codes.rescore' is {rescore!r}, not a number of candidates (0: off)")
+        raise DataError(f"{file}: 'codes' must be {{bits, method: simhash, seed[, centre]}}, not {codes!r}")
     centre = codes.get("centre")
     if centre is not None and (
         not isinstance(centre, list) or len(centre) != dim
