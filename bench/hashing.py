@@ -9,8 +9,10 @@
    ``hashing`` loss (batch-hard triplets on relaxed Hamming distances + quantisation term) on P×K
    batches of the training alphabets' embeddings, the encoder frozen.
 2. **Galleries of 1M and 10M codes**: the identity-shaped generator fitted on the unseen embeddings
-   (as ``bench/gallery.py``'s ``clustered`` part; 5 templates an identity), hashed by the learned
-   head; probes are new draws of enrolled identities. FAISS binary IVF (√n-ish lists) proposes
+   (as ``bench/gallery.py``'s ``clustered`` part; 5 templates an identity), hashed by ITQ-128
+   (``--gallery-codes learned``: the learned head; the other method's codes are measured beside
+   them with an exact Hamming search); probes are new draws of enrolled identities. FAISS binary
+   IVF (``--lists``, each ``--nprobe-sweep`` value measured) proposes
    ``--candidates`` templates per query, re-scored exactly in float (templates on disk, memory-mapped)
    or asymmetrically (the float query's projection against the ±1 codes: no float templates at
    all). Recall@1 is against the exact float search over the same templates (brute force, chunked).
@@ -181,7 +183,12 @@ class CodeSearch:
         return out
 
 
-def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: HammingDistance, work: Path) -> dict:
+def scale_figures(
+    args: argparse.Namespace, real: dict[str, np.ndarray], head: HammingDistance, other: tuple[str, HammingDistance],
+    work: Path,
+) -> dict:  # fmt: skip
+    """``head``: the codes the gallery indexes; ``other``: another method's codes of the same
+    templates, for the recall comparison."""
     mean = real["train_x"].mean(0)
     scale = float(np.median(np.linalg.norm(real["train_x"] - mean, axis=1)))
     gen = IdentityGenerator.fit((real["test_x"] - mean) / scale, real["test_y"], normalize=False)
@@ -190,7 +197,7 @@ def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: H
         return np.ascontiguousarray(x * scale + mean, dtype=np.float32)
 
     k = 5
-    itq = HammingDistance(gen.dim, BITS, "itq", 0).fit(real["train_x"]).eval()
+    other_name, other_codes = other
     out: dict[str, Any] = {
         "templates_per_identity": k,
         "candidates": args.candidates,
@@ -212,7 +219,7 @@ def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: H
             else None
         )
         codes = np.empty((n, BITS // 8), np.uint8) if measure_codes else None
-        itq_codes = np.empty((n, BITS // 8), np.uint8) if measure_codes else None
+        alt_codes = np.empty((n, BITS // 8), np.uint8) if measure_codes else None
         keep_float = n in (n1, n2)
         flat = FaissIndex(gen.dim, "l2", "flat") if keep_float else None
         best_d = np.full(args.recall_queries, np.inf)
@@ -224,7 +231,7 @@ def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: H
             if measure_codes:
                 floats[rows[0] : rows[-1] + 1] = x  # type: ignore[index]
                 codes[rows[0] : rows[-1] + 1] = head.encode(to_model_space(x))  # type: ignore[index]
-                itq_codes[rows[0] : rows[-1] + 1] = itq.encode(to_model_space(x))  # type: ignore[index]
+                alt_codes[rows[0] : rows[-1] + 1] = other_codes.encode(to_model_space(x))  # type: ignore[index]
                 d = (
                     np.sum(queries[: args.recall_queries] ** 2, 1)[:, None]
                     - 2 * queries[: args.recall_queries] @ x.T
@@ -266,6 +273,10 @@ def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: H
         index.add(np.arange(n, dtype=np.int64), codes)
         build = time.perf_counter() - tb
         memory_mb = round(index.memory_bytes() / 2**20, 1)
+        # the id → list hash table (removal and reconstruction by id) is a third of it at 16 bytes a code
+        index.index.set_direct_map_type(index.faiss.DirectMap.NoMap)
+        memory_without_id_table_mb = round(index.memory_bytes() / 2**20, 1)
+        index.index.set_direct_map_type(index.faiss.DirectMap.Hashtable)
         search = CodeSearch(index, head, floats, args.candidates)
         rq = slice(0, args.recall_queries)
         found_exact = search.exact(q_orig[rq], queries[rq])
@@ -280,17 +291,29 @@ def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: H
         exact_codes = BinaryFaissIndex(BITS, "hamming", "flat")
         exact_codes.add(np.arange(n, dtype=np.int64), codes)
         ranked_exact = exact_codes.search(head.encode(q_orig[rq]), max(sweep))[1]
-        # ITQ codes of the same templates (no training for classes: they keep float neighbours better)
+        # the other method's codes of the same templates
         exact_codes = BinaryFaissIndex(BITS, "hamming", "flat")
-        exact_codes.add(np.arange(n, dtype=np.int64), itq_codes)
-        ranked_itq = exact_codes.search(itq.encode(q_orig[rq]), max(sweep))[1]
-        exact_codes = codes = itq_codes = None  # type: ignore[assignment]
+        exact_codes.add(np.arange(n, dtype=np.int64), alt_codes)
+        ranked_alt = exact_codes.search(other_codes.encode(q_orig[rq]), max(sweep))[1]
+        exact_codes = codes = alt_codes = None  # type: ignore[assignment]
         by_candidates = {
             str(c): {"ivf": float((ranked[:, :c] == best_i[:, None]).any(1).mean()),
                      "exact_hamming": float((ranked_exact[:, :c] == best_i[:, None]).any(1).mean()),
-                     "itq_exact_hamming": float((ranked_itq[:, :c] == best_i[:, None]).any(1).mean())}
+                     f"{other_name}_exact_hamming": float((ranked_alt[:, :c] == best_i[:, None]).any(1).mean())}
             for c in sweep
         }  # fmt: skip
+        # the IVF probe is what loses neighbours: recall and single-query time for each nprobe
+        by_nprobe: dict[str, Any] = {}
+        for nprobe in sorted({*args.nprobe_sweep, args.nprobe}):
+            index.index.nprobe = nprobe
+            found = index.search(head.encode(q_orig[rq]), max(sweep))[1]
+            by_nprobe[str(nprobe)] = {
+                "recall_at_1_by_candidates": {str(c): float((found[:, :c] == best_i[:, None]).any(1).mean())
+                                              for c in sweep},
+                **pct(latencies(lambda v, s=search: s.exact(to_model_space(v), v), queries, min(100, args.single))),
+            }  # fmt: skip
+            print(f"nprobe {nprobe}: {by_nprobe[str(nprobe)]}", flush=True)
+        index.index.nprobe = args.nprobe
         single_exact = latencies(lambda v, s=search: s.exact(to_model_space(v), v), queries, args.single)
         single_asym = latencies(lambda v, s=search: s.asymmetric(to_model_space(v)), queries, args.single)
         tq = time.perf_counter()
@@ -303,11 +326,14 @@ def scale_figures(args: argparse.Namespace, real: dict[str, np.ndarray], head: H
             "generate_and_encode_seconds": round(generate_s, 1),
             "build_seconds": round(build, 1),
             "memory_mb": memory_mb,
+            "memory_mb_without_id_table": memory_without_id_table_mb,
+            "codes": args.gallery_codes,
             "recall_at_1": float(exact_hits.mean()),
             "recall_at_1_asymmetric": float(asym_hits.mean()),
             "identity_recall_at_1": float(same_identity.mean()),
             "recall_at_1_hamming_only": float(hamming_only.mean()),
             "recall_at_1_by_candidates": by_candidates,
+            "by_nprobe": by_nprobe,
             **pct(single_exact),
             "asymmetric": pct(single_asym),
             "batched_ms_per_query": round(batched, 4),
@@ -442,6 +468,13 @@ def main() -> None:
     )
     parser.add_argument("--lists", type=int, default=1024)
     parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument(
+        "--gallery-codes",
+        choices=("itq", "learned"),
+        default="itq",
+        help="the codes the large galleries index (ITQ keeps float neighbours better: measured)",
+    )
+    parser.add_argument("--nprobe-sweep", default="32,64,128,256", help="IVF lists probed, each measured")
     parser.add_argument("--head-seconds", type=float, default=90.0)
     parser.add_argument("--fit-texts", type=int, default=3000)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: scale, text")
@@ -449,6 +482,7 @@ def main() -> None:
     args.scales = [int(s) for s in args.scales.split(",") if s]
     args.float_scales = [int(s) for s in args.float_scales.split(",")]
     args.candidate_sweep = [int(s) for s in args.candidate_sweep.split(",") if s]
+    args.nprobe_sweep = [int(s) for s in args.nprobe_sweep.split(",") if s]
     skip = set(args.skip.split(","))
     started = time.perf_counter()
     torch.set_num_threads(2)
@@ -461,7 +495,9 @@ def main() -> None:
     figures["float_model_calibrated_threshold"] = model.calibration.native_threshold()
     if "scale" not in skip:
         with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[1] / "runs") as work:
-            figures.update(scale_figures(args, real, head, Path(work)))
+            itq = HammingDistance(real["train_x"].shape[1], BITS, "itq", 0).fit(real["train_x"]).eval()
+            gallery_codes, other = (itq, ("learned", head)) if args.gallery_codes == "itq" else (head, ("itq", itq))
+            figures.update(scale_figures(args, real, gallery_codes, other, Path(work)))
     write_result("hashing", figures, started)  # kept if the text part fails
     if "text" not in skip:
         figures["text"] = text_figures(args)
