@@ -141,4 +141,3 @@ def test_with_codes_save_load_gives_identical_codes(tmp_path) -> None:
         assert torch.equal(loaded(inputs[:5], inputs[5:10]), hashed(inputs[:5], inputs[5:10]))
     with pytest.raises(ValueError, match="embeddings"):
         with_codes(model, method="itq")
-

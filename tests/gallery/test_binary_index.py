@@ -255,9 +255,7 @@ def test_codes_options_are_checked(tmp_path) -> None:
     assert bad.exit_code == 2 and "--rescore" in bad.output
 
 
-def test_a_model_of_learned_or_itq_codes_re_scores_with_the_comparator_its_codes_stand_in_for(
-    tmp_path, hashed
-) -> None:
+def test_a_model_of_learned_or_itq_codes_re_scores_with_the_comparator_its_codes_stand_in_for(tmp_path, hashed) -> None:
     """``with_codes`` records the float comparator (``rescore_with``); a gallery of such a model
     with ``rescore`` proposes by Hamming distance and answers in that comparator's scale, as a
     float gallery of the float model does, also after save → load."""
