@@ -180,6 +180,12 @@ class Comparator(nn.Module):
     def is_distance(self) -> bool:
         return self.orientation.is_distance
 
+    @property
+    def has_weights(self) -> bool:
+        """Whether it has learned parameters: then its registry name alone does not rebuild it,
+        and an exported model carries it as a graph of its own."""
+        return any(True for _ in self.parameters())
+
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 

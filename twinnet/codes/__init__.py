@@ -37,7 +37,7 @@ def with_codes(
     out = copy.deepcopy(model)
     # the float comparator the codes stand in for, where its name alone rebuilds it (no weights)
     rescore_with = None
-    if model.config is not None and not any(True for _ in model.comparator.parameters()):
+    if model.config is not None and not model.comparator.has_weights:
         rescore_with = model.config.comparator.name
     comparator = HammingDistance(model.embedding_dim, bits, method, seed, rescore_with)
     if embeddings is not None:

@@ -573,10 +573,7 @@ class Gallery:
             if array.ndim != 2 or array.shape[1] != self.dim:
                 raise DataError(f"this gallery holds {self.dim}-d vectors; got shape {array.shape}")
             return np.ascontiguousarray(array)
-        from twinnet.inference import embed
-
-        batch = torch.as_tensor(inputs).float() if isinstance(inputs, np.ndarray) else inputs
-        return embed(model, batch, side=side).numpy().astype(np.float32)
+        return _model_embeddings(model, inputs, side)
 
     def _model_takes_vectors_of_dim(self, side: Side) -> bool:
         if self.model is None:
@@ -991,15 +988,20 @@ def _check_codes(codes: Any, file: Path, dim: Any) -> None:
         raise DataError(f"{file}: 'codes.centre' must be {dim} finite numbers (the mean embedding)")
 
 
+def _model_embeddings(model: AnyTwin, inputs: Any, side: Side) -> np.ndarray:
+    """``inputs`` (files, texts, arrays, tensors) embedded through the model's ``side``."""
+    from twinnet.inference import embed
+
+    batch = torch.as_tensor(inputs).float() if isinstance(inputs, np.ndarray) else inputs
+    return embed(model, batch, side=side).numpy().astype(np.float32)
+
+
 def _mean_embedding(model: AnyTwin | None, inputs: Any, dim: int) -> list[float]:
     """The mean template-side embedding of ``inputs`` (embeddings themselves without a model)."""
     if model is None or (isinstance(inputs, np.ndarray) and inputs.ndim == 2 and inputs.shape[1] == dim):
         vectors = np.asarray(inputs, dtype=np.float32)
     else:
-        from twinnet.inference import embed
-
-        batch = torch.as_tensor(inputs).float() if isinstance(inputs, np.ndarray) else inputs
-        vectors = embed(model, batch, side=TEMPLATE_SIDE).numpy().astype(np.float32)
+        vectors = _model_embeddings(model, inputs, TEMPLATE_SIDE)
     if vectors.ndim != 2 or vectors.shape[1] != dim or not len(vectors) or not np.isfinite(vectors).all():
         raise DataError(f"codes_fit: expected finite embeddings of shape (n, {dim}), got {vectors.shape}")
     return [float(v) for v in vectors.mean(0)]
@@ -1033,7 +1035,7 @@ def _named_comparator(info: dict[str, Any], path: Path) -> Comparator:
     if not isinstance(name, str) or name not in COMPARATORS:
         raise DataError(f"{path}/gallery.json: unknown comparator {name!r}")
     comparator = build_comparator(name, {}, int(info["dim"]))
-    if any(True for _ in comparator.parameters()):
+    if comparator.has_weights:
         # a learned comparator rebuilt from its name has untrained weights: its values would be wrong
         raise DataError(f"gallery {path} compares with the learned comparator {name!r}: open it with its model")
     return comparator

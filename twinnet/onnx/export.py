@@ -270,7 +270,7 @@ def export_onnx(
                                            "twinnet.version": __version__})  # fmt: skip
                 graphs[role] = info
             comparator = model.comparator
-            if any(True for _ in comparator.parameters()):
+            if comparator.has_weights:
                 dim = int(model.embedding_dim)
                 g = torch.Generator().manual_seed(1)
                 pair = _PairValues(comparator)
