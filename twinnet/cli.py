@@ -136,6 +136,9 @@ def train(
     out_dir: Path = typer.Option(..., "--out", help="Run directory; the model is saved in OUT/model."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML/JSON config file."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last."),
+    init_from: Path = typer.Option(
+        None, "--init-from", help="Start the encoders from this saved model (pretrained without labels, say)."
+    ),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out unreadable images instead of stopping."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -150,6 +153,8 @@ def train(
         extra.append(f"data.path={data}")
     if skip_bad:
         extra.append("data.skip_bad_images=true")
+    if init_from is not None:
+        extra.append(f"train.init_from={init_from}")
     if quiet:
         extra.append("train.progress=false")
     cfg = load_config(config, extra)

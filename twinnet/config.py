@@ -206,13 +206,22 @@ class DataConfig(_Strict):
     positive_score: Fraction | None = None
     """Graded text pairs: a pair counts as "same" (for pair metrics, calibration, contrastive and
     ranking losses) when its scaled score is at least this; default 0.8 for STS-B (4 of 5), 0.5 else."""
+    labels: bool = True
+    """``false``: read ``data.path`` without its labels (every item its own instance; a pairs file
+    gives its texts or images, not its pairs), for label-free losses and pseudo-labels. A flat folder
+    of images or a ``.txt`` file of sentences has no labels anyway."""
+    unlabelled_path: str | None = None
+    """Mixed data: a further folder, zip or sentences file read without labels and added to the
+    training items only (never to validation); read in ``data.unlabelled_format``."""
+    unlabelled_format: str = "auto"
+    """The format of ``data.unlabelled_path`` (``auto``: recognised as for ``data.path``)."""
     rotate_classes: bool = False
     """Add each training class rotated by 90°, 180° and 270° as three new classes (Omniglot practice)."""
     skip_bad_images: bool = False
     """Leave out unreadable images (with a warning) instead of stopping with an error."""
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
-    @field_validator("format")
+    @field_validator("format", "unlabelled_format")
     @classmethod
     def _known_format(cls, v: str) -> str:
         names = ["auto", *DATA_SOURCES.names()]
@@ -220,7 +229,7 @@ class DataConfig(_Strict):
             raise ValueError(f"{v!r} is not a registered data format; known: {', '.join(names)}")
         return v
 
-    @field_validator("path", "val_path")
+    @field_validator("path", "val_path", "unlabelled_path")
     @classmethod
     def _data_root(cls, v: str | None) -> str | None:
         from twinnet.runtime import expand_data_path
@@ -306,6 +315,21 @@ class EarlyStoppingConfig(_Strict):
     min_delta: NonNegativeFloat = 0.0
 
 
+class CollapseConfig(_Strict):
+    """The collapse guard: after each epoch the embeddings of a fixed sample of training items are
+    measured (mean per-dimension standard deviation, effective rank) and logged; a run whose
+    effective rank falls below ``min_effective_rank`` is warned about (and stopped with ``stop``).
+    Label-free losses can collapse to one point and still lower their loss; this sees it."""
+
+    probe_items: NonNegativeInt = 512
+    """Training items embedded for the measurement (a fixed seeded sample; 0 switches it off)."""
+    min_effective_rank: PositiveFloat = 1.5
+    """Below this effective rank (exp of the entropy of the normalised singular values; 1 = all on
+    one line) the embeddings count as collapsed."""
+    stop: bool = False
+    """Stop training (keeping the best epoch so far) when the embeddings collapse."""
+
+
 class TrainConfig(_Strict):
     seed: Seed = 0
     epochs: PositiveInt = 10
@@ -354,11 +378,26 @@ class TrainConfig(_Strict):
     progress: bool = True
     max_minutes: PositiveFloat | None = None
     """Stop after the epoch during which this much training time has passed (a budget guard)."""
+    batch_plan: str | None = None
+    """Train from this registered batch plan instead of the loss's own, when it builds the same kind of
+    batch: ``pseudo_labels`` (clusters of the model's embeddings as classes) for a P×K loss such as
+    ``triplet``; ``null``: the loss's own plan."""
+    init_from: str | None = None
+    """A saved model (or run) directory whose encoder weights start this run (pretrain without labels,
+    then fine-tune with a few); its encoders must match this model's. ``twinnet train --init-from``."""
+    collapse: CollapseConfig = Field(default_factory=CollapseConfig)
     plan: dict[str, Any] = Field(default_factory=dict)
     """Options of the loss's batch plan, e.g. ``{max_gap: 100, stills: …}`` for ``tracking_pairs``."""
     loggers: list[str] = Field(default_factory=lambda: ["jsonl"])
     """Where each epoch's record goes: ``jsonl`` (``RUN/metrics.jsonl``), ``tensorboard``
     (``RUN/tensorboard/``), ``mlflow`` (MLflow's local file store ``RUN/mlruns/``), or a registered name."""
+
+    @field_validator("init_from")
+    @classmethod
+    def _model_path(cls, v: str | None) -> str | None:
+        from twinnet.runtime import expand_data_path
+
+        return None if v is None else expand_data_path(v)
 
     @field_validator("loggers")
     @classmethod

@@ -358,3 +358,29 @@ def save_module_weights(module: nn.Module, path: Path) -> None:
 
 def load_module_weights(module: nn.Module, path: Path) -> None:
     load_model(module, str(path), strict=True)
+
+
+def init_encoders(model: AnyTwin, path: str | Path, *, field: str = "init_from") -> None:
+    """Start ``model``'s encoders from those of the saved model at ``path`` (pretrained, e.g.
+    without labels, then fine-tuned): each encoder takes the weights of the saved encoder of the
+    same role; a saved twin's one encoder starts both towers of a half-twin. The comparator, the
+    calibration and any loss heads are not copied. Encoders that differ are a ConfigError naming
+    ``field`` and the weights that differ."""
+    try:
+        source = load_torch(path)
+    except (ModelFormatError, FileNotFoundError) as err:
+        raise ConfigError(f"{field}: {err}") from None
+    theirs = encoders_by_role(source)
+    for role, encoder in encoders_by_role(model).items():
+        donor = theirs.get(role, theirs["encoder"])
+        mine, given = encoder.state_dict(), donor.state_dict()
+        missing = sorted(set(mine) - set(given))
+        extra = sorted(set(given) - set(mine))
+        shapes = sorted(k for k in set(mine) & set(given) if mine[k].shape != given[k].shape)
+        if missing or extra or shapes:
+            parts = [f"missing {', '.join(missing[:3])}" if missing else "",
+                     f"unexpected {', '.join(extra[:3])}" if extra else ""]  # fmt: skip
+            parts += [f"{k}: {tuple(given[k].shape)} vs {tuple(mine[k].shape)}" for k in shapes[:3]]
+            detail = "; ".join(p for p in parts if p)
+            raise ConfigError(f"{field}: {path}: its {role} is not this model's ({detail})")
+        encoder.load_state_dict(given)

@@ -74,6 +74,13 @@ class _TwinBase(nn.Module):
         """Embeddings of a batch through the encoder of ``side`` (normalised if the model normalises)."""
         return self._norm(self.encoder_for(side)(x))
 
+    def side_module(self, side: Side = "a") -> nn.Module:
+        """The module that maps a batch of ``side`` to its embeddings (the side's encoder, then the
+        model's normalisation): what a momentum target copies (a half-twin during training whose
+        second tower is a moving average of this one, :class:`twinnet.losses.views.MomentumTower`).
+        Its parameters are the model's own."""
+        return _SideModule(self.encoder_for(side), self.normalize)
+
     def embed_a(self, x: Any) -> torch.Tensor:
         return self.embed(x, "a")
 
@@ -135,6 +142,19 @@ class _TwinBase(nn.Module):
     @property
     def is_distance(self) -> bool:
         return self.comparator.is_distance
+
+
+class _SideModule(nn.Module):
+    """One side of a model as a module: its encoder, then L2 normalisation if the model normalises."""
+
+    def __init__(self, encoder: nn.Module, normalize: bool) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.normalize = normalize
+
+    def forward(self, x: Any) -> torch.Tensor:
+        z = self.encoder(x)
+        return F.normalize(z, dim=-1) if self.normalize else z
 
 
 def _check_side(side: str) -> None:

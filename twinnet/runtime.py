@@ -31,6 +31,8 @@ class Stream(IntEnum):
     ITEM_ORDER = 31  # the items batch plan's order of training items
     PAIR_FOLDS = 33  # k-fold pairs protocol: the folds of pairs files without their own sets
     OPEN_SET = 34  # open-set protocol: who is enrolled, and which of their images
+    VIEWS = 35  # the views plan: which words each text view deletes
+    PSEUDO_LABELS = 36  # pseudo-label plan: k-means initialisation, and the items probed for spread
 
 
 def pick_device(requested: str = "auto") -> torch.device:

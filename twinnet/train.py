@@ -46,7 +46,7 @@ from twinnet.data.pairs import Pairs
 from twinnet.data.sources import Dataset
 from twinnet.data.transforms import RandomAffine
 from twinnet.errors import ConfigError, DataError, TrainingError
-from twinnet.io import save
+from twinnet.io import init_encoders, save
 from twinnet.losses import LOSSES, TwinLoss
 from twinnet.model import SIDES, AnyTwin, build_model
 from twinnet.protocols.base import ProtocolResult
@@ -57,10 +57,11 @@ from twinnet.training.checkpoint import Resumable, TrainerState, load_checkpoint
 from twinnet.training.data import load_datasets, load_training_data, vocabulary_texts
 from twinnet.training.distributed import World, broadcast, lost_contact, reduce_sum, setup, teardown
 from twinnet.training.loggers import open_loggers
-from twinnet.training.plans import BatchPlan, build_plan
+from twinnet.training.plans import BatchPlan, build_plan, plan_for
 from twinnet.training.precision import Precision
 from twinnet.training.prefetch import Prefetcher
 from twinnet.training.schedule import lr_factor, make_scheduler
+from twinnet.training.spread import embedding_spread, probe_indices
 from twinnet.training.validation import ValidationOutcome, Validator
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class _Step(nn.Module):
         return self.loss.compute(self.model, batch)
 
 
-_GO_ON, _BUDGET_SPENT, _NO_IMPROVEMENT = 0, 1, 2  # rank 0's decision after an epoch
+_GO_ON, _BUDGET_SPENT, _NO_IMPROVEMENT, _COLLAPSED = 0, 1, 2, 3  # rank 0's decision after an epoch
 
 
 class Trainer:
@@ -161,6 +162,7 @@ class Trainer:
         if not isinstance(plan_name, str):
             raise ConfigError(f"loss {type(loss).__name__} names no batch plan: set its class attribute "
                               "batch_plan (pairs, scored_pairs, positive_pairs, pk, or a registered plan)")  # fmt: skip
+        plan_name = plan_for(plan_name, c, type(loss).__name__)  # train.batch_plan may stand in for it
         self.plan: BatchPlan = build_plan(plan_name, train_items, train_pairs, c, augment=self.augment,
                                           loss_name=type(loss).__name__)  # fmt: skip
         self.validator = None if val_items is None else Validator(val_items, val_pairs, c, calibration_protocols)
@@ -168,6 +170,9 @@ class Trainer:
             loss.prepare(train_items, model.embedding_dim)
         except ValueError as err:
             raise ConfigError(f"loss {type(loss).__name__}: {err}") from None
+        loss.attach(model)  # a loss that keeps a copy of a model side (a momentum target) makes it now
+        # the collapse guard's fixed sample of training items (none: switched off)
+        self.probe = probe_indices(len(train_items), c.collapse.probe_items, c.seed)
         self.params = _unique_parameters(model, loss)
         self.optimizer = self._make_optimizer()
         self.scheduler = make_scheduler(self.optimizer, c, self.plan.steps_per_epoch)
@@ -271,6 +276,7 @@ class Trainer:
                     raise
                 raise lost from None  # another process is gone: say so, and how to go on
             self.state.epoch = epoch + 1
+            collapsed = self._measure_spread(record) if self.world.is_main else False
             outcome = self.validate() if self.world.is_main else None  # rank 0 validates, the others wait
             if outcome is not None:
                 record.update({f"val_{k}": v for k, v in outcome.figures().items()})
@@ -292,17 +298,40 @@ class Trainer:
                 decision = _BUDGET_SPENT
             elif patience is not None and self.state.bad_epochs >= patience and epoch + 1 < c.epochs:
                 decision = _NO_IMPROVEMENT
+            elif collapsed and c.collapse.stop and epoch + 1 < c.epochs:
+                decision = _COLLAPSED
             decision = broadcast(decision, self.device)  # rank 0's clock and validation decide for all
             if decision != _GO_ON:
-                self.console.print(f"stopping: the budget of {c.max_minutes:g} minutes is spent"
-                                   if decision == _BUDGET_SPENT else
-                                   f"early stopping: no improvement for {patience} epochs")  # fmt: skip
+                self.console.print({
+                    _BUDGET_SPENT: f"stopping: the budget of {c.max_minutes or 0:g} minutes is spent",
+                    _NO_IMPROVEMENT: f"early stopping: no improvement for {patience} epochs",
+                    _COLLAPSED: "stopping: the embeddings collapsed (train.collapse.stop)",
+                }[decision])  # fmt: skip
                 stopped_early = True
                 break
         return self._finish(stopped_early, time.perf_counter() - started)
 
+    def _measure_spread(self, record: dict[str, Any]) -> bool:
+        """Log the embedding spread of the probe items into ``record``; True (after a warning) when
+        the embeddings have collapsed."""
+        if not len(self.probe):
+            return False
+        figures = embedding_spread(self.model, self.train_items, self.probe)
+        record.update(figures)
+        limit = self.config.collapse.min_effective_rank
+        if figures["effective_rank"] >= limit:
+            return False
+        message = (f"warning: the embeddings are collapsing at epoch {record['epoch']}: effective rank "
+                   f"{figures['effective_rank']:.2f} (below train.collapse.min_effective_rank {limit:g}), mean "
+                   f"per-dimension std {figures['embedding_std']:.2g}; a label-free loss needs stronger augmentation, "
+                   "a lower learning rate, or its anti-collapse term (variance, negatives, predictor)")  # fmt: skip
+        log.warning("%s", message)
+        self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+        return True
+
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         c = self.config
+        self.plan.before_epoch(self.model, epoch)  # a plan that looks at the model (pseudo-labels) does it now
         self.model.train()
         self.loss.train()
         # dropout and the like; one stream per process when there are several
@@ -338,6 +367,7 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     self.precision.backward(loss)  # several processes: DDP averages the gradients here
                     self.precision.step(self.optimizer, self.params, c.grad_clip)
+                    self.loss.after_step(self.model)  # a momentum target follows the model
                     self.scheduler.step()
                     value = loss.item()  # synchronises with the device, so the timing below is honest
                     if cuda:
@@ -477,6 +507,8 @@ def train_from_config(
         data = load_datasets(config)
         seed_everything(config.train.seed)  # before building, so initial weights are reproducible too
         model = build_model(config.model, texts=vocabulary_texts(data.train))  # vocabularies are built from these
+        if config.train.init_from:  # pretrained (e.g. without labels), now fine-tuned
+            init_encoders(model, config.train.init_from, field="train.init_from")
         loss = build_loss(config)
         trainer = Trainer.from_datasets(
             model, loss, data.train, config.train, val=data.val, augment=config.data.augment, run_dir=run_dir,

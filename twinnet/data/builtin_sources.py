@@ -1,6 +1,6 @@
 """The built-in data formats: importing this module registers them (one import per format module)."""
 
-from twinnet.data import archives, audio, fingerprints, omniglot, signatures, text
+from twinnet.data import archives, audio, fingerprints, omniglot, signatures, text, unlabelled
 from twinnet.tracking import source as tracking
 
 #: format modules → the formats they register
@@ -12,4 +12,5 @@ MODULES = {
     signatures: ("offline_signatures", "online_signatures"),
     text: ("sts", "mrpc", "text_pairs"),
     tracking: ("tracking",),
+    unlabelled: ("unlabelled_images", "sentences"),
 }

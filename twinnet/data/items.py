@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -81,6 +81,13 @@ class ItemSet:
             groups=None if self.groups is None else self.groups[idx],
             attributes={k: v[idx] for k, v in self.attributes.items()},
         )
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """Per item, whether its label is a real class (False for items read without labels, each
+        of which is then its own class: an unlabelled folder, or the unlabelled part of mixed data)."""
+        mask = self.attributes.get("labelled")
+        return np.ones(len(self), bool) if mask is None else np.asarray(mask, bool)
 
     def class_sizes(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(self.class_names))
@@ -176,3 +183,38 @@ def image_folder(root: str | Path, spec: InputSpec, class_depth: int = 1, skip_b
         names=[str(paths[i]) for i in kept],
         groups=groups[kept],
     )
+
+
+def as_unlabelled(items: ItemSet) -> ItemSet:
+    """``items`` with their labels dropped: every item becomes its own class (named after the
+    item) and is marked unlabelled (:attr:`ItemSet.labelled`), so label-free losses, samplers and
+    protocols all see what they expect: one instance per class."""
+    n = len(items)
+    attributes = {**items.attributes, "labelled": np.zeros(n, bool)}
+    return replace(items, labels=np.arange(n, dtype=np.int64), class_names=list(items.names), groups=None,
+                   attributes=attributes)  # fmt: skip
+
+
+def join_items(labelled: ItemSet, unlabelled: ItemSet) -> ItemSet:
+    """Mixed data: the labelled items, then the unlabelled ones (each its own class, after the
+    labelled classes). Both must be the same kind of item (images of one size, or texts)."""
+    if type(labelled) is not type(unlabelled):
+        raise DataError(f"mixed data: the labelled part holds {type(labelled).__name__}, the unlabelled part "
+                        f"{type(unlabelled).__name__}; give both as images, or both as texts")  # fmt: skip
+    if isinstance(labelled.data, torch.Tensor):
+        if labelled.data.shape[1:] != unlabelled.data.shape[1:]:
+            raise DataError(f"mixed data: labelled items are {tuple(labelled.data.shape[1:])}, unlabelled ones "
+                            f"{tuple(unlabelled.data.shape[1:])}")  # fmt: skip
+        data: Any = torch.cat([labelled.data, unlabelled.data])
+    else:
+        data = list(labelled.data) + list(unlabelled.data)
+    offset = len(labelled.class_names)
+    mask = np.concatenate([labelled.labelled, np.zeros(len(unlabelled), bool)])
+    shared = set(labelled.attributes) & set(unlabelled.attributes) - {"labelled"}
+    attributes = {k: np.concatenate([labelled.attributes[k], unlabelled.attributes[k]]) for k in shared}
+    attributes["labelled"] = mask
+    return replace(
+        labelled, data=data, labels=np.concatenate([labelled.labels, offset + np.arange(len(unlabelled))]),
+        class_names=list(labelled.class_names) + list(unlabelled.names), names=labelled.names + unlabelled.names,
+        groups=None, attributes=attributes,
+    )  # fmt: skip

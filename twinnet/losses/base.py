@@ -5,7 +5,7 @@ name in :data:`twinnet.training.plans.BATCH_PLANS`) and computes itself from the
 typed batch of that plan (:meth:`TwinLoss.compute`). The trainer only does
 ``loss.compute(model, batch)``; it never asks what kind of loss it has or whether inputs are texts.
 
-Three kinds of loss, by what they consume:
+Four kinds of loss, by what they consume:
 
 - :class:`PairLoss` — one value per pair (a distance, a similarity or a logit) and either
   ``same: BoolTensor`` (plan ``pairs``: balanced sampled pairs, or the pairs of a pairs file) or,
@@ -14,6 +14,8 @@ Three kinds of loss, by what they consume:
   triplets inside the batch (plan ``pk``: P×K class-balanced batches).
 - :class:`RankingLoss` — embeddings of ``n`` positive pairs ``(a_i, b_i)``; every ``b_j`` with
   ``j ≠ i`` is a negative for ``a_i`` (plan ``positive_pairs``: in-batch negatives).
+- :class:`~twinnet.losses.views.ViewsLoss` — embeddings of two augmented views of the same items,
+  no labels (plan ``views``): self-supervised objectives (NT-Xent, SimSiam, BYOL, Barlow Twins, VICReg).
 
 A new loss subclasses one of them, implements ``forward`` and registers itself::
 
@@ -102,6 +104,16 @@ class TwinLoss(nn.Module):
         optimiser is built: a loss with parameters sized by the data (one class centre per training
         class, as margin-softmax losses have) creates them here. Raise ``ValueError`` when the data
         do not fit the loss. Most losses need nothing."""
+
+    def attach(self, model: AnyTwin) -> None:
+        """Called by the trainer with the model (on its device, weights initialised) after
+        :meth:`prepare` and before the optimiser is built: a loss that keeps a copy of a model side
+        (BYOL's momentum target, :class:`twinnet.losses.views.MomentumTower`) makes it here. Most
+        losses need nothing."""
+
+    def after_step(self, model: AnyTwin) -> None:
+        """Called by the trainer after every optimiser step: a momentum target follows the model
+        here. Most losses need nothing."""
 
     def compute(self, model: AnyTwin, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         """The loss of ``model`` on ``batch`` (a batch of this loss's plan, on the model's device)."""

@@ -2,7 +2,8 @@
 
 Each protocol is one module here plus its ``@register_protocol`` line: ``verification``, ``nway``
 (``oneshot``), ``within-alphabet``, ``omniglot-runs``, ``signature``, ``sts``, ``pairs``, ``openset`` and
-``retrieval`` (and ``fvc``, fingerprints). The ``evaluate_*`` functions are the same protocols called directly on items.
+``retrieval`` (and ``fvc``, fingerprints; ``knn`` and ``linear_probe``, the self-supervised
+read-outs). The ``evaluate_*`` functions are the same protocols called directly on items.
 """
 
 from twinnet.protocols.base import (
@@ -28,6 +29,12 @@ from twinnet.protocols.episodes import (
 )
 from twinnet.protocols.fvc import FVCProtocol, fvc_metrics, fvc_pairs
 from twinnet.protocols.openset import OpenSetProtocol, open_set_rates
+from twinnet.protocols.probe import (
+    KNNProtocol,
+    LinearProbeProtocol,
+    calc_knn_accuracy,
+    calc_linear_probe_accuracy,
+)
 from twinnet.protocols.signature import (
     SignatureProtocol,
     calibrate_signature_threshold,
@@ -59,6 +66,8 @@ __all__ = [
     "Episodes",
     "EvaluationProtocol",
     "FVCProtocol",
+    "KNNProtocol",
+    "LinearProbeProtocol",
     "NWayProtocol",
     "OmniglotRunsProtocol",
     "OneShotProtocol",
@@ -74,6 +83,8 @@ __all__ = [
     "VerificationProtocol",
     "WithinGroupProtocol",
     "build_protocol",
+    "calc_knn_accuracy",
+    "calc_linear_probe_accuracy",
     "calibrate_signature_threshold",
     "classify_episodes",
     "evaluate_nway",

@@ -6,7 +6,7 @@ How a loss plugs in: it names a plan in ``batch_plan`` (``pairs``, ``scored_pair
 model and one batch of that plan (``compute(model, batch)``); see :mod:`twinnet.losses.base`.
 """
 
-from twinnet.training.batch import Batch, Inputs, LabelledBatch, PairBatch
+from twinnet.training.batch import Batch, Inputs, LabelledBatch, PairBatch, ViewsBatch
 from twinnet.training.plans import (
     BATCH_PLANS,
     BatchPlan,
@@ -14,8 +14,10 @@ from twinnet.training.plans import (
     PKPlan,
     PositivePairsPlan,
     ScoredPairsPlan,
+    ViewsPlan,
     build_plan,
 )
+from twinnet.training.pseudo_labels import PseudoLabelPlan  # registers the pseudo_labels plan
 from twinnet.training.schedule import lr_factor, make_scheduler
 
 __all__ = [
@@ -28,7 +30,10 @@ __all__ = [
     "PairBatch",
     "PairsPlan",
     "PositivePairsPlan",
+    "PseudoLabelPlan",
     "ScoredPairsPlan",
+    "ViewsBatch",
+    "ViewsPlan",
     "build_plan",
     "lr_factor",
     "make_scheduler",

@@ -81,3 +81,26 @@ class LabelledBatch(Batch):
     def to(self, device: torch.device) -> LabelledBatch:
         return replace(self, inputs=_to(self.inputs, device), labels=self.labels.to(device),
                        instances=_to_opt(self.instances, device))  # fmt: skip
+
+
+@dataclass
+class ViewsBatch(Batch):
+    """Two views of the same ``n`` items, for losses that learn without labels: row ``i`` of
+    ``view_a`` and row ``i`` of ``view_b`` are two augmentations of one item (for texts: the same
+    text, or the text with some words deleted; dropout makes the two passes differ, as in SimCSE).
+
+    ``labels`` holds each item's class where the item is labelled and ``-1`` where it is not (mixed
+    data); losses that ignore labels never read it.
+    """
+
+    view_a: Inputs
+    view_b: Inputs
+    labels: torch.Tensor
+
+    @property
+    def n_items(self) -> int:
+        return 2 * len(self.labels)
+
+    def to(self, device: torch.device) -> ViewsBatch:
+        return replace(self, view_a=_to(self.view_a, device), view_b=_to(self.view_b, device),
+                       labels=self.labels.to(device))  # fmt: skip

@@ -12,15 +12,18 @@ The validation :class:`~twinnet.data.sources.Dataset` keeps its source's ``calib
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 from twinnet.config import Config, DataConfig
 from twinnet.data.archives import with_rotated_classes
-from twinnet.data.items import ItemSet
+from twinnet.data.items import ItemSet, as_unlabelled, join_items
 from twinnet.data.pairs import Pairs
 from twinnet.data.sources import Dataset, ReadOptions, read_dataset
 from twinnet.data.splits import split_by_class
 from twinnet.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,12 +47,26 @@ def load_datasets(config: Config) -> TrainingData:
     options = read_options(d)
     seed = config.train.seed
     data = read_dataset(d.path, config.model.input, d.format, options)
+    if not d.labels:
+        data = replace(data, items=as_unlabelled(data.items), pairs=None, runs=None)
     if d.val_path:
         split = TrainingData(data, read_dataset(d.val_path, config.model.input, d.format, options))
     elif data.has_pairs:
         split = hold_out_pairs(data, d.val_classes, seed)
+    elif not data.items.labelled.any():
+        # items without labels have no classes to hold out: validation needs labelled data.val_path
+        log.warning("%s has no labels: training without validation (give data.val_path, a labelled folder, to "
+                    "validate and calibrate)", d.path)  # fmt: skip
+        split = TrainingData(data)
     else:
         split = hold_out_classes(data, d.val_classes, d.split, seed)
+    if d.unlabelled_path:
+        if split.train.has_pairs:
+            raise ConfigError("data.unlabelled_path: mixed data needs items (a folder of classes, or data.labels: "
+                              "false), not a pairs file")  # fmt: skip
+        extra = read_dataset(d.unlabelled_path, config.model.input, d.unlabelled_format, options,
+                             field="data.unlabelled_format")  # fmt: skip
+        split.train = replace(split.train, items=join_items(split.train.items, as_unlabelled(extra.items)))
     if d.rotate_classes:
         if split.train.has_pairs:
             raise ConfigError("data.rotate_classes: rotated classes need labelled items (a folder of classes), "

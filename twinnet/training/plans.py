@@ -16,7 +16,10 @@ The built-in plans:
 - ``positive_pairs`` — the same pairs of a pairs file only (in-batch negatives for ranking losses);
 - ``pk`` — P×K class-balanced labelled batches (:class:`~twinnet.data.samplers.PKBatchSampler`),
   optionally with two augmented views of each item (``train.instance_weight``);
-- ``items`` — the labelled items shuffled, in plain batches (margin-softmax losses).
+- ``items`` — the labelled items shuffled, in plain batches (margin-softmax losses);
+- ``views`` — the items (labelled or not) shuffled, each as two augmented views (label-free losses);
+- ``pseudo_labels`` — P×K batches of the clusters of the model's own embeddings, re-clustered every
+  few epochs (:mod:`twinnet.training.pseudo_labels`).
 
 An epoch is one pass over the training data (as many pairs or items as there are training items)
 unless ``train.samples_per_epoch`` says how many.
@@ -47,7 +50,7 @@ from twinnet.data.transforms import RandomAffine
 from twinnet.errors import ConfigError, DataError
 from twinnet.registry import Registry, check_params
 from twinnet.runtime import Stream, generator, numpy_rng
-from twinnet.training.batch import Batch, LabelledBatch, PairBatch
+from twinnet.training.batch import Batch, LabelledBatch, PairBatch, ViewsBatch
 from twinnet.training.distributed import World
 
 BatchJob = Callable[[], Batch]
@@ -68,6 +71,9 @@ class BatchPlan(ABC):
     """
 
     name: ClassVar[str] = ""
+    batch_type: ClassVar[type[Batch]] = Batch
+    """The kind of batch this plan builds: a plan can stand in for a loss's own plan
+    (``train.batch_plan``) only when it builds the same kind."""
 
     def __init__(
         self,
@@ -106,6 +112,11 @@ class BatchPlan(ABC):
         self.next_epoch = epoch + 1
         return self._jobs(epoch, augment)
 
+    def before_epoch(self, model: Any, epoch: int) -> None:  # noqa: B027 - a hook most plans leave alone
+        """Called by the trainer before it asks for ``epoch_jobs(epoch)``, with the model as it is
+        then: a plan that draws its batches from the model's own embeddings (pseudo-labels) looks at
+        it here. Most plans need nothing."""
+
     def fingerprint(self) -> str:
         """A digest of what the batches are drawn from (labels, pairs, sizes), to refuse resuming a
         checkpoint on other data."""
@@ -135,6 +146,20 @@ def epoch_size(config: TrainConfig, n_items: int) -> int:
     """Pairs or items in one epoch: ``train.samples_per_epoch`` when set, else one pass over the
     ``n_items`` training items (each item the anchor of about one pair, for pair plans)."""
     return config.samples_per_epoch if config.samples_per_epoch is not None else max(1, n_items)
+
+
+def plan_for(loss_plan: str, config: TrainConfig, loss_name: str) -> str:
+    """The plan a loss trains from: its own (``loss_plan``), or ``train.batch_plan`` when that is set
+    and builds the same kind of batch (``pseudo_labels`` for a ``pk`` loss such as triplet)."""
+    chosen = config.batch_plan
+    if chosen is None or chosen == loss_plan:
+        return loss_plan
+    theirs, ours = BATCH_PLANS.get(chosen), BATCH_PLANS.get(loss_plan)
+    their_kind, our_kind = getattr(theirs, "batch_type", Batch), getattr(ours, "batch_type", Batch)
+    if their_kind is Batch or their_kind is not our_kind:
+        raise ConfigError(f"train.batch_plan: plan {chosen!r} builds {their_kind.__name__}es; loss {loss_name} "
+                          f"trains from plan {loss_plan!r}, which builds {our_kind.__name__}es")  # fmt: skip
+    return chosen
 
 
 def build_plan(
@@ -231,6 +256,7 @@ class PairsPlan(BatchPlan):
     pairs of a pairs file."""
 
     name = "pairs"
+    batch_type = PairBatch
 
     def __init__(self, items: ItemSet, pairs: Pairs | None, config: TrainConfig, **kwargs: Any) -> None:
         super().__init__(items, pairs, config, **kwargs)
@@ -312,6 +338,7 @@ class PKPlan(BatchPlan):
     carries instance ids for the loss's instance term."""
 
     name = "pk"
+    batch_type = LabelledBatch
 
     def __init__(self, items: ItemSet, pairs: Pairs | None, config: TrainConfig, **kwargs: Any) -> None:
         super().__init__(items, pairs, config, **kwargs)
@@ -362,6 +389,7 @@ class ItemsPlan(BatchPlan):
     where every class counts, even one with a single item."""
 
     name = "items"
+    batch_type = LabelledBatch
 
     def __init__(self, items: ItemSet, pairs: Pairs | None, config: TrainConfig, **kwargs: Any) -> None:
         super().__init__(items, pairs, config, **kwargs)
@@ -389,3 +417,84 @@ class ItemsPlan(BatchPlan):
 
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
         return [job(b[self.world.shard(len(b))]) for b in batches]  # with several processes, this one's share
+
+
+# -- two views of each item -------------------------------------------------------------------------
+
+
+def delete_words(text: str, share: float, rng: np.random.Generator) -> str:
+    """``text`` with each word dropped with probability ``share`` (at least one word kept)."""
+    words = text.split()
+    if share <= 0 or len(words) < 2:
+        return text
+    keep = rng.random(len(words)) >= share
+    if not keep.any():
+        keep[rng.integers(len(words))] = True
+    return " ".join(w for w, k in zip(words, keep, strict=True) if k)
+
+
+@BATCH_PLANS.register("views")
+class ViewsPlan(BatchPlan):
+    """Every training item, labelled or not, shuffled afresh each epoch, in batches of
+    ``train.batch_size`` items, each item as two views: images augmented twice by
+    ``data.augment`` (which must be enabled: two identical views teach nothing); texts twice as
+    they are (dropout makes the two encoder passes differ, SimCSE) or, with the option
+    ``word_deletion: p``, with each word deleted with probability ``p`` in each view. An epoch is one
+    pass over the items unless ``train.samples_per_epoch`` says how many.
+
+    Options (``train.plan``): ``word_deletion`` (texts, default 0).
+    """
+
+    name = "views"
+    batch_type = ViewsBatch
+
+    def __init__(self, items: ItemSet, pairs: Pairs | None, config: TrainConfig, *,
+                 word_deletion: float = 0.0, **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(items, pairs, config, **kwargs)
+        if pairs is not None:
+            raise ConfigError(f"loss {self.loss_name} learns from two views of each item, not from a pairs file: set "
+                              "data.labels: false to train on the pairs' texts or images without labels")  # fmt: skip
+        if len(items) < 2:
+            raise DataError("two views of each item need at least 2 training items (the others are the negatives)")
+        if not 0.0 <= float(word_deletion) < 1.0:
+            raise ConfigError(f"train.plan.word_deletion must be in [0, 1), not {word_deletion}")
+        self.word_deletion = float(word_deletion)
+        self.is_text = items.texts is not None
+        if not self.is_text and self.augment is None:
+            raise ConfigError(f"loss {self.loss_name} compares two augmented views of each image: set "
+                              "data.augment.enabled: true (two identical views teach nothing)")  # fmt: skip
+        if self.word_deletion and not self.is_text:
+            raise ConfigError("train.plan.word_deletion applies to texts only")
+        self.batch_size = config.batch_size
+        self.world.require(config.batch_size, "train.batch_size")
+        self.per_epoch = epoch_size(config, len(items))
+        self.labels = np.where(items.labelled, items.labels, -1)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.per_epoch // self.batch_size)
+
+    def _jobs(self, epoch: int, augment: Callable[[Any], Any]) -> list[BatchJob]:
+        rng = numpy_rng(self.seed, Stream.ITEM_ORDER, epoch)
+        n = len(self.items)
+        order = np.concatenate([rng.permutation(n) for _ in range(-(-self.per_epoch // n))])[: self.per_epoch]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = [b for b in batches if len(b) >= 2] or batches  # a last batch of one has no negatives
+        words = numpy_rng(self.seed, Stream.VIEWS, epoch, *self.world.stream)
+        return [self._job(b[self.world.shard(len(b))], augment, words) for b in batches]
+
+    def _job(self, idx: np.ndarray, augment: Callable[[Any], Any], words: np.random.Generator) -> BatchJob:
+        items, labels, share = self.items, torch.from_numpy(self.labels[idx]), self.word_deletion
+        if self.is_text:
+            texts = items.load(idx)
+            # drawn here, in batch order, so the deletions do not depend on the prefetch thread's timing
+            a = [delete_words(t, share, words) for t in texts] if share else texts
+            b = [delete_words(t, share, words) for t in texts] if share else list(texts)
+            return lambda: ViewsBatch(a, b, labels)
+
+        def job() -> ViewsBatch:
+            # both views load as one batch, a then b, so the augmentation stream is drawn in one order
+            x = augment(items.load(np.concatenate([idx, idx])))
+            return ViewsBatch(x[: len(idx)], x[len(idx) :], labels)
+
+        return job
