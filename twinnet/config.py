@@ -317,8 +317,10 @@ class EarlyStoppingConfig(_Strict):
 
 class CollapseConfig(_Strict):
     """The collapse guard: after each epoch the embeddings of a fixed sample of training items are
-    measured (mean per-dimension standard deviation, effective rank) and logged; a run whose
-    effective rank falls below ``min_effective_rank`` is warned about (and stopped with ``stop``).
+    measured (mean per-dimension standard deviation, the same of the L2-normalised embeddings times
+    √d, and the effective rank) and logged; a run whose normalised spread falls below
+    ``min_normalised_std`` or whose effective rank falls below ``min_effective_rank`` is warned
+    about (and stopped with ``stop``).
     Label-free losses can collapse to one point and still lower their loss; this sees it."""
 
     probe_items: NonNegativeInt = 512
@@ -326,6 +328,9 @@ class CollapseConfig(_Strict):
     min_effective_rank: PositiveFloat = 1.5
     """Below this effective rank (exp of the entropy of the normalised singular values; 1 = all on
     one line) the embeddings count as collapsed."""
+    min_normalised_std: NonNegativeFloat = 0.1
+    """Below this normalised spread (about 1 for embeddings spread over the sphere, 0 for one point;
+    SimSiam's measure) the embeddings count as collapsed."""
     stop: bool = False
     """Stop training (keeping the best epoch so far) when the embeddings collapse."""
 

@@ -318,12 +318,14 @@ class Trainer:
             return False
         figures = embedding_spread(self.model, self.train_items, self.probe)
         record.update(figures)
-        limit = self.config.collapse.min_effective_rank
-        if figures["effective_rank"] >= limit:
+        guard = self.config.collapse
+        low = [f"{name} {figures[name]:.3g} is below train.collapse.min_{name} {limit:g}"
+               for name, limit in (("normalised_std", guard.min_normalised_std),
+                                   ("effective_rank", guard.min_effective_rank)) if figures[name] < limit]  # fmt: skip
+        if not low:
             return False
-        message = (f"warning: the embeddings are collapsing at epoch {record['epoch']}: effective rank "
-                   f"{figures['effective_rank']:.2f} (below train.collapse.min_effective_rank {limit:g}), mean "
-                   f"per-dimension std {figures['embedding_std']:.2g}; a label-free loss needs stronger augmentation, "
+        message = (f"warning: the embeddings are collapsing at epoch {record['epoch']}: {'; '.join(low)} (mean "
+                   f"per-dimension std {figures['embedding_std']:.2g}); a label-free loss needs stronger augmentation, "
                    "a lower learning rate, or its anti-collapse term (variance, negatives, predictor)")  # fmt: skip
         log.warning("%s", message)
         self.console.print(message, markup=False, highlight=False, soft_wrap=True)

@@ -225,6 +225,9 @@ NO_DECISION = {
     "retrieval": ({}, lambda items: Dataset(items, graded(items))),
     # fingerprints: EER/FMR100/FMR1000/ZeroFMR are points of the error curves, no stored threshold
     "fvc": ({"impostors": "all"}, lambda items: Dataset(items)),
+    # self-supervised read-outs: classification accuracies, no accept/reject threshold
+    "knn": ({"k": 3}, lambda items: Dataset(items)),
+    "linear_probe": ({}, lambda items: Dataset(items)),
 }
 
 

@@ -66,7 +66,6 @@ class NTXentLoss(ViewsLoss):
         loss = F.cross_entropy(sim, target)
         if self.queue_size and self.training:
             # the newest views first; the oldest fall out (not saved: a resumed run refills it)
-            self.queue = torch.cat([z.detach(), queue if queue.shape[1:] == z.shape[1:] else queue[:0]])[
-                : self.queue_size
-            ]
+            past = queue if queue.shape[1:] == z.shape[1:] else z.new_zeros(0, z.shape[1])
+            self.queue = torch.cat([z.detach(), past.to(z.dtype)])[: self.queue_size]
         return loss

@@ -28,10 +28,22 @@ def effective_rank(z: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+def normalised_std(z: torch.Tensor) -> float:
+    """SimSiam's collapse measure (Chen & He 2021): the per-dimension standard deviation of the
+    L2-normalised embeddings, averaged over dimensions, times ``√d``: about 1 when the embeddings
+    spread over the sphere, 0 when they collapse to one point. Unlike the effective rank it is not
+    fooled by a collapse to one point plus small isotropic noise."""
+    if len(z) < 2:
+        return 0.0
+    unit = torch.nn.functional.normalize(z.float(), dim=1)
+    return float(unit.std(0).mean() * z.shape[1] ** 0.5)
+
+
 def spread(z: torch.Tensor) -> dict[str, float]:
-    """``embedding_std`` (the mean over dimensions of the per-dimension standard deviation) and
-    ``effective_rank`` of a batch of embeddings."""
-    return {"embedding_std": float(z.float().std(0).mean()) if len(z) > 1 else 0.0, "effective_rank": effective_rank(z)}
+    """``embedding_std`` (the mean over dimensions of the per-dimension standard deviation),
+    ``normalised_std`` (:func:`normalised_std`) and ``effective_rank`` of a batch of embeddings."""
+    return {"embedding_std": float(z.float().std(0).mean()) if len(z) > 1 else 0.0,
+            "normalised_std": normalised_std(z), "effective_rank": effective_rank(z)}  # fmt: skip
 
 
 _PROBE = 1_000_000  # the probe sample's part of the stream (the pseudo-label epochs use 0, 1, …)
