@@ -100,7 +100,8 @@ def finetune(config: Config, items_share: dict[str, Any], init: Path | None, out
         init_encoders(model, init)
     started = time.perf_counter()
     trainer = Trainer.from_datasets(model, build_loss(config), train, config.train, val=data.val,
-                                    augment=config.data.augment, run_dir=out, run_config=config, console=console)  # fmt: skip
+                                    augment=config.data.augment, run_dir=out, run_config=config,
+                                    console=console)  # fmt: skip
     result = trainer.fit()
     assert result.model_dir is not None
     return result.model_dir, (time.perf_counter() - started) / 60
@@ -130,13 +131,15 @@ def main() -> None:
     rows["encoder untrained"] = evaluate(build_model(ssl_cfg.model), items, args.episodes)
     console.print("[bold]self-supervised[/]")
     ssl_dir, ssl_minutes, ssl_epochs = train_timed(ssl_cfg, args.out / "ssl")
-    rows["twinnet self-supervised (no labels)"] = {**evaluate(load(ssl_dir), items, args.episodes),
-                                                   "train_minutes": round(ssl_minutes, 2), "epochs": ssl_epochs}  # fmt: skip
+    ssl_row = evaluate(load(ssl_dir), items, args.episodes)
+    rows["twinnet self-supervised (no labels)"] = {**ssl_row, "train_minutes": round(ssl_minutes, 2),
+                                                   "epochs": ssl_epochs}  # fmt: skip
     console.print("[bold]supervised[/]")
     sup_cfg = omniglot_config(args.supervised_config, args.minutes)
     sup_dir, sup_minutes, sup_epochs = train_timed(sup_cfg, args.out / "supervised")
-    rows["twinnet supervised (all labels)"] = {**evaluate(load(sup_dir), items, args.episodes),
-                                               "train_minutes": round(sup_minutes, 2), "epochs": sup_epochs}  # fmt: skip
+    sup_row = evaluate(load(sup_dir), items, args.episodes)
+    rows["twinnet supervised (all labels)"] = {**sup_row, "train_minutes": round(sup_minutes, 2),
+                                               "epochs": sup_epochs}  # fmt: skip
 
     curve = []
     if not args.skip_label_efficiency:
@@ -151,21 +154,29 @@ def main() -> None:
     ssl, sup = rows["twinnet self-supervised (no labels)"], rows["twinnet supervised (all labels)"]
     result = {
         "omniglot": {
-            "random_5way_1shot": ssl["random_5way_1shot"], "random_20way_1shot": ssl["random_20way_1shot"],
+            "random_5way_1shot": ssl["random_5way_1shot"],
+            "random_20way_1shot": ssl["random_20way_1shot"],
             "within_alphabet_20way_1shot": ssl["within_alphabet_20way_1shot"],
             "supervised_random_20way_1shot": sup["random_20way_1shot"],
             "ratio_to_supervised_random_20way": round(ssl["random_20way_1shot"] / sup["random_20way_1shot"], 3),
-            "rows": rows, "episodes": args.episodes,
-            "published_unsupervised": {"UMTRA 5-way 1-shot": 0.838, "CACTUs-ProtoNets 5-way 1-shot": 0.6862,
-                                       "CACTUs-MAML 20-way 1-shot": 0.4851},  # fmt: skip
+            "rows": rows,
+            "episodes": args.episodes,
+            "published_unsupervised": {
+                "UMTRA 5-way 1-shot": 0.838,
+                "CACTUs-ProtoNets 5-way 1-shot": 0.6862,
+                "CACTUs-MAML 20-way 1-shot": 0.4851,
+            },
         },
         "label_efficiency": curve,
         "train_minutes": round(ssl_minutes, 2),
-        "budget_minutes": args.minutes, "finetune_budget_minutes": args.finetune_minutes,
-        "configs": {"self_supervised": str(args.ssl_config.relative_to(REPO)),
-                    "supervised": str(args.supervised_config.relative_to(REPO))},  # fmt: skip
+        "budget_minutes": args.minutes,
+        "finetune_budget_minutes": args.finetune_minutes,
+        "configs": {
+            "self_supervised": str(args.ssl_config.relative_to(REPO)),
+            "supervised": str(args.supervised_config.relative_to(REPO)),
+        },
         "not_measured": ["lfw", "quickstart digits", "text (MiniLM without labels)"],
-    }  # fmt: skip
+    }
     path = write_result("selfsup", result, started)
     table = Table(title=f"Omniglot evaluation alphabets, {args.episodes} episodes")
     keys = [
