@@ -280,10 +280,9 @@ def test_sentences_file_is_read_unlabelled(tmp_path: Path) -> None:
     assert data.items.texts == ["the first sentence, with a comma", "the second one"]
     assert data.items.names[1].endswith(":3") and not data.items.labelled.any()
     (tmp_path / "empty.txt").write_text("\n \n", encoding="utf-8")
+    spec = parse_config({"model": {"input": {"kind": "text"}}}).model.input
     with pytest.raises(DataError, match="no sentences"):
-        read_dataset(tmp_path / "empty.txt", data_spec := parse_config({"model": {"input": {"kind": "text"}}}).model.input,
-                     "sentences")  # fmt: skip
-    assert data_spec.kind == "text"
+        read_dataset(tmp_path / "empty.txt", spec, "sentences")
 
 
 def test_init_from_starts_the_encoder_from_a_saved_model_and_refuses_another(tmp_path: Path) -> None:
