@@ -107,6 +107,80 @@ def finetune(config: Config, items_share: dict[str, Any], init: Path | None, out
     return result.model_dir, (time.perf_counter() - started) / 60
 
 
+DIGITS_OBJECTIVES: dict[str, dict[str, Any]] = {
+    "ntxent": {"loss": {"name": "ntxent", "params": {"temperature": 0.2, "projector": [128, 64]}}},
+    "simsiam": {"loss": {"name": "simsiam", "params": {"projector": [128, 128]}}},
+    "byol": {"loss": {"name": "byol", "params": {"projector": [128, 64]}}},
+    "barlow_twins": {"loss": {"name": "barlow_twins", "params": {"projector": [256, 256], "off_diagonal": 0.005}}},
+    "vicreg": {"loss": {"name": "vicreg", "params": {"projector": [256, 256]}}, "normalize": False},
+    "pseudo-labels (triplet on 30 k-means clusters + views)": {
+        "loss": {"name": "triplet", "params": {"margin": 0.3, "mining": "all", "reduction": "mean_nonzero"}},
+        "train": {
+            "batch_plan": "pseudo_labels",
+            "plan": {"clusters": 30, "every": 2},
+            "classes_per_batch": 8,
+            "items_per_class": 8,
+            "instance_weight": 1.0,
+            "class_weight": 0.3,
+        },
+    },
+}
+
+
+def digits(seeds: tuple[int, ...] = (0, 1, 2), epochs: int = 20) -> dict[str, Any]:
+    """Each objective on the quickstart's digits 0–5 without their labels, measured on unseen 6–9
+    with the quickstart's protocols; raw pixels and the supervised quickstart in the same run."""
+    from twinnet.config import parse_config
+    from twinnet.data.digits import digits_items
+    from twinnet.data.items import as_unlabelled
+    from twinnet.protocols import evaluate_verification
+    from twinnet.quickstart import QUICKSTART_CONFIG, raw_pixel_baseline, run_quickstart
+
+    items = digits_items()
+    seen = np.isin(items.labels, (0, 1, 2, 3, 4, 5))
+    train, unseen = as_unlabelled(items.subset(np.nonzero(seen)[0])), items.subset(np.nonzero(~seen)[0])
+
+    def measure(model: AnyTwin, seed: int) -> dict[str, float]:
+        v, _, _ = evaluate_verification(model, unseen, n_pairs=4000, seed=seed)
+        oneshot = evaluate_nway(model, unseen, ways=4, shots=1, episodes=1000, seed=seed)
+        return {"roc_auc": v.metrics["roc_auc"], "oneshot_4way": oneshot.metrics["accuracy"]}
+
+    rows: dict[str, dict[str, Any]] = {}
+    raw = [raw_pixel_baseline(unseen, seed) for seed in seeds]
+    rows["raw pixels"] = {
+        "roc_auc": [r["roc_auc"] for r in raw],
+        "oneshot_4way": [r["oneshot_4way_accuracy"] for r in raw],
+    }
+    sup = [run_quickstart(REPO / "runs" / f"bench-selfsup-digits-sup{seed}", seed=seed, progress=False,
+                          console=Console(stderr=True, quiet=True)) for seed in seeds]  # fmt: skip
+    rows["supervised quickstart (labels of 0-5)"] = {
+        "roc_auc": [r["unseen"]["roc_auc"] for r in sup],
+        "oneshot_4way": [r["unseen"]["oneshot_4way_accuracy"] for r in sup],
+    }
+    for name, spec in DIGITS_OBJECTIVES.items():
+        started = time.perf_counter()
+        runs = []
+        for seed in seeds:
+            model_cfg = {**QUICKSTART_CONFIG["model"], "comparator": {"name": "cosine"},
+                         "normalize": spec.get("normalize", True)}  # fmt: skip
+            train_cfg = {"seed": seed, "epochs": epochs, "batch_size": 128, "lr": 3e-3, "weight_decay": 5e-4,
+                         "progress": False, "early_stopping": {"patience": None}, "samples_per_epoch": 1536,
+                         **spec.get("train", {})}  # fmt: skip
+            cfg = parse_config({"model": model_cfg, "data": {"augment": {**QUICKSTART_CONFIG["data"]["augment"],
+                                "rotation": 15, "scale": [0.8, 1.2], "translate": 0.1}},
+                                "loss": spec["loss"], "train": train_cfg})  # fmt: skip
+            seed_everything(seed)
+            model = build_model(cfg.model)
+            Trainer(model, build_loss(cfg), train, cfg.train, augment=cfg.data.augment).fit()
+            runs.append(measure(model, seed))
+        rows[name] = {"roc_auc": [r["roc_auc"] for r in runs], "oneshot_4way": [r["oneshot_4way"] for r in runs],
+                      "seconds_per_run": round((time.perf_counter() - started) / len(seeds), 1)}  # fmt: skip
+    for row in rows.values():
+        row["roc_auc_mean"] = round(float(np.mean(row["roc_auc"])), 4)
+        row["oneshot_4way_mean"] = round(float(np.mean(row["oneshot_4way"])), 4)
+    return {"seeds": list(seeds), "epochs": epochs, "rows": rows}
+
+
 LABEL_SETTINGS = {"5 per class": {"per_class": 5}, "10% of classes": {"class_share": 0.1}}
 
 
@@ -119,9 +193,27 @@ def main() -> None:
     parser.add_argument("--ssl-config", type=Path, default=REPO / "configs" / "selfsup-omniglot.yaml")
     parser.add_argument("--supervised-config", type=Path, default=REPO / "configs" / "omniglot.yaml")
     parser.add_argument("--skip-label-efficiency", action="store_true")
+    parser.add_argument(
+        "--digits-only",
+        action="store_true",
+        help="only the objectives on the quickstart digits (bench/results/selfsup_digits.json)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.digits_only:
+        figures = digits()
+        path = write_result("selfsup_digits", figures, started)
+        table = Table(title="digits 6-9 never trained on (0-5 trained without labels), mean of 3 seeds")
+        for column in ("objective", "ROC AUC", "4-way 1-shot", "min AUC"):
+            table.add_column(column)
+        for name, row in figures["rows"].items():
+            table.add_row(
+                name, f"{row['roc_auc_mean']:.3f}", f"{row['oneshot_4way_mean']:.3f}", f"{min(row['roc_auc']):.3f}"
+            )
+        Console().print(table)
+        print(f"wrote {path}")
+        return
     ssl_cfg = omniglot_config(args.ssl_config, args.minutes)
     items = read_items(data_dir() / "images_evaluation.zip", ssl_cfg.model.input, class_depth=2)
 
