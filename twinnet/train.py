@@ -172,7 +172,8 @@ class Trainer:
             raise ConfigError(f"loss {type(loss).__name__}: {err}") from None
         loss.attach(model)  # a loss that keeps a copy of a model side (a momentum target) makes it now
         # the collapse guard's fixed sample of training items (none: switched off)
-        self.probe = probe_indices(len(train_items), c.collapse.probe_items, c.seed)
+        n_probe = c.collapse.probe_items if train_items.loads_whole_items else 0
+        self.probe = probe_indices(len(train_items), n_probe, c.seed)
         self.params = _unique_parameters(model, loss)
         self.optimizer = self._make_optimizer()
         self.scheduler = make_scheduler(self.optimizer, c, self.plan.steps_per_epoch)

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -81,6 +81,10 @@ class ItemSet:
             groups=None if self.groups is None else self.groups[idx],
             attributes={k: v[idx] for k, v in self.attributes.items()},
         )
+
+    #: Whether ``load`` gives whole items as one batch a model embeds into vectors (False for the
+    #: frames of tracking sequences, which train only through their plan's crops).
+    loads_whole_items: ClassVar[bool] = True
 
     @property
     def labelled(self) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ from twinnet.tracking.sequences import Sequence
 class SequenceItems(ItemSet):
     """Frames of tracking sequences as items (``labels``: the sequence, ``frame``: the frame number
     within it); frames where the target is absent are items too, never drawn for training."""
+
+    loads_whole_items: ClassVar[bool] = False
 
     sequences: list[Sequence] = field(default_factory=list)
     frame: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
