@@ -198,7 +198,8 @@ def test_a_collapsing_run_is_warned_about_and_stopped(caplog) -> None:
     loss = LOSSES.build("vicreg", {"variance": 0.0, "covariance": 0.0})
     torch.manual_seed(0)
     model = build_model(ModelConfig.model_validate(IMAGE_MODEL))
-    config = tiny_config(epochs=30, lr=0.05, collapse={"stop": True, "min_normalised_std": 0.1}, samples_per_epoch=256, batch_size=32)
+    guard = {"stop": True, "min_normalised_std": 0.1}
+    config = tiny_config(epochs=30, lr=0.05, collapse=guard, samples_per_epoch=256, batch_size=32)
     trainer = Trainer(model, loss, image_items(64), config, augment=AugmentConfig(**AUGMENT))
     untrained = embedding_spread(model, image_items(64), trainer.probe)["normalised_std"]
     with caplog.at_level(logging.WARNING):
