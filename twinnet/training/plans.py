@@ -366,19 +366,32 @@ class PKPlan(BatchPlan):
         rank, size = self.world.rank, self.world.size
         return [self._job(self.sampler.shard(idx, rank, size), augment) for idx in self.sampler.epoch(epoch)]
 
+    @property
+    def batch_labels(self) -> np.ndarray:
+        """The class of every training item that batches carry: its label (pseudo-labels: its cluster)."""
+        return self.items.labels
+
     def _job(self, idx: np.ndarray, augment: Callable[[Any], Any]) -> BatchJob:
-        items = self.items
+        items, labels = self.items, self.batch_labels
         if self.instance_weight > 0:
             views = np.concatenate([idx, idx])
             instances = torch.arange(len(idx)).repeat(2)
             return lambda: LabelledBatch(
-                augment(items.load(views)), torch.from_numpy(items.labels[views]), self.label_weight,
+                augment(items.load(views)), torch.from_numpy(labels[views]), self.label_weight,
                 instances, self.instance_weight,
             )  # fmt: skip
-        return lambda: LabelledBatch(augment(items.load(idx)), torch.from_numpy(items.labels[idx]), self.label_weight)
+        return lambda: LabelledBatch(augment(items.load(idx)), torch.from_numpy(labels[idx]), self.label_weight)
 
 
 # -- plain labelled batches -------------------------------------------------------------------------
+
+
+def shuffled_batches(seed: int, epoch: int, n_items: int, per_epoch: int, batch_size: int) -> list[np.ndarray]:
+    """Epoch ``epoch``'s ``per_epoch`` item indices (passes over fresh seeded shuffles of the
+    ``n_items`` items) in batches of ``batch_size``."""
+    rng = numpy_rng(seed, Stream.ITEM_ORDER, epoch)
+    order = np.concatenate([rng.permutation(n_items) for _ in range(-(-per_epoch // n_items))])[:per_epoch]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @BATCH_PLANS.register("items")
@@ -407,15 +420,12 @@ class ItemsPlan(BatchPlan):
         return -(-self.per_epoch // self.batch_size)
 
     def _jobs(self, epoch: int, augment: Callable[[Any], Any]) -> list[BatchJob]:
-        rng = numpy_rng(self.seed, Stream.ITEM_ORDER, epoch)
-        n = len(self.items)
-        order = np.concatenate([rng.permutation(n) for _ in range(-(-self.per_epoch // n))])[: self.per_epoch]
-        items, bs = self.items, self.batch_size
+        items = self.items
 
         def job(idx: np.ndarray) -> BatchJob:
             return lambda: LabelledBatch(augment(items.load(idx)), torch.from_numpy(items.labels[idx]))
 
-        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        batches = shuffled_batches(self.seed, epoch, len(items), self.per_epoch, self.batch_size)
         return [job(b[self.world.shard(len(b))]) for b in batches]  # with several processes, this one's share
 
 
@@ -475,10 +485,7 @@ class ViewsPlan(BatchPlan):
         return -(-self.per_epoch // self.batch_size)
 
     def _jobs(self, epoch: int, augment: Callable[[Any], Any]) -> list[BatchJob]:
-        rng = numpy_rng(self.seed, Stream.ITEM_ORDER, epoch)
-        n = len(self.items)
-        order = np.concatenate([rng.permutation(n) for _ in range(-(-self.per_epoch // n))])[: self.per_epoch]
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = shuffled_batches(self.seed, epoch, len(self.items), self.per_epoch, self.batch_size)
         batches = [b for b in batches if len(b) >= 2] or batches  # a last batch of one has no negatives
         words = numpy_rng(self.seed, Stream.VIEWS, epoch, *self.world.stream)
         return [self._job(b[self.world.shard(len(b))], augment, words) for b in batches]

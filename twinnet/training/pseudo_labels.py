@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 
 from twinnet.config import TrainConfig
 from twinnet.data.items import ItemSet
@@ -139,15 +138,10 @@ class PseudoLabelPlan(PKPlan):
             raise RuntimeError("pseudo_labels: before_epoch(model, epoch) must run before the epoch's batches")
         return super()._jobs(epoch, augment)
 
-    def _job(self, idx: np.ndarray, augment: Callable[[Any], Any]) -> BatchJob:
-        assert self.assigned is not None
-        items, labels = self.items, torch.from_numpy(self.assigned[idx])
-        if self.instance_weight > 0:
-            views = np.concatenate([idx, idx])
-            instances = torch.arange(len(idx)).repeat(2)
-            return lambda: LabelledBatch(augment(items.load(views)), labels.repeat(2), self.label_weight,
-                                         instances, self.instance_weight)  # fmt: skip
-        return lambda: LabelledBatch(augment(items.load(idx)), labels, self.label_weight)
+    @property
+    def batch_labels(self) -> np.ndarray:
+        assert self.assigned is not None  # _jobs refuses to run before the first clustering
+        return self.assigned
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
