@@ -138,10 +138,53 @@ class ModelConfig(_Strict):
     image): the tracker's hyper-parameters."""
 
 
+def _smallest_first(v: tuple[float, float]) -> tuple[float, float]:
+    if v[0] > v[1]:
+        raise ValueError(f"the smallest scale comes first: [{v[1]}, {v[0]}], not [{v[0]}, {v[1]}]")
+    return v
+
+
+class TrajectoryAugmentConfig(_Strict):
+    """Random distortions of pen trajectories (``model.input.kind: sequence``, the features of
+    :func:`twinnet.data.signatures.trajectory_features`), per item: the measured signals (positions,
+    pressure, pen-down) are distorted and the derived features (velocity, direction, speed) computed
+    again from them, normalised as the reader does (positions centred and divided by the standard
+    deviation of y, pressure scaled to a maximum of 1). So a translation or a uniform scale would be
+    undone: the affine part is rotation, shear and unequal x and y scales. Each is off at 0."""
+
+    time_warp: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    """Smooth monotone time warp: the writing speed varies over the trajectory by a factor in
+    ``1 ± time_warp`` (drawn at 5 knots, linear between them); the first and last points stay."""
+    crop: Annotated[float, Field(ge=0, le=0.25)] = 0.0
+    """Cut up to this share of the duration from the start, and independently from the end."""
+    rotation: Annotated[float, Field(ge=0, le=45)] = 5.0
+    """Maximum rotation of the positions in degrees (uniform in ±rotation)."""
+    shear: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """Maximum horizontal shear (slant; uniform in ±shear)."""
+    scale: tuple[Annotated[float, Field(gt=0, le=4)], Annotated[float, Field(gt=0, le=4)]] = (0.9, 1.1)
+    """Range of the x and y scale factors, drawn independently (after normalisation their ratio,
+    the aspect of the writing, is what changes)."""
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.01
+    """Gaussian noise on the positions, standard deviation in units of the normalised height (the
+    standard deviation of y)."""
+    pressure_gamma: Annotated[float, Field(ge=0, le=1)] = 0.2
+    """Pressure profile: ``pressure ** g`` with ``log g`` uniform in ±pressure_gamma (a plain gain
+    would be undone by the scaling to a maximum of 1); an all-zero pressure stays zero."""
+    pressure_noise: Annotated[float, Field(ge=0, le=1)] = 0.02
+    """Multiplicative Gaussian noise on the pressure at every step (zero pressure stays zero)."""
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _smallest_first(v)
+
+
 class AugmentConfig(_Strict):
-    """Random affine distortions applied per image on tensors (Koch et al. 2015 use rotation
-    ±10°, shear ±0.3, scale 0.8–1.2 and translation ±2 px), flips, and colour jitter (brightness,
-    contrast, saturation; faces)."""
+    """Training-time augmentation of the items, by the kind of input (``model.input.kind``;
+    :func:`twinnet.data.transforms.build_augmenter`). Images: random affine distortions per image on
+    tensors (Koch et al. 2015 use rotation ±10°, shear ±0.3, scale 0.8–1.2 and translation ±2 px),
+    flips, and colour jitter (brightness, contrast, saturation; faces), the fields below. Pen
+    trajectories (``kind: sequence``): the ``trajectory`` section."""
 
     enabled: bool = False
     rotation: Annotated[float, Field(ge=0, le=180)] = 10.0
@@ -170,13 +213,13 @@ class AugmentConfig(_Strict):
     """Gaussian pixel noise of up to this standard deviation (images in [0, 1])."""
     occlude: Fraction = 0.0
     """Partial impressions: blank (to the image's border value) a random band covering up to this share."""
+    trajectory: TrajectoryAugmentConfig = Field(default_factory=TrajectoryAugmentConfig)
+    """Pen trajectories: time warp, crop, rotation, shear, scale, jitter, pressure."""
 
     @field_validator("scale")
     @classmethod
     def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if v[0] > v[1]:
-            raise ValueError(f"the smallest scale comes first: [{v[1]}, {v[0]}], not [{v[0]}, {v[1]}]")
-        return v
+        return _smallest_first(v)
 
 
 class DataConfig(_Strict):

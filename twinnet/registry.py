@@ -113,3 +113,8 @@ RUNTIMES: Registry[Any] = Registry("runtime", builtins="twinnet.onnx.runtime")
 #: reads before resizing: ``fingerprint`` (:mod:`twinnet.fingerprints.preprocess`). Each has
 #: ``apply(image, size) -> image`` (Pillow images; ``size`` the input's (H, W)).
 IMAGE_PREPROCESSORS: Registry[Any] = Registry("image preprocessor", builtins="twinnet.fingerprints.preprocess")
+#: How the items of each kind of input (``model.input.kind``) are augmented for training, per
+#: ``data.augment``: ``image`` (:class:`twinnet.data.transforms.RandomAffine`), ``sequence`` (pen
+#: trajectories, :mod:`twinnet.data.trajectory_augment`). Each is built from the ``AugmentConfig`` and
+#: called as ``augment(batch, generator)``; :func:`twinnet.data.transforms.build_augmenter` picks one.
+AUGMENTATIONS: Registry[Any] = Registry("augmentation", builtins="twinnet.data.builtin_augmentations")

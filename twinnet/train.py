@@ -44,7 +44,7 @@ from twinnet.config import AugmentConfig, Config, TrainConfig, dump_config
 from twinnet.data.items import ItemSet
 from twinnet.data.pairs import Pairs
 from twinnet.data.sources import Dataset
-from twinnet.data.transforms import RandomAffine
+from twinnet.data.transforms import build_augmenter
 from twinnet.errors import ConfigError, DataError, TrainingError
 from twinnet.io import init_encoders, save
 from twinnet.losses import LOSSES, TwinLoss
@@ -110,7 +110,8 @@ class Trainer:
         train_items: the training items (with class labels).
         config: optimisation, schedule, validation and early-stopping settings.
         val_items: held-out items (by class) for validation, calibration and early stopping.
-        augment: random affine distortions applied to training images.
+        augment: ``data.augment``: how training items are distorted, by the kind of input the model
+            takes (images: random affine; pen trajectories: time warp, affine, jitter, pressure).
         train_pairs / val_pairs: fixed pairs (e.g. from a pairs file) instead of sampled ones.
         run_dir: where checkpoints, the metrics log and the final model go; ``None`` keeps all in memory.
         calibration_protocols: protocols whose ``calibrate`` adds thresholds to the model after
@@ -154,9 +155,7 @@ class Trainer:
         self.precision = Precision(c.precision, self.device)
         if c.threads:
             torch.set_num_threads(c.threads)
-        self.augment = RandomAffine(augment) if augment and augment.enabled else None
-        if self.augment is not None and any(model.takes_texts(side) for side in SIDES):
-            raise ConfigError("data.augment: image augmentation does not apply to texts; set enabled: false")
+        self.augment = build_augmenter(augment, _input_kind(model))  # by model.input.kind; None when off
         loss.check_comparator(model.comparator)
         plan_name = getattr(type(loss), "batch_plan", None)
         if not isinstance(plan_name, str):
@@ -464,6 +463,17 @@ def _clock(seconds: float) -> str:
     """``H:MM:SS``."""
     s = max(0, round(seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def _input_kind(model: AnyTwin) -> str:
+    """The kind of input the model takes (``model.input.kind``), which says how its items are augmented;
+    a model built by hand, without a config, takes texts or image tensors."""
+    if model.config is not None:
+        kinds = {model.input_spec(side).kind for side in SIDES}
+        if len(kinds) > 1:
+            return "/".join(sorted(kinds))  # no augmentation is registered for a mix: an error if it is on
+        return kinds.pop()
+    return "text" if any(model.takes_texts(side) for side in SIDES) else "image"
 
 
 def _unique_parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:

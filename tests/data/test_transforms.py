@@ -1,11 +1,14 @@
 """twinnet.data.transforms: batched, seeded affine augmentation."""
 
+import pytest
 import torch
 
 from twinnet.config import AugmentConfig
 from twinnet.data import (
     RandomAffine,
 )
+from twinnet.data.transforms import build_augmenter
+from twinnet.errors import ConfigError
 
 
 def test_augmentation_is_seeded_batched_and_off_when_disabled():
@@ -29,3 +32,13 @@ def test_flip_is_exact():
     aug = RandomAffine(AugmentConfig(enabled=True, rotation=0, shear=0, scale=(1, 1), translate=0, hflip=True))
     outs = {tuple(aug(x, torch.Generator().manual_seed(s)).flatten().round().tolist()) for s in range(10)}
     assert outs == {tuple(x.flatten().tolist()), tuple(x.flip(3).flatten().tolist())}
+
+
+def test_the_augmentation_is_chosen_by_the_kind_of_input():
+    on = AugmentConfig(enabled=True, rotation=5)
+    image = build_augmenter(on, "image")
+    assert isinstance(image, RandomAffine) and image.config.rotation == 5
+    assert build_augmenter(AugmentConfig(enabled=False), "image") is None and build_augmenter(None, "text") is None
+    for kind in ("text", "vector", "audio"):
+        with pytest.raises(ConfigError, match=rf"data\.augment: no augmentation for {kind} inputs .* image, sequence"):
+            build_augmenter(on, kind)

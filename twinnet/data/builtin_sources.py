@@ -12,5 +12,5 @@ MODULES = {
     signatures: ("offline_signatures", "online_signatures"),
     text: ("sts", "mrpc", "text_pairs"),
     tracking: ("tracking",),
-    unlabelled: ("unlabelled_images", "sentences"),
+    unlabelled: ("unlabelled_images", "sentences", "unlabelled_trajectories"),
 }

@@ -155,13 +155,42 @@ def read_svc_file(path: str | Path) -> np.ndarray:
     return out
 
 
+#: The rows of a trajectory item (:func:`trajectory_features`), in order: positions, their derived
+#: features, pressure and pen-down. Only ``x``, ``y``, ``pressure`` and ``pen_down`` are measured; the
+#: others are computed from the positions by :func:`derive_features`.
+TRAJECTORY_FEATURES = ("x", "y", "dx", "dy", "cos", "sin", "speed", "pressure", "pen_down")
+
+
+def derive_features(x: torch.Tensor, y: torch.Tensor, pressure: torch.Tensor, pen: torch.Tensor) -> torch.Tensor:
+    """The trajectory features (:data:`TRAJECTORY_FEATURES`) of signals sampled at equal time steps,
+    each ``(..., length)`` → ``(..., 9, length)`` in their dtype.
+
+    Position: centred on the mean, scaled by the standard deviation of y (so the height of the
+    writing, not the tablet, sets the scale). Then dx, dy (velocity, central differences), cos and
+    sin of the direction of motion, speed, pressure scaled to a maximum of 1 per trajectory (an
+    all-zero pressure stays zero), pen-down as it is. The reader and trajectory augmentation
+    (:mod:`twinnet.data.trajectory_augment`) both compute the features here.
+    """
+    scale = y.std(-1, unbiased=False, keepdim=True)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    x = (x - x.mean(-1, keepdim=True)) / scale
+    y = (y - y.mean(-1, keepdim=True)) / scale
+    dx, dy = torch.gradient(x, dim=-1)[0], torch.gradient(y, dim=-1)[0]
+    speed = torch.hypot(dx, dy)
+    moving, safe = speed > 0, speed.clamp_min(1e-12)
+    cos = torch.where(moving, dx / safe, torch.zeros_like(dx))
+    sin = torch.where(moving, dy / safe, torch.zeros_like(dy))
+    pmax = pressure.amax(-1, keepdim=True)
+    pmax = torch.where(pmax != 0, pmax, torch.ones_like(pmax))
+    return torch.stack([x, y, dx * 10, dy * 10, cos, sin, speed * 10, pressure / pmax, pen], -2)
+
+
 def trajectory_features(points: np.ndarray, length: int = 256) -> np.ndarray:
     """Normalise a trajectory and derive features, resampled to ``length`` steps in time.
 
-    Position: centred on the mean, scaled by the standard deviation of y (so the height of the
-    writing, not the tablet, sets the scale). Time: resampled uniformly between the first and
-    last time stamp. Features (rows): x, y, dx, dy (velocity), cos and sin of the direction of
-    motion, speed, pressure (scaled to [0, 1] per signature), pen-down → ``(9, length)``, float32.
+    Time: resampled uniformly between the first and last time stamp; then the features of
+    :func:`derive_features` (x, y, dx, dy, cos, sin, speed, pressure, pen-down) → ``(9, length)``,
+    float32.
     """
     t = points[:, 2] - points[0, 2]
     order = np.argsort(t, kind="stable")
@@ -171,21 +200,8 @@ def trajectory_features(points: np.ndarray, length: int = 256) -> np.ndarray:
     if len(t) < 2:
         t = np.arange(len(points), dtype=np.float64)
     grid = np.linspace(t[0], t[-1], length)
-    x = np.interp(grid, t, points[:, 0])
-    y = np.interp(grid, t, points[:, 1])
-    pressure = np.interp(grid, t, points[:, 6])
-    pen = np.interp(grid, t, points[:, 3])
-    scale = y.std() or 1.0
-    x, y = (x - x.mean()) / scale, (y - y.mean()) / scale
-    dx, dy = np.gradient(x), np.gradient(y)
-    speed = np.hypot(dx, dy)
-    cos, sin = (
-        np.where(speed > 0, dx / np.maximum(speed, 1e-12), 0),
-        np.where(speed > 0, dy / np.maximum(speed, 1e-12), 0),
-    )
-    pmax = pressure.max() or 1.0
-    features = np.stack([x, y, dx * 10, dy * 10, cos, sin, speed * 10, pressure / pmax, pen])
-    return features.astype(np.float32)
+    x, y, pressure, pen = (torch.from_numpy(np.interp(grid, t, points[:, c])) for c in (0, 1, 6, 3))
+    return derive_features(x, y, pressure, pen).numpy().astype(np.float32)
 
 
 def read_online_signatures(folder: str | Path, length: int = 256) -> ItemSet:

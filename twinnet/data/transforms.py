@@ -1,20 +1,52 @@
-"""Batched random augmentation on tensors: affine (``affine_grid`` + ``grid_sample``), flips, and
-colour jitter.
+"""Batched random augmentation on tensors, and which augmentation a kind of input gets.
 
-One call distorts a whole batch with per-image random parameters, on whatever device the batch
-is on, so augmentation costs a fraction of a training step.
+:func:`build_augmenter` is the one place that says how an item of each kind (``model.input.kind``)
+is augmented: the augmentation registered for that kind in :data:`twinnet.registry.AUGMENTATIONS`,
+built from ``data.augment``. Images get :class:`RandomAffine` here: affine (``affine_grid`` +
+``grid_sample``), flips, and colour jitter; pen trajectories get
+:class:`twinnet.data.trajectory_augment.TrajectoryAugment`. A new kind is one module that registers
+its augmentation, listed in :mod:`twinnet.data.builtin_augmentations`.
+
+One call distorts a whole batch with per-item random parameters drawn from the generator it is
+given (the run's ``Stream.AUGMENT``), on whatever device the batch is on, so augmentation costs a
+fraction of a training step and a resumed run draws what the uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from twinnet.config import AugmentConfig
+from twinnet.errors import ConfigError
+from twinnet.registry import AUGMENTATIONS
 
 
+class Augmenter(Protocol):
+    """Distorts a batch of items, with per-item random parameters drawn from ``generator``."""
+
+    def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+
+def build_augmenter(config: AugmentConfig | None, kind: str) -> Augmenter | None:
+    """How training items of ``kind`` (``model.input.kind``) are augmented per ``data.augment``:
+    ``None`` when it is off; a ConfigError when it is on for a kind no augmentation is registered for."""
+    if config is None or not config.enabled:
+        return None
+    if kind not in AUGMENTATIONS:
+        raise ConfigError(
+            f"data.augment: no augmentation for {kind} inputs (model.input.kind), only for "
+            f"{', '.join(AUGMENTATIONS.names())}; set data.augment.enabled: false (texts vary through dropout or "
+            "train.plan.word_deletion, audio through model.encoder.params.augment)"
+        )
+    augmenter: Augmenter = AUGMENTATIONS.get(kind)(config)
+    return augmenter
+
+
+@AUGMENTATIONS.register("image")
 class RandomAffine:
     """Rotation, shear, scale, translation (Koch et al. 2015), optional flips and colour jitter
     (brightness, contrast, saturation), per image."""

@@ -1,6 +1,7 @@
-"""Data without labels: a flat folder (or zip) of images, and a text file of sentences.
+"""Data without labels: a flat folder (or zip) of images, a text file of sentences, and a folder of
+pen trajectories.
 
-Both give items marked unlabelled (:func:`~twinnet.data.items.as_unlabelled`: every item its own
+All give items marked unlabelled (:func:`~twinnet.data.items.as_unlabelled`: every item its own
 class), which label-free losses (``ntxent``, ``byol``, ``vicreg``, … on the ``views`` plan) and the
 pseudo-label plan train from. Any other format is read without labels with ``data.labels: false``,
 and a labelled folder plus an unlabelled one is mixed data (``data.unlabelled_path``).
@@ -8,17 +9,22 @@ and a labelled folder plus an unlabelled one is mixed data (``data.unlabelled_pa
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from twinnet.config import InputSpec
 from twinnet.data.archives import zip_image_folder
 from twinnet.data.images import is_image_file
 from twinnet.data.items import ItemSet, as_unlabelled, load_images
+from twinnet.data.signatures import read_svc_file, trajectory_features
 from twinnet.data.sources import DATA_SOURCES, Dataset, DataSource, ReadOptions
 from twinnet.data.text import _COLUMN_A, _COLUMN_B, read_utf8, text_items
 from twinnet.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 def _flat_images(path: Path) -> bool:
@@ -89,3 +95,51 @@ class SentencesSource(DataSource):
 
     def read(self, path: Path, spec: InputSpec, options: ReadOptions) -> Dataset:
         return Dataset(read_sentences(path))
+
+
+def _trajectory_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".txt")
+
+
+def read_unlabelled_trajectories(path: Path, length: int = 256, skip_bad: bool = False) -> ItemSet:
+    """Every ``.txt`` pen-trajectory file under ``path`` (searched recursively, any names), unlabelled:
+    SVC2004's text format (the number of points N, then N lines ``x y time pen_down azimuth altitude
+    pressure``), resampled to ``length`` steps with the features of
+    :func:`~twinnet.data.signatures.trajectory_features`."""
+    if not path.is_dir():
+        raise DataError(f"{path}: not a folder of trajectory files")
+    paths = _trajectory_files(path)
+    if not paths:
+        raise DataError(f"{path}: no .txt trajectory files found")
+    features, names = [], []
+    for file in paths:
+        try:
+            features.append(trajectory_features(read_svc_file(file), length))
+        except DataError as err:
+            if not skip_bad:
+                raise DataError(f"{err} (set data.skip_bad_images: true, or --skip-bad, to leave it out)") from None
+            log.warning("skipping %s", err)
+            continue
+        names.append(str(file))
+    if not features:
+        raise DataError(f"{path}: no readable trajectory files")
+    data = torch.from_numpy(np.stack(features))
+    return as_unlabelled(ItemSet(data=data, labels=np.zeros(len(names), np.int64), class_names=["?"], names=names))
+
+
+@DATA_SOURCES.register("unlabelled_trajectories")
+class UnlabelledTrajectoriesSource(DataSource):
+    """A folder of pen-trajectory files (``.txt`` in SVC2004's format, any names), for a sequence
+    model (``model.input.kind: sequence``), without labels: every trajectory is its own instance.
+    Recognised by ``format: auto`` for a folder with ``.txt`` files directly in it; an SVC2004 folder
+    (``U<user>S<n>.TXT``) is read with its writers by ``online_signatures`` first (``data.labels: false``
+    drops them)."""
+
+    priority = 1  # after online_signatures (5), which takes U<user>S<n>.TXT folders with their labels
+
+    def sniff(self, path: Path, spec: InputSpec) -> bool:
+        return (spec.kind == "sequence" and path.is_dir()
+                and any(p.is_file() and p.suffix.lower() == ".txt" for p in path.iterdir()))  # fmt: skip
+
+    def read(self, path: Path, spec: InputSpec, options: ReadOptions) -> Dataset:
+        return Dataset(read_unlabelled_trajectories(path, spec.length or 256, options.skip_bad))

@@ -46,7 +46,7 @@ from twinnet.config import TrainConfig
 from twinnet.data.items import ItemSet
 from twinnet.data.pairs import Pairs, PairSampler
 from twinnet.data.samplers import PKBatchSampler
-from twinnet.data.transforms import RandomAffine
+from twinnet.data.transforms import Augmenter
 from twinnet.errors import ConfigError, DataError
 from twinnet.registry import Registry, check_params
 from twinnet.runtime import Stream, generator, numpy_rng
@@ -66,7 +66,8 @@ class BatchPlan(ABC):
         items: the training items.
         pairs: fixed training pairs into ``items`` (a pairs file), or ``None``.
         config: the training settings (seed, batch sizes, samples per epoch, …).
-        augment: image augmentation applied to every loaded batch, or ``None``.
+        augment: the augmentation applied to every loaded batch (``data.augment``, by the kind of input:
+            :func:`~twinnet.data.transforms.build_augmenter`), or ``None``.
         loss_name: how error messages name the loss that asked for this plan.
     """
 
@@ -81,7 +82,7 @@ class BatchPlan(ABC):
         pairs: Pairs | None,
         config: TrainConfig,
         *,
-        augment: RandomAffine | None = None,
+        augment: Augmenter | None = None,
         loss_name: str = "this loss",
     ) -> None:
         self.items = items
@@ -168,7 +169,7 @@ def build_plan(
     pairs: Pairs | None,
     config: TrainConfig,
     *,
-    augment: RandomAffine | None = None,
+    augment: Augmenter | None = None,
     loss_name: str = "this loss",
 ) -> BatchPlan:
     """The plan registered as ``name`` (an unknown name is a ConfigError listing the known ones),
@@ -446,8 +447,8 @@ def delete_words(text: str, share: float, rng: np.random.Generator) -> str:
 @BATCH_PLANS.register("views")
 class ViewsPlan(BatchPlan):
     """Every training item, labelled or not, shuffled afresh each epoch, in batches of
-    ``train.batch_size`` items, each item as two views: images augmented twice by
-    ``data.augment`` (which must be enabled: two identical views teach nothing); texts twice as
+    ``train.batch_size`` items, each item as two views: images and pen trajectories augmented twice
+    by ``data.augment`` (which must be enabled: two identical views teach nothing); texts twice as
     they are (dropout makes the two encoder passes differ, SimCSE) or, with the option
     ``word_deletion: p``, with each word deleted with probability ``p`` in each view. An epoch is one
     pass over the items unless ``train.samples_per_epoch`` says how many.
@@ -471,7 +472,7 @@ class ViewsPlan(BatchPlan):
         self.word_deletion = float(word_deletion)
         self.is_text = items.texts is not None
         if not self.is_text and self.augment is None:
-            raise ConfigError(f"loss {self.loss_name} compares two augmented views of each image: set "
+            raise ConfigError(f"loss {self.loss_name} compares two augmented views of each item: set "
                               "data.augment.enabled: true (two identical views teach nothing)")  # fmt: skip
         if self.word_deletion and not self.is_text:
             raise ConfigError("train.plan.word_deletion applies to texts only")
