@@ -29,7 +29,7 @@ from rich.table import Table
 from twinnet.config import load_config
 from twinnet.io import load, resolve_model_dir
 from twinnet.runtime import data_root
-from twinnet.tracking import Tracker, build_anchor, read_sequence, read_sequences, run_tracker, sequence_figures
+from twinnet.tracking import build_anchor, build_tracker, read_sequence, read_sequences, run_tracker, sequence_figures
 from twinnet.tracking.metrics import mean_figures
 from twinnet.train import train_from_config
 
@@ -70,7 +70,7 @@ def measure(model_dir: Path, threads: int, max_frames: int | None = None) -> dic
     for name in TRACKERS:
         per: dict[str, dict[str, Any]] = {}
         for seq in sequences:
-            tracker = Tracker(model) if name == "twinnet" else build_anchor(name)
+            tracker = build_tracker(model) if name == "twinnet" else build_anchor(name)
             result = run_tracker(tracker, seq)
             assert seq.boxes is not None
             figures = sequence_figures(result.boxes, seq.boxes)
@@ -107,7 +107,7 @@ def speed_probe(model: Any, sequence: Any) -> dict[str, Any]:
     bound (and OpenMP threads that spin while the other waits for a core inflate CPU time), so this
     is the machine-independent figure of what a frame costs."""
     torch.set_num_threads(1)
-    result = run_tracker(Tracker(model), sequence)
+    result = run_tracker(build_tracker(model), sequence)
     ms = 1000 * result.cpu_seconds / max(1, len(result.boxes) - 1)
     return {"sequence": sequence.name, "threads": 1, "cpu_ms_per_frame": round(ms, 2),
             "fps_one_idle_core": round(1000 / ms, 1) if ms else None, "wall_fps": round(result.fps, 2)}  # fmt: skip

@@ -207,6 +207,9 @@ def evaluate(
         None, "--class-depth", help="Folder levels that name a class (default 1; 2 for Omniglot)."
     ),
     seed: int = typer.Option(None, "--seed", help="Seed of sampled pairs, episodes or references (default 0)."),
+    reset: bool = typer.Option(
+        False, "--reset", help="tracking: add VOT's reset evaluation: accuracy, robustness (failures per 100 frames)."
+    ),
     skip_bad: bool = typer.Option(False, "--skip-bad"),
     runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -224,7 +227,7 @@ def evaluate(
     given = {"references": references, "aggregate": aggregate, "pairs_file": None if pairs_file is None else
              str(pairs_file), "ways": ways, "shots": shots, "episodes": episodes, "n_pairs": pairs,
              "prototype": prototype, "seed": seed, "folds": folds, "normalization": normalization,
-             "impostors": impostors}  # fmt: skip
+             "impostors": impostors, "reset": reset or None}  # fmt: skip
     params = {k: v for k, v in given.items() if v is not None}
     model = load_model_or_config(model_path, runtime=runtime)
     options = ReadOptions(class_depth=class_depth, skip_bad=skip_bad)

@@ -99,8 +99,9 @@ class ComponentConfig(_Strict):
 
 
 class TrackerSettings(_Strict):
-    """The SiamFC tracker's hyper-parameters (Bertinetto et al. 2016), saved with a tracking model
-    (``model.tracker``) and overridable when tracking (:class:`twinnet.tracking.Tracker`)."""
+    """The tracker's hyper-parameters (SiamFC's, Bertinetto et al. 2016, and the box heads'), saved
+    with a tracking model (``model.tracker``) and overridable when tracking
+    (:func:`twinnet.tracking.build_tracker`)."""
 
     scales: Annotated[int, Field(ge=1, le=9)] = 3
     """Search images per frame, at scales ``scale_step ** k`` around the current size."""
@@ -118,6 +119,11 @@ class TrackerSettings(_Strict):
     min_scale: PositiveFloat = 0.2
     max_scale: PositiveFloat = 5.0
     """Target size limits, as multiples of the initial size."""
+    penalty_k: NonNegativeFloat = 0.04
+    """Box heads (``anchor_free``): how much a change of scale or aspect ratio costs a candidate box,
+    ``exp(-penalty_k·(r·s - 1))`` with ``r``, ``s`` the ratio and scale changes (each ≥ 1); the box
+    trackers also read ``window_influence``, ``scale_lr`` (size smoothing), ``context`` and the size
+    limits, not the scale pyramid's settings."""
 
 
 class ModelConfig(_Strict):

@@ -70,3 +70,14 @@ def test_a_pair_loss_on_tracking_data_is_a_clear_error(tmp_path) -> None:
     items = SequenceItems.from_sequences(read_sequences(tmp_path))
     with pytest.raises(DataError, match="score_map_logistic"):
         build_plan("pairs", items, None, TrainConfig(batch_size=4, samples_per_epoch=8)).epoch_jobs(0)[0]()
+
+
+def test_batch_sizes_are_the_target_size_in_the_search_image(otb_sequence) -> None:
+    root, _ = otb_sequence
+    plan = _plan(root, shift=16.0, scale_jitter=0.2, hflip=0.5)
+    batch = plan.epoch_jobs(0)[0]()
+    red = (batch.searches[:, 0] > 0.7) & (batch.searches[:, 1] < 0.35)
+    extent = np.array([[m.any(0).sum().item(), m.any(1).sum().item()] for m in red], dtype=np.float64)
+    # a 20×20 square; its exemplar region 40 px, 127 in the crop: 63.5 px, divided by the scale jitter
+    np.testing.assert_allclose(extent, batch.sizes.numpy(), atol=2.0)
+    assert batch.sizes.min() < 60 < 67 < batch.sizes.max()

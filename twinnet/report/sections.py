@@ -272,7 +272,7 @@ def tracking(ctx: ReportContext) -> Section | None:
     from twinnet.protocols.tracking import TrackingProtocol
     from twinnet.tracking.items import SequenceItems
     from twinnet.tracking.metrics import SUCCESS_THRESHOLDS, calc_center_error, calc_iou, valid_frames
-    from twinnet.tracking.tracker import Tracker
+    from twinnet.tracking.tracker import build_tracker
 
     if not isinstance(ctx.protocol, TrackingProtocol) or not isinstance(ctx.data.items, SequenceItems):
         return None
@@ -282,7 +282,7 @@ def tracking(ctx: ReportContext) -> Section | None:
     for seq in ctx.data.items.sequences:
         if seq.boxes is None:
             continue
-        result = Tracker(ctx.model, **ctx.protocol.tracker).track(seq, max_frames=ctx.protocol.max_frames)
+        result = build_tracker(ctx.model, **ctx.protocol.tracker).track(seq, max_frames=ctx.protocol.max_frames)
         truth = seq.boxes[: len(result.boxes)]
         keep = valid_frames(truth)
         ious = np.nan_to_num(calc_iou(result.boxes[keep], truth[keep]), nan=0.0)

@@ -4,16 +4,25 @@ The parts, each registered where its kind lives:
 
 - encoders ``siamfc_alexnet`` and ``siamfc_light`` (:mod:`twinnet.encoders.fully_conv`): images → feature maps;
 - comparator ``xcorr`` (:mod:`twinnet.tracking.xcorr`): exemplar map ⋆ search map → score map;
+  ``dw_xcorr`` (:mod:`twinnet.tracking.dw_xcorr`): the depth-wise correlation (one response channel
+  per feature channel), fused into a score map;
+- the anchor-free box head (:mod:`twinnet.tracking.anchor_free`): comparator, label assignment and
+  tracker ``anchor_free``, loss ``anchor_free`` (:mod:`twinnet.losses.anchor_free`);
+- trackers, by name (:data:`twinnet.tracking.tracker.TRACKERS`): the one a model's comparator names is
+  built by :func:`build_tracker`;
 - loss ``score_map_logistic`` (:mod:`twinnet.losses.score_map`) and its batch plan ``tracking_pairs``
   (:mod:`twinnet.tracking.plan`);
 - data format ``tracking`` (:mod:`twinnet.tracking.source`): folders of OTB/VOT sequences, videos;
-- protocol ``tracking`` (:mod:`twinnet.protocols.tracking`): one-pass success AUC, precision, fps.
+- protocol ``tracking`` (:mod:`twinnet.protocols.tracking`): one-pass success AUC, precision, fps;
+  with ``reset``, VOT's accuracy and robustness too (:mod:`twinnet.tracking.reset`).
 
 Here: sequence readers, crop geometry, metrics, the :class:`Tracker` and the OpenCV anchors.
 """
 
 from twinnet.tracking import plan as _plan  # noqa: F401  (registers the tracking_pairs batch plan)
+from twinnet.tracking.anchor_free import AnchorFreeHead, AnchorFreeTracker
 from twinnet.tracking.anchors import OpenCVTracker, StillBox, build_anchor
+from twinnet.tracking.dw_xcorr import DepthwiseCrossCorrelation, depthwise_xcorr
 from twinnet.tracking.geometry import box_to_crop, center_of, context_side, crop, crop_to_box
 from twinnet.tracking.items import SequenceItems
 from twinnet.tracking.metrics import (
@@ -25,6 +34,7 @@ from twinnet.tracking.metrics import (
     sequence_figures,
 )
 from twinnet.tracking.onepass import SingleTracker, TrackResult, run_tracker
+from twinnet.tracking.reset import ResetResult, reset_figures, run_reset
 from twinnet.tracking.sequences import (
     Sequence,
     parse_box,
@@ -35,12 +45,18 @@ from twinnet.tracking.sequences import (
     read_video,
     write_boxes,
 )
-from twinnet.tracking.tracker import Tracker, tracker_settings
-from twinnet.tracking.xcorr import CrossCorrelation, ScoreMapComparator
+from twinnet.tracking.tracker import TRACKERS, Tracker, build_tracker, tracker_settings
+from twinnet.tracking.xcorr import CrossCorrelation, MapComparator, ScoreMapComparator
 
 __all__ = [
+    "TRACKERS",
+    "AnchorFreeHead",
+    "AnchorFreeTracker",
     "CrossCorrelation",
+    "DepthwiseCrossCorrelation",
+    "MapComparator",
     "OpenCVTracker",
+    "ResetResult",
     "ScoreMapComparator",
     "Sequence",
     "SequenceItems",
@@ -50,6 +66,7 @@ __all__ = [
     "Tracker",
     "box_to_crop",
     "build_anchor",
+    "build_tracker",
     "calc_center_error",
     "calc_iou",
     "calc_precision",
@@ -59,12 +76,15 @@ __all__ = [
     "context_side",
     "crop",
     "crop_to_box",
+    "depthwise_xcorr",
     "parse_box",
     "read_boxes",
     "read_coco_stills",
     "read_sequence",
     "read_sequences",
     "read_video",
+    "reset_figures",
+    "run_reset",
     "run_tracker",
     "sequence_figures",
     "tracker_settings",

@@ -13,11 +13,14 @@ from twinnet.training.batch import Batch
 class TrackingPairBatch(Batch):
     """``n`` training pairs: ``exemplars (n, 3, 127, 127)`` and ``searches (n, 3, 255, 255)``,
     images in [0, 1]; ``offsets (n, 2)`` is where the target's centre lies in each search image,
-    in pixels ``(dx, dy)`` from the search image's centre (non-zero where the crop was shifted)."""
+    in pixels ``(dx, dy)`` from the search image's centre (non-zero where the crop was shifted);
+    ``sizes (n, 2)`` the target's width and height in each search image, in pixels (what the box
+    heads regress; SiamFC's loss reads the centre only)."""
 
     exemplars: torch.Tensor
     searches: torch.Tensor
     offsets: torch.Tensor
+    sizes: torch.Tensor
 
     @property
     def n_items(self) -> int:
@@ -29,4 +32,5 @@ class TrackingPairBatch(Batch):
             exemplars=self.exemplars.to(device, non_blocking=True),
             searches=self.searches.to(device, non_blocking=True),
             offsets=self.offsets.to(device),
+            sizes=self.sizes.to(device),
         )

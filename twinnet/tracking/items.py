@@ -77,6 +77,21 @@ class SequenceItems(ItemSet):
             self._crops[key] = out
         return self._crops[key]
 
+    def target_sizes(self, exemplar_size: int, context: float = 0.5) -> np.ndarray:
+        """``(N, 2)``: every frame's target width and height in its crop (:meth:`crops`), in pixels of
+        the scale where the exemplar region is ``exemplar_size`` pixels (zeros where it is absent)."""
+        out = np.zeros((len(self), 2))
+        row = 0
+        for seq in self.sequences:
+            present = seq.present
+            for i in range(len(seq)):
+                if present[i]:
+                    assert seq.boxes is not None
+                    w, h = seq.boxes[i][2:]
+                    out[row] = np.array([w, h]) * (exemplar_size / context_side(w, h, context))
+                row += 1
+        return out
+
     def subset(self, indices: np.ndarray | Seq[int]) -> SequenceItems:
         """Whole sequences: those with a frame among ``indices`` (a split by class is a split by sequence)."""
         keep = sorted(set(self.labels[np.asarray(indices, dtype=np.int64)].tolist()))

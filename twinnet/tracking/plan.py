@@ -8,7 +8,7 @@ different shifts, scales and colours (as DaSiamRPN trained on detection data). E
 shifted by up to ``shift`` pixels (the search image) or ``exemplar_shift`` (the exemplar), scaled by
 up to ``scale_jitter``, optionally mirrored (both crops alike) and colour-jittered, all with torch
 ops on pre-made per-frame crops; the batch records where the target's centre lands in the search
-image, which is where the loss puts the positives.
+image, which is where the loss puts the positives, and the target's size there (for the box heads).
 
 Every draw of an epoch comes from one stream seeded by ``(seed, Stream.TRACKING_PAIRS, epoch)``, made
 before the batch jobs run, so an epoch is the same batches whenever it is drawn.
@@ -128,6 +128,8 @@ class TrackingPairsPlan(BatchPlan):
         rng = numpy_rng(self.seed, Stream.TRACKING_PAIRS, epoch)
         seq_crops = self._crops(self.sequence_items)
         still_crops = self._crops(self.stills) if self.stills is not None else None
+        seq_sizes = self.sequence_items.target_sizes(self.exemplar_size, self.context)
+        still_sizes = self.stills.target_sizes(self.exemplar_size, self.context) if self.stills is not None else None
         jobs = []
         for _ in range(self.steps_per_epoch):
             n = self.batch_size
@@ -143,6 +145,9 @@ class TrackingPairsPlan(BatchPlan):
                     z_idx[k] = self.frames[f]
                     x_idx[k] = rng.choice(self.partners[f])
             draws = _Draws.sample(rng, n, self)
+            sizes = np.stack([still_sizes[i] if s and still_sizes is not None else seq_sizes[i]
+                              for i, s in zip(x_idx, from_still)])  # fmt: skip
+            draws.values["x_size"] = sizes
             jobs.append(_pair_job(seq_crops, still_crops, z_idx, x_idx, from_still, draws, self))
         return jobs
 
@@ -216,6 +221,7 @@ def _pair_job(seq_crops: torch.Tensor, still_crops: torch.Tensor | None, z_idx: 
         x = colour_jitter(x, draws["x_colour"], draws["x_gray"])
         offsets = x_shift.clone()
         offsets[:, 0] = offsets[:, 0] * (1 - 2 * flip)
-        return TrackingPairBatch(z, x, offsets)
+        # the window is x_scale times the search size: the target shrinks by that factor
+        return TrackingPairBatch(z, x, offsets, draws["x_size"] / x_scale[:, None])
 
     return job

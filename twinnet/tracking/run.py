@@ -20,7 +20,7 @@ from twinnet.tracking.sequences import (
     read_sequence,
     write_boxes,
 )
-from twinnet.tracking.tracker import Tracker
+from twinnet.tracking.tracker import build_tracker
 
 PREDICTED = (40, 220, 40)
 GROUND_TRUTH = (255, 255, 255)
@@ -127,7 +127,7 @@ def track_sequence(
     Returns a JSON-able summary (with success AUC and precision where there is ground truth)."""
     sequence = open_sequence(sequence_path)
     start = parse_box(init) if init is not None else sequence.first_box()
-    result = Tracker(model, **(overrides or {})).track(sequence, start)
+    result = build_tracker(model, **(overrides or {})).track(sequence, start)
     summary: dict[str, Any] = {"sequence": str(sequence_path), "frames": len(result.boxes), "fps": result.fps}
     if sequence.boxes is not None:
         figures = sequence_figures(result.boxes, sequence.boxes)

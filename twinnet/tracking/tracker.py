@@ -11,17 +11,18 @@ scale, damped by ``scale_lr``. Hyper-parameters come from the model's saved conf
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from twinnet.config import TrackerSettings
 from twinnet.errors import ConfigError, DataError
+from twinnet.registry import Registry
 from twinnet.tracking.geometry import _cv2, center_of, clip_box, context_side, crop, mean_colour
 from twinnet.tracking.onepass import TrackResult, run_tracker
 from twinnet.tracking.sequences import Sequence
-from twinnet.tracking.xcorr import ScoreMapComparator, response_stride
+from twinnet.tracking.xcorr import MapComparator, response_stride
 
 if TYPE_CHECKING:
     from twinnet.model import AnyTwin
@@ -43,6 +44,28 @@ def tracker_settings(model: AnyTwin, overrides: dict[str, Any] | None = None) ->
         raise ConfigError(format_validation_error(err, "tracker")) from None
 
 
+#: Single-object trackers over a tracking model, by name, each built as ``factory(model, **settings)``:
+#: ``siamfc`` (:class:`Tracker`), ``anchor_free`` (:class:`twinnet.tracking.anchor_free.AnchorFreeTracker`).
+#: A model's map comparator names the one that reads its maps (``MapComparator.tracker``).
+TRACKERS: Registry[Any] = Registry("tracker", builtins="twinnet.tracking")
+
+
+def _map_comparator(model: AnyTwin) -> MapComparator:
+    comparator = model.comparator
+    if not isinstance(comparator, MapComparator):
+        raise ConfigError(f"this model's comparator ({type(comparator).__name__}) gives no score maps: "
+                          "tracking needs a fully-convolutional twin with comparator xcorr")  # fmt: skip
+    return comparator
+
+
+def build_tracker(model: AnyTwin, **overrides: Any) -> Tracker:
+    """The tracker that reads this model's maps (the one its comparator names: ``siamfc`` for
+    ``xcorr``, ``anchor_free`` for the anchor-free box head), with settings ``overrides``."""
+    tracker: Tracker = TRACKERS.get(_map_comparator(model).tracker, field="model.comparator")(model, **overrides)
+    return tracker
+
+
+@TRACKERS.register("siamfc")
 class Tracker:
     """A SiamFC tracker over a fully-convolutional twin (exemplar = side a, search = side b).
 
@@ -52,10 +75,15 @@ class Tracker:
         overrides: tracker settings replacing the model's (``scale_step``, ``window_influence``, …).
     """
 
+    #: The tracker name (in :data:`TRACKERS`) a model's comparator must name.
+    kind: ClassVar[str] = "siamfc"
+
     def __init__(self, model: AnyTwin, **overrides: Any) -> None:
-        if not isinstance(model.comparator, ScoreMapComparator):
-            raise ConfigError(f"this model's comparator ({type(model.comparator).__name__}) gives no score maps: "
-                              "tracking needs a fully-convolutional twin with comparator xcorr")  # fmt: skip
+        comparator = _map_comparator(model)
+        if comparator.tracker != self.kind:
+            raise ConfigError(f"this model's comparator ({type(comparator).__name__}) is read by the "
+                              f"{comparator.tracker!r} tracker, not {self.kind!r}: use "
+                              "twinnet.tracking.build_tracker(model)")  # fmt: skip
         self.model = model.eval()
         self.settings = s = tracker_settings(model, overrides)
         self.exemplar_size = int(model.input_spec("a").size[0])

@@ -9,7 +9,7 @@ in the hundreds) plus a learned bias, so its values are logits of "the target is
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -20,13 +20,17 @@ from twinnet.compare import COMPARATORS, SCORE, Comparator, IndexPlan
 from twinnet.errors import ConfigError
 
 
-class ScoreMapComparator(Comparator):
-    """A comparator of feature *maps* giving a score map (larger = the target is more likely
-    there). It has no value per pair of vectors: no pairwise matrix, no vector index, and it offers
-    nothing a pair loss consumes; the score-map losses train it."""
+class MapComparator(Comparator):
+    """A comparator of feature *maps* (a tracking model): an exemplar's map against a search
+    image's, giving maps of per-position outputs. It has no value per pair of vectors: no pairwise
+    matrix, no vector index, and it offers nothing a pair loss consumes.
+
+    ``tracker`` names the registered tracker (:data:`twinnet.tracking.tracker.TRACKERS`) that reads its
+    maps: the comparator knows what its output channels mean, so it says who decodes them."""
 
     orientation = SCORE
     compares = "maps"
+    tracker: ClassVar[str]
 
     def offers(self, value: Literal["distance", "similarity", "logits"]) -> bool:
         return False
@@ -42,6 +46,13 @@ class ScoreMapComparator(Comparator):
     def score_matrix(self, queries: np.ndarray, templates: np.ndarray) -> np.ndarray:
         raise ConfigError(f"{type(self).__name__} compares feature maps (a tracking model); it scores no pairs "
                           "of inputs: use twinnet track")  # fmt: skip
+
+
+class ScoreMapComparator(MapComparator):
+    """A map comparator giving one score map ``(k·n, 1, R, R)`` (larger = the target is more likely
+    centred there): trained by the score-map losses, read by the SiamFC tracker."""
+
+    tracker = "siamfc"
 
 
 @COMPARATORS.register("xcorr")
