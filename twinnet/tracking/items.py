@@ -46,9 +46,9 @@ class SequenceItems(ItemSet):
 
     def load(self, indices: np.ndarray | Seq[int] | torch.Tensor) -> torch.Tensor:
         """Frames are not items of one size: a loss trains on them through the ``tracking_pairs``
-        plan's crops (loss ``score_map_logistic``), never through whole-item batches."""
-        raise DataError("tracking sequences train only with a score-map loss (loss.name: score_map_logistic), "
-                        "whose batch plan crops exemplars and search images from the frames")  # fmt: skip
+        plan's crops (loss ``score_map_logistic`` or ``anchor_free``), never through whole-item batches."""
+        raise DataError("tracking sequences train only with a tracking loss (loss.name: score_map_logistic or "
+                        "anchor_free), whose batch plan crops exemplars and search images from the frames")  # fmt: skip
 
     @property
     def present(self) -> np.ndarray:
