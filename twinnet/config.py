@@ -405,6 +405,11 @@ class TrainConfig(_Strict):
     augmented views, and the loss is also applied with each item's two views as the only positives
     (self-supervised instance discrimination), weighted by this. It keeps embeddings general when
     there are few training classes; it needs ``data.augment.enabled``."""
+    input_similarity_weight: NonNegativeFloat = 0.0
+    """Batch losses on images or vectors: when positive, a term pulls the cosine similarities of
+    each batch's embeddings toward those of the inputs themselves (flattened, centred on the batch
+    mean), weighted by this, so the embedding keeps what the raw inputs already tell apart on
+    classes it never trains on (:mod:`twinnet.losses.input_similarity`)."""
     group_by_length: bool = True
     """Text pairs: batch pairs of similar length together (shuffled by windows and batches), so
     batches pad less; ``false`` gives plain random batches."""

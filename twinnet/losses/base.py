@@ -39,6 +39,7 @@ from torch import nn
 
 from twinnet.compare import Comparator
 from twinnet.errors import ConfigError
+from twinnet.losses.input_similarity import input_similarity_loss
 from twinnet.registry import Registry
 from twinnet.training.batch import Batch, LabelledBatch, PairBatch
 from twinnet.training.distributed import gather, gather_ids
@@ -195,11 +196,16 @@ class EmbeddingLoss(TwinLoss):
     batch_plan: ClassVar[str] = "pk"
 
     def compute(self, model: AnyTwin, batch: LabelledBatch) -> torch.Tensor:  # type: ignore[override]
+        local = model.embed(batch.inputs)
         # with several training processes, mining sees the embeddings of all of them (the global batch)
-        z, labels = gather(model.embed(batch.inputs), batch.labels)
+        z, labels = gather(local, batch.labels)
         total = batch.label_weight * self(z, labels, model.comparator)
         if batch.instances is not None:
             total = total + batch.instance_weight * self(z, gather_ids(batch.instances), model.comparator)
+        if batch.input_similarity_weight > 0:  # this process's own items: their inputs are here
+            if not isinstance(batch.inputs, torch.Tensor):  # the plan refuses texts; this keeps it so
+                raise ConfigError("train.input_similarity_weight compares inputs as numbers, not texts")
+            total = total + batch.input_similarity_weight * input_similarity_loss(local, batch.inputs)
         return total
 
 

@@ -66,6 +66,8 @@ class LabelledBatch(Batch):
     With ``instances`` every item is in the batch twice, as two augmented views, and ``instances``
     numbers the underlying item of each view: the loss is then applied a second time with those ids
     as labels, weighted by ``instance_weight`` (the class term is weighted by ``label_weight``).
+    With ``input_similarity_weight > 0`` the loss also keeps the embeddings' similarities close to
+    the inputs' own (:func:`twinnet.losses.input_similarity.input_similarity_loss`).
     """
 
     inputs: Inputs
@@ -73,6 +75,7 @@ class LabelledBatch(Batch):
     label_weight: float = 1.0
     instances: torch.Tensor | None = None
     instance_weight: float = 0.0
+    input_similarity_weight: float = 0.0
 
     @property
     def n_items(self) -> int:

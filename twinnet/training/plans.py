@@ -93,6 +93,16 @@ class BatchPlan(ABC):
         self.next_epoch = 0
         self.world = World.current()
         """The training processes: with several, each builds only its share of every batch."""
+        if config.input_similarity_weight > 0:
+            if not issubclass(self.batch_type, LabelledBatch):
+                raise ConfigError(
+                    f"train.input_similarity_weight is a term of batch losses on labelled items; "
+                    f"loss {loss_name} trains from {self.name or type(self).__name__} batches"
+                )
+            if items.texts is not None:
+                raise ConfigError(
+                    "train.input_similarity_weight compares inputs as numbers (images, vectors), not texts"
+                )
 
     @property
     @abstractmethod
@@ -374,14 +384,16 @@ class PKPlan(BatchPlan):
 
     def _job(self, idx: np.ndarray, augment: Callable[[Any], Any]) -> BatchJob:
         items, labels = self.items, self.batch_labels
+        similarity_weight = self.config.input_similarity_weight
         if self.instance_weight > 0:
             views = np.concatenate([idx, idx])
             instances = torch.arange(len(idx)).repeat(2)
             return lambda: LabelledBatch(
                 augment(items.load(views)), torch.from_numpy(labels[views]), self.label_weight,
-                instances, self.instance_weight,
+                instances, self.instance_weight, similarity_weight,
             )  # fmt: skip
-        return lambda: LabelledBatch(augment(items.load(idx)), torch.from_numpy(labels[idx]), self.label_weight)
+        return lambda: LabelledBatch(augment(items.load(idx)), torch.from_numpy(labels[idx]), self.label_weight,
+                                     input_similarity_weight=similarity_weight)  # fmt: skip
 
 
 # -- plain labelled batches -------------------------------------------------------------------------
@@ -424,7 +436,9 @@ class ItemsPlan(BatchPlan):
         items = self.items
 
         def job(idx: np.ndarray) -> BatchJob:
-            return lambda: LabelledBatch(augment(items.load(idx)), torch.from_numpy(items.labels[idx]))
+            weight = self.config.input_similarity_weight
+            return lambda: LabelledBatch(augment(items.load(idx)), torch.from_numpy(items.labels[idx]),
+                                         input_similarity_weight=weight)  # fmt: skip
 
         batches = shuffled_batches(self.seed, epoch, len(items), self.per_epoch, self.batch_size)
         return [job(b[self.world.shard(len(b))]) for b in batches]  # with several processes, this one's share
