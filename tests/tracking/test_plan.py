@@ -81,3 +81,12 @@ def test_batch_sizes_are_the_target_size_in_the_search_image(otb_sequence) -> No
     # a 20×20 square; its exemplar region 40 px, 127 in the crop: 63.5 px, divided by the scale jitter
     np.testing.assert_allclose(extent, batch.sizes.numpy(), atol=2.0)
     assert batch.sizes.min() < 60 < 67 < batch.sizes.max()
+
+
+def test_batches_carry_a_reproducible_seed_for_the_loss(otb_sequence) -> None:
+    root, _ = otb_sequence
+    a, b = _plan(root), _plan(root)
+    seeds = [job().seed for job in a.epoch_jobs(1)]
+    assert seeds == [job().seed for job in b.epoch_jobs(1)]  # the same run, the same seeds
+    assert len(set(seeds)) == len(seeds) and seeds != [job().seed for job in b.epoch_jobs(2)]
+    assert all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds)

@@ -14,6 +14,7 @@ from twinnet.losses.ntxent import NTXentLoss
 from twinnet.losses.online_contrastive import OnlineContrastiveLoss
 from twinnet.losses.quantization import HashingLoss
 from twinnet.losses.ranking import MultipleNegativesRankingLoss
+from twinnet.losses.rpn import RPNLoss
 from twinnet.losses.score_map import LogisticScoreMapLoss
 from twinnet.losses.simsiam import SimSiamLoss
 from twinnet.losses.triplet import TripletLoss
@@ -41,6 +42,7 @@ __all__ = [
     "NTXentLoss",
     "OnlineContrastiveLoss",
     "PairLoss",
+    "RPNLoss",
     "RankingLoss",
     "SimSiamLoss",
     "TripletLoss",

@@ -6,8 +6,11 @@ The parts, each registered where its kind lives:
 - comparator ``xcorr`` (:mod:`twinnet.tracking.xcorr`): exemplar map ⋆ search map → score map;
   ``dw_xcorr`` (:mod:`twinnet.tracking.dw_xcorr`): the depth-wise correlation (one response channel
   per feature channel), fused into a score map;
-- the anchor-free box head (:mod:`twinnet.tracking.anchor_free`): comparator, label assignment and
-  tracker ``anchor_free``, loss ``anchor_free`` (:mod:`twinnet.losses.anchor_free`);
+- the box heads, on what they share (:mod:`twinnet.tracking.box_head`: the correlation trunk and the
+  tracker's post-processing): the anchor-free head (:mod:`twinnet.tracking.anchor_free`): comparator,
+  label assignment and tracker ``anchor_free``, loss ``anchor_free`` (:mod:`twinnet.losses.anchor_free`);
+  SiamRPN's anchor-based head (:mod:`twinnet.tracking.rpn`): comparator, anchors, label assignment
+  and tracker ``rpn``, loss ``rpn`` (:mod:`twinnet.losses.rpn`);
 - trackers, by name (:data:`twinnet.tracking.tracker.TRACKERS`): the one a model's comparator names is
   built by :func:`build_tracker`;
 - loss ``score_map_logistic`` (:mod:`twinnet.losses.score_map`) and its batch plan ``tracking_pairs``
@@ -35,6 +38,7 @@ from twinnet.tracking.metrics import (
 )
 from twinnet.tracking.onepass import SingleTracker, TrackResult, run_tracker
 from twinnet.tracking.reset import ResetResult, reset_figures, run_reset
+from twinnet.tracking.rpn import RPNHead, RPNTracker
 from twinnet.tracking.sequences import (
     Sequence,
     parse_box,
@@ -56,6 +60,8 @@ __all__ = [
     "DepthwiseCrossCorrelation",
     "MapComparator",
     "OpenCVTracker",
+    "RPNHead",
+    "RPNTracker",
     "ResetResult",
     "ScoreMapComparator",
     "Sequence",

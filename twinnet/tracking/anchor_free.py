@@ -25,19 +25,11 @@ import torch
 from torch import nn
 
 from twinnet.compare import COMPARATORS
-from twinnet.tracking.dw_xcorr import depthwise_xcorr
-from twinnet.tracking.geometry import clip_box, context_side, crop
-from twinnet.tracking.tracker import TRACKERS, Tracker
-from twinnet.tracking.xcorr import MapComparator
+from twinnet.tracking.box_head import BoxHead, BoxTracker, cell_points, target_boxes
+from twinnet.tracking.tracker import TRACKERS
 
 #: The head's output channels: classification, centre-ness, then the distances l, t, r, b.
 CLS, CTR, LTRB = 0, 1, slice(2, 6)
-
-
-def cell_points(size: int, stride: float, device: torch.device | None = None) -> torch.Tensor:
-    """The ``size`` coordinates (pixels from the search image's centre) of a response's positions
-    along one axis: ``(j - (size-1)/2)·stride``."""
-    return (torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2) * stride
 
 
 def encode_ltrb(boxes: torch.Tensor, size: int, stride: float) -> torch.Tensor:
@@ -71,13 +63,6 @@ class AnchorFreeTargets:
     centerness: torch.Tensor
 
 
-def target_boxes(offsets: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
-    """``x0, y0, x1, y1`` boxes ``(n, 4)`` of targets centred ``offsets (n, 2)`` pixels from the
-    search image's centre, ``sizes (n, 2)`` pixels wide and high."""
-    half = sizes / 2
-    return torch.cat([offsets - half, offsets + half], dim=1)
-
-
 def anchor_free_targets(size: int, stride: float, offsets: torch.Tensor, sizes: torch.Tensor,
                         radius: float) -> AnchorFreeTargets:  # fmt: skip
     """Label assignment: a position is positive when it lies strictly inside the target's box and
@@ -94,95 +79,39 @@ def anchor_free_targets(size: int, stride: float, offsets: torch.Tensor, sizes: 
     return AnchorFreeTargets(labels, ltrb, ratio.sqrt() * labels)
 
 
-def _conv_bn(c_in: int, c_out: int, padding: int = 0) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=padding, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))  # fmt: skip
-
-
 @COMPARATORS.register("anchor_free")
-class AnchorFreeHead(MapComparator):
-    """The anchor-free box head on ``dim``-channel feature maps: each side adjusted by its own 3×3
-    convolution (valid, so a 7×7 exemplar map and a 23×23 search map give a 17×17 response) to
-    ``channels`` channels, correlated depth-wise, then a classification tower (classification and
-    centre-ness) and a box tower (distances, ``exp`` of the output, starting near ``distance``
-    cells). Output ``(k·n, 6, R, R)`` (see the module's docstring)."""
+class AnchorFreeHead(BoxHead):
+    """The anchor-free box head on ``dim``-channel feature maps (the trunk of
+    :class:`~twinnet.tracking.box_head.BoxHead`: adjusted depth-wise correlation, two towers with
+    ``channels`` channels): the classification tower gives classification and centre-ness, the box
+    tower the distances (``exp`` of the output, starting near ``distance`` cells). Output
+    ``(k·n, 6, R, R)`` (see the module's docstring)."""
 
     tracker = "anchor_free"
 
     def __init__(self, dim: int, channels: int = 64, distance: float = 4.0) -> None:
-        super().__init__()
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive whole number, not {channels!r}")
+        super().__init__(dim, channels, cls_out=2, box_out=4)  # classification and centre-ness; l, t, r, b
         if isinstance(distance, bool) or not isinstance(distance, (int, float)) or not distance > 0:
             raise ValueError(f"distance must be a positive number of response cells, not {distance!r}")
-        self.adjust_z = _conv_bn(dim, channels)
-        self.adjust_x = _conv_bn(dim, channels)
-        self.cls_tower = _conv_bn(channels, channels, padding=1)
-        self.box_tower = _conv_bn(channels, channels, padding=1)
-        self.cls = nn.Conv2d(channels, 2, 1)  # classification and centre-ness
-        self.box = nn.Conv2d(channels, 4, 1)
         assert self.box.bias is not None
         nn.init.normal_(self.box.weight, std=0.01)
         nn.init.constant_(self.box.bias, math.log(float(distance)))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``(k·n, 6, R, R)``: classification and centre-ness logits, then ``l, t, r, b`` in cells."""
-        response = depthwise_xcorr(self.adjust_z(a), self.adjust_x(b))
-        ltrb = torch.exp(self.box(self.box_tower(response)).clamp(-8.0, 8.0))
-        return torch.cat([self.cls(self.cls_tower(response)), ltrb], dim=1)
-
-    def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.forward(a, b)
-
-
-def _change(r: np.ndarray) -> np.ndarray:
-    return np.maximum(r, 1.0 / r)
-
-
-def _side(w: np.ndarray, h: np.ndarray) -> np.ndarray:
-    return np.sqrt((w + (w + h) / 2) * (h + (w + h) / 2))
+        cls, box = self.towers(a, b)
+        return torch.cat([cls, torch.exp(box.clamp(-8.0, 8.0))], dim=1)
 
 
 @TRACKERS.register("anchor_free")
-class AnchorFreeTracker(Tracker):
-    """The tracker of an anchor-free box head. Each frame: one search image around the last position
-    (at the scale where the last box's exemplar region is ``exemplar_size`` pixels), every position's
-    box decoded from its distances, its score (classification × centre-ness) multiplied by a penalty
-    on the change of scale and aspect ratio against the last box (``penalty_k``), mixed with a cosine
-    window (``window_influence``); the best position's box gives the new centre, and its size moves
-    toward the new one by ``scale_lr`` × its penalised score (size smoothing)."""
+class AnchorFreeTracker(BoxTracker):
+    """The tracker of an anchor-free box head (:class:`~twinnet.tracking.box_head.BoxTracker`):
+    every position's box decoded from its distances, scored by classification × centre-ness."""
 
     kind = "anchor_free"
 
-    def init(self, frame: np.ndarray, box: np.ndarray) -> None:
-        super().init(frame, box)
-        hann = np.hanning(self._response_size)
-        self.window = np.outer(hann, hann)
-
-    @torch.inference_mode()
-    def update(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
-        if self._kernel is None:
-            raise RuntimeError("call init(frame, box) before update(frame)")
-        s = self.settings
-        z_side = context_side(self.target[0], self.target[1], s.context)
-        scale = self.exemplar_size / z_side  # search-image pixels per image pixel
-        x_side = z_side * self.search_size / self.exemplar_size
-        x = self._tensor([crop(frame, self.center, x_side, self.search_size, self.pad)])
-        out = self.model.comparator(self._kernel, self.model.embed(x, "b")).float()
+    def candidates(self, out: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         cls = torch.sigmoid(out[0, CLS]).cpu().numpy()
         ctr = torch.sigmoid(out[0, CTR]).cpu().numpy()
         boxes = decode_ltrb(out[:, LTRB] * self.stride, self.stride)[0].cpu().numpy().astype(np.float64)
-        w, h = boxes[2] - boxes[0], boxes[3] - boxes[1]
-        tw, th = self.target * scale
-        penalty = np.exp(-(_change((tw / th) / (w / h)) * _change(_side(w, h) / _side(tw, th)) - 1) * s.penalty_k)
-        score = cls * ctr
-        pscore = penalty * score * (1 - s.window_influence) + self.window * s.window_influence
-        best = np.unravel_index(int(np.argmax(pscore)), pscore.shape)
-        cx, cy = (boxes[0][best] + boxes[2][best]) / 2, (boxes[1][best] + boxes[3][best]) / 2
-        lr = float(penalty[best] * score[best] * s.scale_lr)
-        size = self.target * (1 - lr) + np.array([w[best], h[best]]) / scale * lr
-        self.target = np.clip(size, s.min_scale * self.base_target, s.max_scale * self.base_target)
-        width, height = self.size
-        self.center = np.clip(self.center + np.array([cx, cy]) / scale, 0, [width, height])
-        box = clip_box(np.array([*(self.center - self.target / 2), *self.target]), self.size)
-        return box, float(score[best])
+        return boxes[:, None], (cls * ctr)[None]

@@ -15,12 +15,14 @@ class TrackingPairBatch(Batch):
     images in [0, 1]; ``offsets (n, 2)`` is where the target's centre lies in each search image,
     in pixels ``(dx, dy)`` from the search image's centre (non-zero where the crop was shifted);
     ``sizes (n, 2)`` the target's width and height in each search image, in pixels (what the box
-    heads regress; SiamFC's loss reads the centre only)."""
+    heads regress; SiamFC's loss reads the centre only). ``seed`` seeds what a loss draws at random
+    for this batch (which anchors the SiamRPN loss samples); the plan draws it from its own stream."""
 
     exemplars: torch.Tensor
     searches: torch.Tensor
     offsets: torch.Tensor
     sizes: torch.Tensor
+    seed: int = 0
 
     @property
     def n_items(self) -> int:

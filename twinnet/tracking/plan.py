@@ -11,7 +11,9 @@ ops on pre-made per-frame crops; the batch records where the target's centre lan
 image, which is where the loss puts the positives, and the target's size there (for the box heads).
 
 Every draw of an epoch comes from one stream seeded by ``(seed, Stream.TRACKING_PAIRS, epoch)``, made
-before the batch jobs run, so an epoch is the same batches whenever it is drawn.
+before the batch jobs run, so an epoch is the same batches whenever it is drawn. Each batch also
+carries a seed for the loss's own draws (which anchors a box head's loss samples), from a child of
+that stream (``Generator.spawn``), which leaves the stream's own draws as they were.
 """
 
 from __future__ import annotations
@@ -148,7 +150,9 @@ class TrackingPairsPlan(BatchPlan):
             sizes = np.stack([still_sizes[i] if s and still_sizes is not None else seq_sizes[i]
                               for i, s in zip(x_idx, from_still)])  # fmt: skip
             draws.values["x_size"] = sizes
-            jobs.append(_pair_job(seq_crops, still_crops, z_idx, x_idx, from_still, draws, self))
+            # the loss's own draws (anchor sampling): a child of the stream, which it leaves as it was
+            seed = int(rng.spawn(1)[0].integers(2**63 - 1))
+            jobs.append(_pair_job(seq_crops, still_crops, z_idx, x_idx, from_still, draws, self, seed))
         return jobs
 
 
@@ -203,7 +207,7 @@ def colour_jitter(images: torch.Tensor, factors: torch.Tensor, gray: torch.Tenso
 
 
 def _pair_job(seq_crops: torch.Tensor, still_crops: torch.Tensor | None, z_idx: np.ndarray, x_idx: np.ndarray,
-              from_still: np.ndarray, draws: _Draws, plan: TrackingPairsPlan) -> BatchJob:  # fmt: skip
+              from_still: np.ndarray, draws: _Draws, plan: TrackingPairsPlan, seed: int = 0) -> BatchJob:  # fmt: skip
     def pick(idx: np.ndarray) -> torch.Tensor:
         rows = [still_crops[i] if s and still_crops is not None else seq_crops[i] for i, s in zip(idx, from_still)]
         return torch.stack(rows).float().div_(255.0)
@@ -222,6 +226,6 @@ def _pair_job(seq_crops: torch.Tensor, still_crops: torch.Tensor | None, z_idx: 
         offsets = x_shift.clone()
         offsets[:, 0] = offsets[:, 0] * (1 - 2 * flip)
         # the window is x_scale times the search size: the target shrinks by that factor
-        return TrackingPairBatch(z, x, offsets, draws["x_size"] / x_scale[:, None])
+        return TrackingPairBatch(z, x, offsets, draws["x_size"] / x_scale[:, None], seed)
 
     return job

@@ -45,7 +45,8 @@ def tracker_settings(model: AnyTwin, overrides: dict[str, Any] | None = None) ->
 
 
 #: Single-object trackers over a tracking model, by name, each built as ``factory(model, **settings)``:
-#: ``siamfc`` (:class:`Tracker`), ``anchor_free`` (:class:`twinnet.tracking.anchor_free.AnchorFreeTracker`).
+#: ``siamfc`` (:class:`Tracker`), ``anchor_free`` (:class:`twinnet.tracking.anchor_free.AnchorFreeTracker`),
+#: ``rpn`` (:class:`twinnet.tracking.rpn.RPNTracker`).
 #: A model's map comparator names the one that reads its maps (``MapComparator.tracker``).
 TRACKERS: Registry[Any] = Registry("tracker", builtins="twinnet.tracking")
 
@@ -60,7 +61,7 @@ def _map_comparator(model: AnyTwin) -> MapComparator:
 
 def build_tracker(model: AnyTwin, **overrides: Any) -> Tracker:
     """The tracker that reads this model's maps (the one its comparator names: ``siamfc`` for
-    ``xcorr``, ``anchor_free`` for the anchor-free box head), with settings ``overrides``."""
+    ``xcorr``, ``anchor_free`` and ``rpn`` for the box heads), with settings ``overrides``."""
     tracker: Tracker = TRACKERS.get(_map_comparator(model).tracker, field="model.comparator")(model, **overrides)
     return tracker
 
