@@ -2,7 +2,7 @@
 
 Importing this package registers the built-in encoders (``conv4``, ``koch``, ``mlp``, ``signet``,
 ``tdnn``, ``gru``, ``text``, ``small_text``, ``face_resnet``; for tracking, the fully-convolutional
-``siamfc_alexnet`` and ``siamfc_light``, which give feature maps; with attention, ``vit`` and
+``siamfc_alexnet``, ``siamfc_light`` and ``siamfc_mobile``, which give feature maps; with attention, ``vit`` and
 ``trajectory_transformer``).
 """
 
@@ -11,6 +11,7 @@ from twinnet.encoders.conv import Conv4Encoder, KochEncoder
 from twinnet.encoders.fingerprint import FingerprintEncoder
 from twinnet.encoders.fully_conv import SiamFCAlexNet, SiamFCLight
 from twinnet.encoders.mlp import MLPEncoder
+from twinnet.encoders.mobile import SiamFCMobile
 from twinnet.encoders.registry import ENCODERS, build_encoder, register_encoder
 from twinnet.encoders.resnet import FaceResNetEncoder
 from twinnet.encoders.signature import GRUEncoder, SigNetEncoder, TDNNEncoder
@@ -29,6 +30,7 @@ __all__ = [
     "ResemblyzerEncoder",
     "SiamFCAlexNet",
     "SiamFCLight",
+    "SiamFCMobile",
     "SigNetEncoder",
     "SmallTextEncoder",
     "TDNNEncoder",

@@ -11,6 +11,9 @@ encoders have a total stride of 8, so a 255 search and a 127 exemplar give a 17�
 - ``siamfc_light``: a lighter backbone for CPUs (5×5 then 3×3 kernels, about 1/20 of AlexNet's
   multiply-adds): 127 → 7×7, 255 → 23×23 maps of ``channels[-1]`` channels.
 
+``siamfc_mobile`` (:mod:`twinnet.encoders.mobile`), of depth-wise separable blocks, keeps the same
+contract on :class:`FullyConvEncoder`.
+
 ``output_dim`` is the number of channels of the map.
 """
 

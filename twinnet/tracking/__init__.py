@@ -2,7 +2,8 @@
 
 The parts, each registered where its kind lives:
 
-- encoders ``siamfc_alexnet`` and ``siamfc_light`` (:mod:`twinnet.encoders.fully_conv`): images → feature maps;
+- encoders ``siamfc_alexnet`` and ``siamfc_light`` (:mod:`twinnet.encoders.fully_conv`) and
+  ``siamfc_mobile`` (:mod:`twinnet.encoders.mobile`): images → feature maps;
 - comparator ``xcorr`` (:mod:`twinnet.tracking.xcorr`): exemplar map ⋆ search map → score map;
   ``dw_xcorr`` (:mod:`twinnet.tracking.dw_xcorr`): the depth-wise correlation (one response channel
   per feature channel), fused into a score map;
