@@ -424,14 +424,16 @@ def track(
     boxes_out: Path = typer.Option(None, "--out", help="Write the boxes here, one x,y,w,h line per frame (OTB)."),
     render: Path = typer.Option(None, "--render", help="Draw the boxes: a video (out.mp4) or a folder of frames."),
     settings: list[str] = typer.Option(None, "--set", help="Tracker setting, e.g. --set window_influence=0.2."),
+    runtime: str = typer.Option("torch", "--runtime", help=_RUNTIME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Track a target through a sequence with a SiamFC model (boxes per frame, optionally rendered)."""
+    """Track a target through a sequence with a tracking model (SiamFC or a box head; boxes per frame,
+    optionally rendered)."""
     from twinnet.io import load
     from twinnet.tracking.run import parse_settings, track_sequence
 
-    summary = track_sequence(load(model_path), sequence, init=init, out=boxes_out, render_to=render,
-                             overrides=parse_settings(settings))  # fmt: skip
+    summary = track_sequence(load(model_path, runtime=runtime), sequence, init=init, out=boxes_out,
+                             render_to=render, overrides=parse_settings(settings))  # fmt: skip
     if as_json:
         _print_json(summary)
     else:
@@ -862,7 +864,8 @@ def export(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Export MODEL's encoders (and learned comparator) to ONNX, with its config, calibration and
-    preprocessing: serve it with --runtime onnx, without the torch weights."""
+    preprocessing: serve it with --runtime onnx, without the torch weights. A tracking model exports
+    its backbone; its head (a comparator of feature maps) keeps its weights for the onnx runtime."""
     from twinnet.onnx.export import export_path
 
     meta = export_path(model_path, out_dir, format=export_format, quantize=quantize, opset=opset)
@@ -872,6 +875,10 @@ def export(
     for role, info in meta["graphs"].items():
         worst = max(info["parity_max_abs_error"].values())
         out.print(f"{role}: {info['file']} ({info['dtype']}; max |ONNX − PyTorch| {worst:.2g} before quantisation)")
+    head = meta.get("comparator")
+    if head is not None:
+        out.print(f"comparator {head['name']}: compares feature maps, no graph; the onnx runtime runs it in PyTorch"
+                  + (f" from {head['weights']}" if head["weights"] else ""))  # fmt: skip
     out.print(f"exported {model_path} to {out_dir} (load it with --runtime onnx)")
 
 

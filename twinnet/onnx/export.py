@@ -10,12 +10,19 @@ Export layout (written under a temporary name and renamed into place, manifest l
       onnx/encoder_b.onnx     a half-twin's second encoder
       onnx/comparator.onnx    a learned comparator (mlp, mahalanobis, weighted_l1): (a, b) → native value
       comparator.safetensors  its parameters, for the runtime's galleries and normaliser (no encoder weights)
+                              and for a tracking model's head (below)
       config.json, calibration.json, metrics.json, normalizer.*, assets/   as in a saved model
 
 The graphs are traced with the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``):
 it runs offline with no further package, takes ``dynamic_axes`` for batch and sequence length,
 and traces what the encoders use (packed GRU sequences, Hugging Face BERT attention masks), which
 the ``torch.export``-based exporter (it needs ``onnxscript``) does not all handle with dynamic shapes.
+
+A tracking model exports its backbone alone: its comparator compares feature *maps* (``xcorr``, a
+box head), a correlation whose grouped convolution has one group per pair of the batch, which a
+traced graph would fix. The backbone's graph takes any image size (the exemplar and the search
+image); the head's weights go to ``comparator.safetensors``, and the ONNX Runtime backend runs the
+head in PyTorch on the backbone's maps (``onnx.json`` says so under ``comparator``).
 
 Every graph is checked against PyTorch after export, on its example and on inputs of another batch
 size (and length): a graph that differs is refused, never written. ``quantize="int8"`` applies ONNX
@@ -61,6 +68,9 @@ QUANTIZATIONS = ("int8",)
 #: Largest |ONNX − PyTorch| accepted at export, relative to the output's scale (fp32 graphs).
 TOLERANCE = 1e-4
 SIDE_OF_ROLE = {"encoder": "a", "encoder_b": "b"}
+#: What to do about an encoder or a comparator that does not trace, said in their errors.
+ENCODER_HINT = "give the encoder an onnx_export_spec method, or an onnx_unsupported attribute saying why"
+COMPARATOR_HINT = "give the comparator an onnx_unsupported attribute saying why"
 
 
 def require_onnx() -> tuple[Any, Any]:
@@ -111,8 +121,11 @@ def _scale(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> float:
     return max(1.0, float(out.abs().max())) if out.numel() else 1.0
 
 
-def export_graph(spec: ExportSpec, path: Path, what: str, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
-    """Trace ``spec.module`` to ``path`` and check the graph against PyTorch; the graph's metadata."""
+def export_graph(
+    spec: ExportSpec, path: Path, what: str, opset: int = DEFAULT_OPSET, hint: str = ENCODER_HINT
+) -> dict[str, Any]:
+    """Trace ``spec.module`` to ``path`` and check the graph against PyTorch; the graph's metadata.
+    Its errors name ``what`` and end with ``hint`` (what its owner can do)."""
     module = spec.module
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
@@ -133,8 +146,7 @@ def export_graph(spec: ExportSpec, path: Path, what: str, opset: int = DEFAULT_O
         raise
     except Exception as err:  # the tracer and ONNX Runtime raise many kinds; all mean "cannot export"
         raise OnnxExportError(
-            f"{what} cannot be exported to ONNX: {type(err).__name__}: {_first_line(err)} (give the encoder an "
-            "onnx_export_spec method, or an onnx_unsupported attribute saying why)"
+            f"{what} cannot be exported to ONNX: {type(err).__name__}: {_first_line(err)} ({hint})"
         ) from None
     finally:
         for m, mode in modes:  # the exporter restores only the top module's mode, onto every child
@@ -145,7 +157,7 @@ def export_graph(spec: ExportSpec, path: Path, what: str, opset: int = DEFAULT_O
         raise OnnxExportError(
             f"{what} cannot be exported to ONNX: the traced graph differs from PyTorch by {worst:.3g} on "
             f"{sizes} (its forward depends on the input's size or on Python control flow the tracer "
-            "fixed; give it an onnx_export_spec method, or an onnx_unsupported attribute saying why)"
+            f"fixed; {hint})"
         )
     described = {n["name"]: n for n in describe_inputs(spec)}
     return {
@@ -239,6 +251,11 @@ def export_onnx(
     if config is None:
         raise ConfigError("this network has no ModelConfig (it was built by hand): build it with "
                           "twinnet.build_model so that the export can say what its inputs are")  # fmt: skip
+    comparator = model.comparator
+    reason = getattr(comparator, "onnx_unsupported", None)
+    if isinstance(reason, str) and reason:
+        raise OnnxExportError(f"comparator {config.comparator.name} ({encoder_name(comparator)}) cannot be "
+                              f"exported to ONNX: {reason}")  # fmt: skip
     out = Path(out)
     _check_target(out, source)
     fingerprint = model.fingerprint or weights_fingerprint(model)
@@ -269,8 +286,18 @@ def export_onnx(
                 _set_metadata(onnx, path, {"twinnet.role": role, "twinnet.quantization": quantize or "none",
                                            "twinnet.version": __version__})  # fmt: skip
                 graphs[role] = info
-            comparator = model.comparator
-            if comparator.has_weights:
+            head: dict[str, Any] | None = None
+            if comparator.compares == "maps":  # a tracking head: the backbone alone is a graph (module docstring)
+                from safetensors.torch import save_model
+
+                head = {"name": config.comparator.name, "class": encoder_name(comparator), "compares": "maps",
+                        "graph": None, "weights": COMPARATOR_WEIGHTS if comparator.has_weights else None,
+                        "note": "compares feature maps (one group per pair in its correlation, which a traced graph "
+                                "would fix): not a graph; twinnet's ONNX runtime runs it in PyTorch on the "
+                                "backbone's maps"}  # fmt: skip
+                if comparator.has_weights:
+                    save_model(comparator, str(tmp / COMPARATOR_WEIGHTS))
+            elif comparator.has_weights:
                 dim = int(model.embedding_dim)
                 g = torch.Generator().manual_seed(1)
                 pair = _PairValues(comparator)
@@ -279,7 +306,8 @@ def export_onnx(
                 axes = {"a": {0: "batch"}, "b": {0: "batch"}, "value": {0: "batch"}}
                 spec = ExportSpec(pair, ("a", "b"), example, axes, probe, output_name="value")
                 path = tmp / "onnx" / "comparator.onnx"
-                info = export_graph(spec, path, f"comparator {type(comparator).__name__}", opset)
+                info = export_graph(spec, path, f"comparator {config.comparator.name} ({type(comparator).__name__})",
+                                    opset, hint=COMPARATOR_HINT)  # fmt: skip
                 _set_metadata(onnx, path, {"twinnet.role": "comparator", "twinnet.quantization": "none",
                                            "twinnet.orientation": comparator.orientation.to_json()})  # fmt: skip
                 from safetensors.torch import save_model
@@ -314,6 +342,7 @@ def export_onnx(
                 "fingerprint": export_fingerprint,
                 "normalize": bool(model.normalize),
                 "graphs": graphs,
+                **({"comparator": head} if head is not None else {}),
             }  # fmt: skip
             write_json(tmp / META, meta)
             write_manifest(tmp, kind=FORMAT)
