@@ -570,6 +570,10 @@ def quickstart(
     table.add_row(
         "unseen, raw-pixel distance (reference)", f"{b['roc_auc']:.4f}", "", f"{b['oneshot_4way_accuracy']:.3f}"
     )
+    c = result["unseen_centred_pixel_baseline"]
+    table.add_row(
+        "unseen, centred-pixel cosine (reference)", f"{c['roc_auc']:.4f}", "", f"{c['oneshot_4way_accuracy']:.3f}"
+    )
     out.print(table)
     out.print(f"model saved to {result['model']}; example images of unseen digits in {result['examples']}")
     out.print(f"{result['seconds']:.0f} s")
