@@ -120,7 +120,7 @@ class TrackerSettings(_Strict):
     max_scale: PositiveFloat = 5.0
     """Target size limits, as multiples of the initial size."""
     penalty_k: NonNegativeFloat = 0.04
-    """Box heads (``anchor_free``): how much a change of scale or aspect ratio costs a candidate box,
+    """Box heads (``anchor_free``, ``rpn``): how much a change of scale or aspect ratio costs a candidate box,
     ``exp(-penalty_k·(r·s - 1))`` with ``r``, ``s`` the ratio and scale changes (each ≥ 1); the box
     trackers also read ``window_influence``, ``scale_lr`` (size smoothing), ``context`` and the size
     limits, not the scale pyramid's settings."""
