@@ -84,6 +84,8 @@ def write_examples(items: ItemSet, root: Path) -> None:
 
 
 class _Pixels(nn.Module):
+    centre: torch.Tensor
+
     def __init__(self, centre: torch.Tensor | None = None) -> None:
         super().__init__()
         self.register_buffer("centre", torch.zeros(()) if centre is None else centre.flatten())
