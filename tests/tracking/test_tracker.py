@@ -53,8 +53,9 @@ def test_bad_tracker_settings_and_models_are_refused() -> None:
         Tracker(model, scale_lr=3.0)
     plain = build_model(ModelConfig.model_validate({"input": {"kind": "vector", "features": 4},
                                                     "encoder": {"name": "mlp"}}))  # fmt: skip
-    with pytest.raises(ConfigError, match="score maps"):
+    with pytest.raises(ConfigError, match="score maps") as refused:
         Tracker(plain)
+    assert all(name in str(refused.value) for name in ("xcorr", "dw_xcorr", "anchor_free", "rpn"))  # every map head
 
 
 def ci_config(shared_data: Path, train_root: Path, val_frames: int = 20) -> Config:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from twinnet.compare import comparator_names
 from twinnet.config import TrackerSettings
 from twinnet.errors import ConfigError, DataError
 from twinnet.registry import Registry
@@ -55,7 +56,8 @@ def _map_comparator(model: AnyTwin) -> MapComparator:
     comparator = model.comparator
     if not isinstance(comparator, MapComparator):
         raise ConfigError(f"this model's comparator ({type(comparator).__name__}) gives no score maps: "
-                          "tracking needs a fully-convolutional twin with comparator xcorr")  # fmt: skip
+                          "tracking needs a fully-convolutional twin with a map comparator "
+                          f"({', '.join(comparator_names('maps'))})")  # fmt: skip
     return comparator
 
 
