@@ -58,7 +58,8 @@ class AnchorFreeLoss(TwinLoss):
     Labels:
         offsets: ``(n, 2)`` where the target's centre lies in each search image (pixels from its
         centre); sizes: ``(n, 2)`` its width and height there (pixels); the positions' labels,
-        centre-ness and distances follow (:func:`~twinnet.tracking.anchor_free.anchor_free_targets`).
+        centre-ness and distances follow (:func:`~twinnet.tracking.anchor_free.anchor_free_targets`);
+        present: ``(n,)`` False for a negative pair (every position negative).
 
     Example::
 
@@ -104,10 +105,10 @@ class AnchorFreeLoss(TwinLoss):
         alpha = self.focal_alpha * labels + (1 - self.focal_alpha) * (1 - labels)
         return (alpha * (1 - p_true) ** self.focal_gamma * ce).sum() / labels.sum().clamp_min(1)
 
-    def parts(self, outputs: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor,
-              stride: int) -> dict[str, torch.Tensor]:  # fmt: skip
+    def parts(self, outputs: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor, stride: int,
+              present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
         """The three terms (unweighted) and the number of positive positions."""
-        targets = anchor_free_targets(outputs.shape[-1], stride, offsets, sizes, self.radius)
+        targets = anchor_free_targets(outputs.shape[-1], stride, offsets, sizes, self.radius, present)
         positive = targets.labels > 0
         cls = self._classification(outputs[:, CLS], targets.labels)
         if positive.any():
@@ -118,9 +119,10 @@ class AnchorFreeLoss(TwinLoss):
             ctr = box = outputs.sum() * 0
         return {"cls": cls, "ctr": ctr, "box": box, "positives": positive.sum().float()}
 
-    def forward(self, outputs: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor, stride: int) -> torch.Tensor:
+    def forward(self, outputs: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor, stride: int,
+                present: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """The weighted sum of the three terms."""
-        p = self.parts(outputs, offsets, sizes, stride)
+        p = self.parts(outputs, offsets, sizes, stride, present)
         return self.cls_weight * p["cls"] + self.ctr_weight * p["ctr"] + self.box_weight * p["box"]
 
     def compute(self, model: AnyTwin, batch: TrackingPairBatch) -> torch.Tensor:  # type: ignore[override]
@@ -129,7 +131,7 @@ class AnchorFreeLoss(TwinLoss):
         outputs = model.comparator(z, x)
         stride = response_stride(batch.searches.shape[-1], batch.exemplars.shape[-1], outputs.shape[-1],
                                  where="train.plan")  # fmt: skip
-        return self(outputs, batch.offsets, batch.sizes, stride)
+        return self(outputs, batch.offsets, batch.sizes, stride, batch.present)
 
     def extra_repr(self) -> str:
         return f"radius={self.radius:g}, focal_gamma={self.focal_gamma:g}"

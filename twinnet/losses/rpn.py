@@ -56,7 +56,8 @@ class RPNLoss(TwinLoss):
         offsets: ``(n, 2)`` where the target's centre lies in each search image (pixels from its
         centre); sizes: ``(n, 2)`` its width and height there (pixels); the anchors' labels and
         regression targets follow (:func:`~twinnet.tracking.rpn.rpn_targets`), sampled with
-        ``generator`` (the batch's ``seed`` in training).
+        ``generator`` (the batch's ``seed`` in training); present: ``(n,)`` False for a negative
+        pair (all its sampled anchors negative).
 
     Example::
 
@@ -96,11 +97,12 @@ class RPNLoss(TwinLoss):
                               f"rpn), not {type(comparator).__name__}")  # fmt: skip
 
     def parts(self, outputs: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor, anchors: torch.Tensor,
-              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+              generator: torch.Generator | None = None,
+              present: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
         """The two terms (unweighted) and the numbers of sampled positive and negative anchors."""
         logits, deltas = split_outputs(outputs, anchors.shape[1])
         t = rpn_targets(anchors, offsets, sizes, pos_iou=self.pos_iou, neg_iou=self.neg_iou,
-                        positives=self.positives, total=self.total, generator=generator)  # fmt: skip
+                        positives=self.positives, total=self.total, generator=generator, present=present)  # fmt: skip
         positive, negative = t.labels == 1, t.labels == 0
         zero = outputs.sum() * 0
         ce = F.binary_cross_entropy_with_logits(logits, t.labels.clamp_min(0), reduction="none")
@@ -116,9 +118,10 @@ class RPNLoss(TwinLoss):
         return {"cls": cls, "box": box, "positives": positive.sum().float(), "negatives": negative.sum().float()}
 
     def forward(self, outputs: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor, anchors: torch.Tensor,
-                generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+                generator: torch.Generator | None = None,
+                present: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """The weighted sum of the two terms."""
-        p = self.parts(outputs, offsets, sizes, anchors, generator)
+        p = self.parts(outputs, offsets, sizes, anchors, generator, present)
         return self.cls_weight * p["cls"] + self.box_weight * p["box"]
 
     def compute(self, model: AnyTwin, batch: TrackingPairBatch) -> torch.Tensor:  # type: ignore[override]
@@ -130,7 +133,8 @@ class RPNLoss(TwinLoss):
         stride = response_stride(batch.searches.shape[-1], batch.exemplars.shape[-1], outputs.shape[-1],
                                  where="train.plan")  # fmt: skip
         anchors = head.anchors(outputs.shape[-1], stride, outputs.device)
-        return self(outputs, batch.offsets, batch.sizes, anchors, torch.Generator().manual_seed(batch.seed))
+        return self(outputs, batch.offsets, batch.sizes, anchors, torch.Generator().manual_seed(batch.seed),
+                    batch.present)  # fmt: skip
 
     def extra_repr(self) -> str:
         return f"pos_iou={self.pos_iou:g}, neg_iou={self.neg_iou:g}, positives={self.positives}, total={self.total}"

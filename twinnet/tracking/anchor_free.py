@@ -64,16 +64,19 @@ class AnchorFreeTargets:
 
 
 def anchor_free_targets(size: int, stride: float, offsets: torch.Tensor, sizes: torch.Tensor,
-                        radius: float) -> AnchorFreeTargets:  # fmt: skip
+                        radius: float, present: torch.Tensor | None = None) -> AnchorFreeTargets:  # fmt: skip
     """Label assignment: a position is positive when it lies strictly inside the target's box and
     at most ``radius`` pixels from its centre along each axis (a square around the centre, as
     FCOS's centre sampling); every other position is negative. Targets at ``offsets (n, 2)`` with
-    ``sizes (n, 2)`` (pixels of the search image)."""
+    ``sizes (n, 2)`` (pixels of the search image); where ``present (n,)`` is False (a negative
+    pair) every position is negative, so no centre-ness or box term reaches it."""
     ltrb = encode_ltrb(target_boxes(offsets, sizes), size, stride)
     p = cell_points(size, stride, offsets.device)
     near_x = (p.view(1, 1, size) - offsets[:, 0].view(-1, 1, 1)).abs() <= radius
     near_y = (p.view(1, size, 1) - offsets[:, 1].view(-1, 1, 1)).abs() <= radius
     labels = ((ltrb.amin(dim=1) > 0) & near_x & near_y).float()
+    if present is not None:
+        labels = labels * present.to(labels).view(-1, 1, 1)
     lr, tb = ltrb[:, 0::2].clamp_min(0), ltrb[:, 1::2].clamp_min(0)
     ratio = (lr.amin(1) / lr.amax(1).clamp_min(1e-6)) * (tb.amin(1) / tb.amax(1).clamp_min(1e-6))
     return AnchorFreeTargets(labels, ltrb, ratio.sqrt() * labels)

@@ -10,6 +10,14 @@ up to ``scale_jitter``, optionally mirrored (both crops alike) and colour-jitter
 ops on pre-made per-frame crops; the batch records where the target's centre lands in the search
 image, which is where the loss puts the positives, and the target's size there (for the box heads).
 
+Harder pairs (DaSiamRPN, Zhu et al. 2018), both off by default: a share ``negative_share`` of the
+pairs are negative, their search image centred on another object (a frame of another sequence; for
+a still, another box of the same COCO category, or any other box where the category has no other),
+which the batch marks ``present = False`` so that every loss makes the whole search image
+background; and with probability ``blur`` a still pair's search image (every pair's with
+``blur_sequences``) is blurred by a Gaussian of σ drawn uniformly from ``blur_sigma`` (search-image
+pixels). Neither draws from the stream while off, so the other pairs stay as they were.
+
 Every draw of an epoch comes from one stream seeded by ``(seed, Stream.TRACKING_PAIRS, epoch)``, made
 before the batch jobs run, so an epoch is the same batches whenever it is drawn. Each batch also
 carries a seed for the loss's own draws (which anchors a box head's loss samples), from a child of
@@ -71,6 +79,10 @@ class TrackingPairsPlan(BatchPlan):
         hflip: float = 0.5,
         colour: float = 0.2,
         gray: float = 0.05,
+        negative_share: float = 0.0,
+        blur: float = 0.0,
+        blur_sigma: Any = (0.5, 2.0),
+        blur_sequences: bool = False,
     ) -> None:
         super().__init__(items, pairs, config, augment=augment, loss_name=loss_name)
         if not isinstance(items, SequenceItems):
@@ -89,6 +101,12 @@ class TrackingPairsPlan(BatchPlan):
         self.hflip = _number(hflip, "hflip", 0, 1)
         self.colour = _number(colour, "colour", 0, 0.9)
         self.gray = _number(gray, "gray", 0, 1)
+        self.negative_share = _number(negative_share, "negative_share", 0, 1)
+        self.blur = _number(blur, "blur", 0, 1)
+        self.blur_sigma = _range(blur_sigma, "blur_sigma", 0, self.search_size / 8)
+        if not isinstance(blur_sequences, bool):
+            raise ConfigError(f"train.plan.blur_sequences: must be true or false, not {blur_sequences!r}")
+        self.blur_sequences = blur_sequences
         # the stored crop is large enough for the largest shift at the largest scale
         self.crop_size = self.search_size + 2 * math.ceil(self.shift + self.search_size * self.scale_jitter) + 2
         self.sequence_items = items
@@ -109,6 +127,16 @@ class TrackingPairsPlan(BatchPlan):
             near = same[np.abs(items.frame[same] - items.frame[idx]) <= self.max_gap]
             others = near[near != idx]
             self.partners.append(others if len(others) else near)
+        # negatives: a frame of any other sequence (frames are in sequence order), another still of the category
+        frame_labels = items.labels[self.frames]
+        self._own = np.stack([np.searchsorted(frame_labels, frame_labels, "left"),
+                              np.searchsorted(frame_labels, frame_labels, "right")], axis=1)  # fmt: skip
+        if self.negative_share > 0 and len(self._own) and (self._own[:, 1] - self._own[:, 0] == len(self.frames)).all():
+            raise ConfigError("train.plan.negative_share: negative pairs need at least two training sequences "
+                              "with the target (a search image centred on another sequence's target)")  # fmt: skip
+        self._still_groups: list[np.ndarray] = []
+        if self.stills is not None and self.negative_share > 0:
+            self._still_groups = _category_groups([s.category for s in self.stills.sequences])
         per_epoch = config.samples_per_epoch if config.samples_per_epoch is not None else len(self.frames)
         self.per_epoch = int(per_epoch)
         self.batch_size = config.batch_size
@@ -121,6 +149,8 @@ class TrackingPairsPlan(BatchPlan):
         digest = hashlib.sha256(super().fingerprint().encode())
         digest.update(repr((self.max_gap, self.stills_path, self.stills_share, self.crop_size,
                             len(self.stills) if self.stills is not None else 0)).encode())  # fmt: skip
+        if self.negative_share > 0 or self.blur > 0:  # (absent when off: earlier runs resume as they were)
+            digest.update(repr((self.negative_share, self.blur, self.blur_sigma, self.blur_sequences)).encode())
         return digest.hexdigest()[:16]
 
     def _crops(self, items: SequenceItems) -> torch.Tensor:
@@ -136,17 +166,30 @@ class TrackingPairsPlan(BatchPlan):
         for _ in range(self.steps_per_epoch):
             n = self.batch_size
             from_still = rng.random(n) < self.stills_share if still_crops is not None else np.zeros(n, bool)
+            negative = rng.random(n) < self.negative_share if self.negative_share > 0 else np.zeros(n, bool)
             z_idx = np.empty(n, np.int64)
             x_idx = np.empty(n, np.int64)
             for k in range(n):
                 if from_still[k]:
                     assert still_crops is not None
                     z_idx[k] = x_idx[k] = rng.integers(len(still_crops))
+                    if negative[k]:
+                        x_idx[k] = _other(rng, self._still_groups[z_idx[k]], z_idx[k])
                 else:
                     f = rng.integers(len(self.frames))
                     z_idx[k] = self.frames[f]
-                    x_idx[k] = rng.choice(self.partners[f])
+                    if negative[k]:  # a frame of another sequence: skip this sequence's block of frames
+                        start, end = self._own[f]
+                        r = rng.integers(len(self.frames) - (end - start))
+                        x_idx[k] = self.frames[r + (end - start) * (r >= start)]
+                    else:
+                        x_idx[k] = rng.choice(self.partners[f])
             draws = _Draws.sample(rng, n, self)
+            draws.values["present"] = ~negative
+            if self.blur > 0:
+                blurred = (rng.random(n) < self.blur) & (from_still | self.blur_sequences)
+                sigma = rng.uniform(*self.blur_sigma, n)
+                draws.values["x_blur"] = np.where(blurred, sigma, 0.0)
             sizes = np.stack([still_sizes[i] if s and still_sizes is not None else seq_sizes[i]
                               for i, s in zip(x_idx, from_still)])  # fmt: skip
             draws.values["x_size"] = sizes
@@ -154,6 +197,52 @@ class TrackingPairsPlan(BatchPlan):
             seed = int(rng.spawn(1)[0].integers(2**63 - 1))
             jobs.append(_pair_job(seq_crops, still_crops, z_idx, x_idx, from_still, draws, self, seed))
         return jobs
+
+
+def _range(value: Any, name: str, low: float, high: float) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(f"train.plan.{name}: must be a range [low, high], not {value!r}")
+    lo, hi = (_number(v, name, low, high) for v in value)
+    if lo > hi:
+        raise ConfigError(f"train.plan.{name}: the low end {lo:g} is above the high end {hi:g}")
+    return lo, hi
+
+
+def _category_groups(categories: list[str]) -> list[np.ndarray]:
+    """Per still, the stills a negative pair may take its search image from, itself among them
+    (sorted): those of its category when it has another, else all of them."""
+    everyone = np.arange(len(categories))
+    if len(categories) < 2:
+        raise ConfigError("train.plan.negative_share: negative still pairs need two boxes in train.plan.stills")
+    by_category: dict[str, list[int]] = {}
+    for i, c in enumerate(categories):
+        if c:
+            by_category.setdefault(c, []).append(i)
+    groups = {c: np.asarray(members) for c, members in by_category.items() if len(members) > 1}
+    return [groups.get(c, everyone) for c in categories]
+
+
+def _other(rng: np.random.Generator, group: np.ndarray, own: int) -> int:
+    """A member of ``group`` (sorted, ``own`` among them) other than ``own``, uniformly."""
+    r = int(rng.integers(len(group) - 1))
+    return int(group[r + int(r >= np.searchsorted(group, own))])
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each image of ``images (n, c, H, W)`` blurred by a Gaussian of its own ``sigma (n,)`` pixels
+    (separable, truncated at 3σ, reflected at the borders); σ = 0 leaves an image as it was."""
+    if not bool((sigma > 0).any()):
+        return images
+    n, c, h, w = images.shape
+    radius = min(max(1, math.ceil(3 * float(sigma.max()))), min(h, w) - 1)
+    taps = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    s = sigma.to(images.dtype).clamp_min(1e-3).view(-1, 1)  # σ → 0: a unit impulse
+    kernel = torch.exp(-(taps**2) / (2 * s**2))
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (n·c, 2r + 1)
+    x = images.reshape(1, n * c, h, w)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(n * c, 1, 1, -1), groups=n * c)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(n * c, 1, -1, 1), groups=n * c)
+    return x.view(n, c, h, w)
 
 
 class _Draws:
@@ -221,11 +310,14 @@ def _pair_job(seq_crops: torch.Tensor, still_crops: torch.Tensor | None, z_idx: 
                           plan.exemplar_size, flip)  # fmt: skip
         x = sample_window(pick(x_idx), -x_shift * x_scale[:, None], plan.search_size * x_scale,
                           plan.search_size, flip)  # fmt: skip
+        if "x_blur" in draws.values:
+            x = gaussian_blur(x, draws["x_blur"])
         z = colour_jitter(z, draws["z_colour"], draws["z_gray"])
         x = colour_jitter(x, draws["x_colour"], draws["x_gray"])
         offsets = x_shift.clone()
         offsets[:, 0] = offsets[:, 0] * (1 - 2 * flip)
         # the window is x_scale times the search size: the target shrinks by that factor
-        return TrackingPairBatch(z, x, offsets, draws["x_size"] / x_scale[:, None], seed)
+        present = torch.from_numpy(draws.values["present"])
+        return TrackingPairBatch(z, x, offsets, draws["x_size"] / x_scale[:, None], present, seed)
 
     return job

@@ -118,15 +118,20 @@ def _keep(mask: torch.Tensor, most: int, generator: torch.Generator) -> torch.Te
 
 def rpn_targets(anchors: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor, *, pos_iou: float = 0.6,
                 neg_iou: float = 0.3, positives: int = 16, total: int = 64,
-                generator: torch.Generator | None = None) -> RPNTargets:  # fmt: skip
+                generator: torch.Generator | None = None,
+                present: torch.Tensor | None = None) -> RPNTargets:  # fmt: skip
     """Label assignment for targets centred at ``offsets (n, 2)`` with ``sizes (n, 2)`` (pixels of
     the search image) on ``anchors (4, k, R, R)``: anchors of IoU ≥ ``pos_iou`` with the target are
     positive, IoU ≤ ``neg_iou`` negative; per pair at most ``positives`` positives are kept and at
     most ``total`` anchors in all (negatives fill what the positives leave), each subset drawn at
-    random with ``generator`` (a CPU generator; default: seeded with 0, so the draw is fixed)."""
+    random with ``generator`` (a CPU generator; default: seeded with 0, so the draw is fixed).
+    Where ``present (n,)`` is False (a negative pair: no target in the search image) every anchor's
+    IoU is 0, so ``total`` negatives are sampled and no positive."""
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     iou = anchor_iou(anchors, target_boxes(offsets, sizes))
+    if present is not None:
+        iou = iou * present.to(iou).view(-1, *([1] * (iou.dim() - 1)))
     labels = torch.full_like(iou, -1.0)
     for i in range(len(iou)):
         pos = _keep(iou[i] >= pos_iou, positives, generator)

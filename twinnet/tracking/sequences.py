@@ -150,6 +150,8 @@ class Sequence:
     source: str = ""
     video: np.ndarray | None = None
     """Decoded frames ``(N, H, W, 3)`` of a video file (held in memory)."""
+    category: str = ""
+    """What kind of object the target is, where the annotation says (a COCO still's category name); "" if unknown."""
 
     def __len__(self) -> int:
         return len(self.video) if self.video is not None else len(self.frames)
@@ -187,7 +189,7 @@ class Sequence:
     def head(self, n: int) -> Sequence:
         """The first ``n`` frames (for quick validation)."""
         return Sequence(self.name, self.frames[:n], None if self.boxes is None else self.boxes[:n], self.size,
-                        self.source, None if self.video is None else self.video[:n])  # fmt: skip
+                        self.source, None if self.video is None else self.video[:n], self.category)  # fmt: skip
 
 
 def check_boxes_inside(boxes: np.ndarray, size: tuple[int, int], where: str, *, tolerance: float = 0.5) -> None:
@@ -321,7 +323,8 @@ def read_sequences(root: str | Path) -> list[Sequence]:
 
 def read_coco_stills(root: str | Path, *, min_side: float = 8.0) -> list[Sequence]:
     """COCO boxes as one-frame sequences (non-crowd boxes with both sides of at least ``min_side``
-    pixels), for training pairs made from one image under shift, scale and colour changes."""
+    pixels), for training pairs made from one image under shift, scale and colour changes; each
+    sequence's ``category`` is its box's category name (its id where ``categories`` lacks it)."""
     root = Path(root)
     ann_path = root / "instances.json"
     try:
@@ -334,6 +337,10 @@ def read_coco_stills(root: str | Path, *, min_side: float = 8.0) -> list[Sequenc
         raise DataError(f"{ann_path}: not valid JSON ({err})") from None
     except (KeyError, TypeError, ValueError) as err:
         raise DataError(f"{ann_path}: not COCO instances (missing {err})") from None
+    try:
+        categories = {int(c["id"]): str(c.get("name", c["id"])) for c in data.get("categories", [])}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise DataError(f"{ann_path}: categories must be a list of {{id, name}}") from None
     out: list[Sequence] = []
     for k, ann in enumerate(annotations):
         try:
@@ -349,7 +356,9 @@ def read_coco_stills(root: str | Path, *, min_side: float = 8.0) -> list[Sequenc
         size = (int(image["width"]), int(image["height"]))
         box = np.array([[x, y, w, h]])
         check_boxes_inside(box, size, f"{ann_path} annotation {k}")
-        out.append(Sequence(f"{frame.stem}#{ann.get('id', k)}", [frame], box, size, str(frame)))
+        category = ann.get("category_id")
+        name = "" if category is None else categories.get(int(category), str(category))
+        out.append(Sequence(f"{frame.stem}#{ann.get('id', k)}", [frame], box, size, str(frame), category=name))
     if not out:
         raise DataError(f"{ann_path}: no usable boxes")
     return out
