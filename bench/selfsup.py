@@ -8,32 +8,50 @@ part of the labels, from scratch and started from the self-supervised model (``-
 Writes ``bench/results/selfsup.json``.
 
     python bench/selfsup.py [--minutes 10] [--finetune-minutes 2] [--episodes 400]
+
+``--digits-only``: each label-free objective on the quickstart digits (``selfsup_digits.json``).
+``--text``: all-MiniLM-L6-v2 adapted without labels (``configs/selfsup-text.yaml``) on the texts of
+the STS-B training pairs and of 80% of MRPC's training pairs, against the model as shipped in the
+same run: STS-B dev Spearman, and MRPC accuracy / F1 on the other 20% at a threshold calibrated as
+``bench/text.py`` does (``selfsup_text.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from _common import write_result
+from _common import RESULTS, machine, write_result
 from rich.console import Console
 from rich.table import Table
 
+from twinnet.calibrate import calibrate
 from twinnet.compare import EuclideanDistance
 from twinnet.config import Config, load_config
 from twinnet.data.archives import read_items
 from twinnet.data.items import ItemSet
 from twinnet.data.sources import Dataset
+from twinnet.data.text import TextPairs, read_text_pair_file
 from twinnet.embedding import embed_batches
 from twinnet.io import init_encoders, load
 from twinnet.model import AnyTwin, TwinNetwork, build_model
-from twinnet.protocols import build_protocol, evaluate_nway, evaluate_within_group
+from twinnet.protocols import (
+    build_protocol,
+    evaluate_nway,
+    evaluate_pairs,
+    evaluate_sts,
+    evaluate_within_group,
+    pair_similarities,
+)
 from twinnet.runtime import seed_everything
 from twinnet.train import Trainer, build_loss, train_from_config
 from twinnet.training.data import load_datasets
@@ -42,8 +60,12 @@ REPO = Path(__file__).resolve().parents[1]
 console = Console(stderr=True)
 
 
+def shared_data() -> Path:
+    return Path(os.environ.get("TWINNET_DATA", REPO.parent / "shared" / "data"))
+
+
 def data_dir() -> Path:
-    return Path(os.environ.get("TWINNET_DATA", REPO.parent / "shared" / "data")) / "omniglot"
+    return shared_data() / "omniglot"
 
 
 class _Pixels(torch.nn.Module):
@@ -124,6 +146,19 @@ DIGITS_OBJECTIVES: dict[str, dict[str, Any]] = {
             "class_weight": 0.3,
         },
     },
+    # the supervised quickstart's input-similarity term, here on clusters instead of classes
+    "pseudo-labels + input similarity (weight 10)": {
+        "loss": {"name": "triplet", "params": {"margin": 0.3, "mining": "all", "reduction": "mean_nonzero"}},
+        "train": {
+            "batch_plan": "pseudo_labels",
+            "plan": {"clusters": 30, "every": 2},
+            "classes_per_batch": 8,
+            "items_per_class": 8,
+            "instance_weight": 1.0,
+            "class_weight": 1.0,
+            "input_similarity_weight": 10.0,
+        },
+    },
 }
 
 
@@ -181,7 +216,110 @@ def digits(seeds: tuple[int, ...] = (0, 1, 2), epochs: int = 20) -> dict[str, An
     return {"seeds": list(seeds), "epochs": epochs, "rows": rows}
 
 
-LABEL_SETTINGS = {"5 per class": {"per_class": 5}, "10% of classes": {"class_share": 0.1}}
+TEXT_CONFIG = REPO / "configs" / "selfsup-text.yaml"
+
+
+def write_sentences(texts: Sequence[str], path: Path) -> Path:
+    """``texts`` as a sentences file, one per line (what the ``sentences`` data source reads)."""
+    if any("\n" in t or "\r" in t for t in texts):
+        raise ValueError("texts with line breaks cannot be written one per line")
+    path.write_text("".join(f"{t}\n" for t in texts), encoding="utf-8")
+    return path
+
+
+def mrpc_figures(model: AnyTwin, held: TextPairs, test: TextPairs) -> dict[str, float]:
+    """Accuracy and F1 on ``test`` at the threshold of best accuracy on ``held`` (as bench/text.py)."""
+    native, _ = pair_similarities(model, held.items, held.pairs)
+    calibration = calibrate(native, held.pairs.same, model.comparator.orientation)
+    figures = evaluate_pairs(model, test.items, test.pairs, calibration).to_dict()
+    return {"accuracy": round(figures["accuracy"], 4), "f1": round(figures["f1"], 4)}
+
+
+def text_adaptation(minutes: float, out: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """MiniLM as shipped against MiniLM adapted without labels, in one run.
+
+    20% of MRPC's training pairs (seeded, as bench/text.py) are the MRPC test pairs, calibrated on
+    10% of the other 80%. The config reads the STS-B training pairs and all of MRPC's; here the
+    adaptation texts are one sentences file of the STS-B training pairs' texts and the 80%'s, less
+    every text of the MRPC test pairs (STS-B's MSRpar pairs are MRPC sentences), so neither test
+    set's texts are trained on: the config's ``data.exclude_val_texts`` leaves out the STS-B dev texts."""
+    root = shared_data()
+    os.environ["TWINNET_DATA"] = str(root)  # the config names its files under ${TWINNET_DATA}
+    out.mkdir(parents=True, exist_ok=True)
+    dev = read_text_pair_file(root / "stsbenchmark" / "sts-dev.csv")
+    mrpc_train, mrpc_test = read_text_pair_file(root / "mrpc" / "msr_paraphrase_train.txt").split(0.2, seed=0)
+    _, mrpc_held = mrpc_train.split(0.1, seed=0)
+    unseen = set(mrpc_test.items.texts)
+    texts = read_text_pair_file(root / "stsbenchmark" / "sts-train.csv").items.texts + mrpc_train.items.texts
+    sentences = write_sentences([t for t in texts if t not in unseen], out / "adaptation-sentences.txt")
+    cfg = load_config(TEXT_CONFIG, [f"data.path={sentences}", "data.unlabelled_path=null",
+                                    f"train.max_minutes={minutes}", *overrides])  # fmt: skip
+    adaptation = set(load_datasets(cfg).train.items.texts or [])
+
+    seed_everything(cfg.train.seed)
+    shipped = build_model(cfg.model).eval()
+    console.print("[bold]MiniLM as shipped[/]")
+    before, mrpc_before = evaluate_sts(shipped, dev.items, dev.pairs), mrpc_figures(shipped, mrpc_held, mrpc_test)
+    console.print("[bold]adapted without labels[/]")
+    started = time.perf_counter()
+    result = train_from_config(cfg, out / "text", console=console)
+    minutes_run = (time.perf_counter() - started) / 60
+    assert result.model_dir is not None
+    adapted = load(result.model_dir)
+    after, mrpc_after = evaluate_sts(adapted, dev.items, dev.pairs), mrpc_figures(adapted, mrpc_held, mrpc_test)
+    keys = ("epoch", "train_loss", "val_spearman", "normalised_std", "seconds", "items_per_s")
+    curve = [{"epoch": 0, "val_spearman": result.start_metric},
+             *({k: r[k] for k in keys if k in r} for r in result.history)]  # fmt: skip
+    delta = after["spearman"] - before["spearman"]
+    return {
+        "text": {
+            "stsb_dev_spearman_shipped": round(before["spearman"], 4),
+            "stsb_dev_spearman_adapted": round(after["spearman"], 4),
+            "delta": round(delta, 4),
+            "stsb_dev_pearson_shipped": round(before["pearson"], 4),
+            "stsb_dev_pearson_adapted": round(after["pearson"], 4),
+            "saved_epoch": result.best_epoch,
+            "saved_model_is_the_shipped_one": result.best_epoch == 0,
+            "best_trained_epoch_spearman": max((r["val_spearman"] for r in result.history), default=None),
+            "epochs_run": result.epochs_run,
+            "texts_seen": result.epochs_run * (cfg.train.samples_per_epoch or len(adaptation)),
+            "learning_curve": curve,
+            "adaptation_texts_distinct": len(adaptation),
+            "stsb_dev_texts_in_adaptation": len(adaptation & set(dev.items.texts)),
+            "mrpc_test_texts_in_adaptation": len(adaptation & set(mrpc_test.items.texts)),
+            "mrpc": {
+                "shipped": mrpc_before,
+                "adapted": mrpc_after,
+                "test_pairs": len(mrpc_test),
+                "calibration_pairs": len(mrpc_held),
+            },
+            "target": "STS-B dev Spearman never below the shipped model's by more than 0.005",
+            "met": bool(delta >= -0.005),
+        },
+        "train_minutes": round(minutes_run, 2),
+        "budget_minutes": minutes,
+        "config": str(TEXT_CONFIG.relative_to(REPO)),
+        "overrides": list(overrides),
+    }
+
+
+def text_runs(figures: dict[str, Any]) -> dict[str, Any]:
+    """The ``selfsup_text.json`` figures: the top level is the run of the config as shipped, with
+    its ``run`` (command, date, load); a run with ``--text-override`` goes into ``variants`` beside
+    the earlier ones (each with its own), and the other runs are kept from the previous file."""
+    path = RESULTS / "selfsup_text.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    run = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "load_average_1_5_15": machine()["load_average_1_5_15"]}  # fmt: skip
+    variants = dict(previous.get("variants", {}))
+    if not figures["overrides"]:
+        return {**figures, "run": run, "variants": variants}
+    variants[", ".join(figures["overrides"])] = {**figures, "run": run}
+    kept = {k: v for k, v in previous.items() if k not in ("command", "machine", "seconds", "date")}
+    return {**kept, "variants": variants}
+
+
+LABEL_SETTINGS: dict[str, dict[str, Any]] = {"5 per class": {"per_class": 5}, "10% of classes": {"class_share": 0.1}}
 
 
 def main() -> None:
@@ -198,9 +336,27 @@ def main() -> None:
         action="store_true",
         help="only the objectives on the quickstart digits (bench/results/selfsup_digits.json)",
     )
+    parser.add_argument("--text", action="store_true",
+                        help="only MiniLM adapted without labels (bench/results/selfsup_text.json)")  # fmt: skip
+    parser.add_argument("--text-minutes", type=float, default=11.0, help="training budget of the --text run")
+    parser.add_argument("--text-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for the --text run (repeatable), e.g. train.lr=1e-5")  # fmt: skip
     args = parser.parse_args()
     started = time.perf_counter()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.text:
+        figures = text_runs(text_adaptation(args.text_minutes, args.out / "text", args.text_override))
+        path = write_result("selfsup_text", figures, started)
+        t = (figures["variants"][", ".join(args.text_override)] if args.text_override else figures)["text"]
+        table = Table(title=f"all-MiniLM-L6-v2 adapted without labels ({figures['train_minutes']:.1f} min)")
+        for column in ("model", "STS-B dev Spearman", "MRPC accuracy / F1"):
+            table.add_column(column)
+        for name in ("shipped", "adapted"):
+            mrpc = t["mrpc"][name]
+            table.add_row(name, f"{t[f'stsb_dev_spearman_{name}']:.4f}", f"{mrpc['accuracy']:.3f} / {mrpc['f1']:.3f}")
+        Console().print(table)
+        print(f"delta {t['delta']:+.4f} (saved epoch {t['saved_epoch']}); wrote {path}")
+        return
     if args.digits_only:
         figures = digits()
         path = write_result("selfsup_digits", figures, started)

@@ -247,6 +247,43 @@ def test_early_stopping_counts_in_the_protocol_direction():
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
 
 
+def test_starting_weights_validated_before_training_are_kept_when_no_epoch_beats_them(tmp_path):
+    SCRIPT.update(values=[0.1, 0.5, 0.4, 0.3], calls=0, weights=[])  # epoch 0 (the start) is the best
+    validation = ValidationConfig(protocol="test-lower-is-better", pairs=400, before_training=True)
+    model = vector_model()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    result = Trainer(model, ContrastiveLoss(), TRAIN, config(epochs=6, validation=validation,
+                     early_stopping={"patience": 2}), val_items=VAL, run_dir=tmp_path).fit()  # fmt: skip
+    assert result.start_metric == 0.1 and result.best_epoch == 0 and result.best_metric == 0.1
+    assert result.stopped_early and result.epochs_run == 2  # patience counts from the start
+    assert [h["epoch"] for h in result.history] == [1, 2]  # epoch 0 trains nothing: no record of its own
+    assert any(not torch.equal(v, start[k]) for k, v in SCRIPT["weights"][2].items())  # the epochs did train
+    saved = load(result.model_dir)
+    for k, v in result.model.state_dict().items():  # returned and saved: the starting weights
+        assert torch.equal(v, start[k]) and torch.equal(saved.state_dict()[k], start[k]), k
+    assert saved.metrics["best_epoch"] == 0
+
+
+def test_an_epoch_that_beats_the_starting_weights_is_kept():
+    SCRIPT.update(values=[0.5, 0.2, 0.4], calls=0, weights=[])
+    validation = ValidationConfig(protocol="test-lower-is-better", pairs=400, before_training=True)
+    result = Trainer(vector_model(), ContrastiveLoss(), TRAIN, config(epochs=2, validation=validation,
+                     early_stopping={"patience": None}), val_items=VAL).fit()  # fmt: skip
+    assert result.start_metric == 0.5 and result.best_epoch == 1 and result.best_metric == 0.2
+    for k, v in result.model.state_dict().items():
+        assert torch.equal(v, SCRIPT["weights"][1][k]), k
+    # without the option the start is not validated
+    SCRIPT.update(values=[0.5, 0.2, 0.4], calls=0, weights=[])
+    plain = Trainer(vector_model(), ContrastiveLoss(), TRAIN, config(epochs=1, validation=ValidationConfig(
+        protocol="test-lower-is-better", pairs=400)), val_items=VAL).fit()  # fmt: skip
+    assert plain.start_metric is None and plain.best_epoch == 1 and plain.best_metric == 0.5
+
+
+def test_validating_before_training_needs_validation_data():
+    with pytest.raises(ConfigError, match="train.validation.before_training: there is no validation data"):
+        Trainer(vector_model(), ContrastiveLoss(), TRAIN, config(validation=ValidationConfig(before_training=True)))
+
+
 def test_nan_loss_stops_with_a_clear_message():
     bad = TRAIN.subset(np.arange(len(TRAIN)))
     bad.data[3, 0] = float("nan")

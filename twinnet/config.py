@@ -264,6 +264,10 @@ class DataConfig(_Strict):
     training items only (never to validation); read in ``data.unlabelled_format``."""
     unlabelled_format: str = "auto"
     """The format of ``data.unlabelled_path`` (``auto``: recognised as for ``data.path``)."""
+    exclude_val_texts: bool = False
+    """Texts: leave out of the training items every text that also appears in the validation data
+    (read without pairs, e.g. sentences for a label-free loss), so that a model is never adapted to
+    the very sentences it is then scored on; the run says how many it left out."""
     rotate_classes: bool = False
     """Add each training class rotated by 90°, 180° and 270° as three new classes (Omniglot practice)."""
     skip_bad_images: bool = False
@@ -316,6 +320,10 @@ class ValidationConfig(_Strict):
     """Balanced same/different validation pairs, for calibration (and ``verification``)."""
     far_targets: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [1e-1, 1e-2, 1e-3])
     """False-accept rates at which thresholds are calibrated and TAR is reported."""
+    before_training: bool = False
+    """Also validate the starting weights (a pretrained encoder, ``train.init_from``) before the
+    first epoch: they are epoch 0, a candidate for the best, so a run that improves on nothing
+    saves the model it started from (and ``early_stopping`` counts from there)."""
 
     @model_validator(mode="before")
     @classmethod

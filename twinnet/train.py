@@ -82,6 +82,8 @@ class TrainResult:
     model_dir: Path | None = None
     run_dir: Path | None = None
     train_seconds: float = 0.0
+    start_metric: float | None = None
+    """The starting weights' primary validation metric (epoch 0), with ``train.validation.before_training``."""
     is_main: bool = True
     """False on the processes other than rank 0 of a distributed run (they save and report nothing)."""
 
@@ -165,6 +167,9 @@ class Trainer:
         self.plan: BatchPlan = build_plan(plan_name, train_items, train_pairs, c, augment=self.augment,
                                           loss_name=type(loss).__name__)  # fmt: skip
         self.validator = None if val_items is None else Validator(val_items, val_pairs, c, calibration_protocols)
+        if c.validation.before_training and self.validator is None:
+            raise ConfigError("train.validation.before_training: there is no validation data to validate the starting "
+                              "weights on")  # fmt: skip
         try:  # a loss with parameters sized by the data (class centres) makes them before the optimiser
             loss.prepare(train_items, model.embedding_dim)
         except ValueError as err:
@@ -178,6 +183,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, c, self.plan.steps_per_epoch)
         self.state = TrainerState()
         self.best_weights: dict[str, dict[str, torch.Tensor]] | None = None  # model and loss of the best epoch
+        self.start_metric: float | None = None  # the starting weights' (train.validation.before_training)
         self._step: nn.Module = _Step(model, loss)  # fit() wraps it in DDP when there are several processes
 
     @classmethod
@@ -268,6 +274,8 @@ class Trainer:
         stopped_early = False
         # train.loggers (metrics.jsonl, TensorBoard, MLflow); rank 0 only
         loggers = open_loggers(self.run_dir if self.world.is_main else None, c.loggers, fresh=self.state.epoch == 0)
+        if c.validation.before_training and self.state.epoch == 0 and self.world.is_main:
+            self._validate_start()
         for epoch in range(self.state.epoch, c.epochs):
             try:
                 record = self._train_epoch(epoch)
@@ -310,6 +318,20 @@ class Trainer:
                 stopped_early = True
                 break
         return self._finish(stopped_early, time.perf_counter() - started)
+
+    def _validate_start(self) -> None:
+        """The starting weights as epoch 0 (``train.validation.before_training``): the best so far,
+        so a run whose epochs all score lower keeps them."""
+        outcome = self.validate()
+        assert outcome is not None  # __init__ refuses before_training without validation data
+        self.start_metric = outcome.result.primary
+        self.state.best_metric, self.state.best_epoch, self.state.bad_epochs = outcome.result.primary, 0, 0
+        self.best_weights = {"model": _clone(self.model.state_dict()), "loss": _clone(self.loss.state_dict())}
+        self._save_checkpoint("best", resumable=False)
+        if self.config.progress:
+            self.console.print(
+                f"epoch 0 (the starting weights) · val {outcome.primary_key} {outcome.result.primary:.4f}"
+            )
 
     def _measure_spread(self, record: dict[str, Any]) -> bool:
         """Log the embedding spread of the probe items into ``record``; True (after a warning) when
@@ -455,7 +477,7 @@ class Trainer:
             model=self.model, best_metric=self.state.best_metric, best_epoch=self.state.best_epoch,
             epochs_run=self.state.epoch, stopped_early=stopped_early, history=self.state.history,
             calibration=calibration, validation=validation, model_dir=model_dir, run_dir=self.run_dir,
-            train_seconds=seconds,
+            train_seconds=seconds, start_metric=self.start_metric,
         )  # fmt: skip
 
 

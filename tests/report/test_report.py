@@ -3,6 +3,7 @@ non-empty PNG; an image model with its training curves, and bad input."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -105,6 +106,22 @@ def test_report_bad_input_is_one_line(trained_image_run: Path, tmp_path: Path):
     a, b = sorted((trained_image_run / "class_0").iterdir())[:2]
     result = runner.invoke(app, ["explain", str(run / "model"), str(a), str(b), "--method", "magic"])
     assert result.exit_code == 2 and "magic" in result.output
+
+
+@pytest.mark.parametrize(
+    ("best", "says"),
+    [(2, "; the saved model is epoch 2's."), (0, "; the saved model is the starting weights (no epoch beat them).")],
+)
+def test_training_section_names_the_saved_epoch(tmp_path: Path, best: int, says: str):
+    from twinnet.report.sections import ReportContext, training
+
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [{"epoch": e, "train_loss": 1.0 / e, "lr": 0.1, "val_spearman": 0.8, "best_epoch": best} for e in (1, 2)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    context = ReportContext(model=None, data=None, protocol=None, result=None, out=tmp_path, run_dir=run)
+    section = training(context)
+    assert section is not None and section.text[0].endswith(says)
 
 
 def test_tracker_report(tmp_path: Path):

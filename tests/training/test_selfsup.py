@@ -286,6 +286,31 @@ def test_sentences_file_is_read_unlabelled(tmp_path: Path) -> None:
         read_dataset(tmp_path / "empty.txt", spec, "sentences")
 
 
+def test_exclude_val_texts_leaves_the_validation_sentences_out_of_training(tmp_path: Path, caplog) -> None:
+    from twinnet.training.data import load_datasets
+
+    (tmp_path / "train.txt").write_text("a cat sits\na dog runs\nthe sun is hot\n", encoding="utf-8")
+    (tmp_path / "more.txt").write_text("a dog runs\nrain falls\n", encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text("text_a\ttext_b\tscore\nthe sun is hot\ta star is hot\t0.8\n"
+                                      "rain falls\tit rains\t0.9\n", encoding="utf-8")  # fmt: skip
+
+    def data(**extra):
+        return parse_config({"model": {"input": {"kind": "text"}},
+                             "data": {"path": str(tmp_path / "train.txt"), **extra}})  # fmt: skip
+
+    both = {"unlabelled_path": str(tmp_path / "more.txt"), "val_path": str(tmp_path / "dev.tsv")}
+    assert len(load_datasets(data(**both)).train.items) == 5  # off by default
+    with caplog.at_level(logging.WARNING):
+        split = load_datasets(data(**both, exclude_val_texts=True))
+    assert split.train.items.texts == ["a cat sits", "a dog runs", "a dog runs"]  # from both files
+    assert not split.train.items.labelled.any() and split.val is not None and len(split.val.pairs) == 2
+    assert "left out 2 of 5 training texts" in caplog.text
+    with pytest.raises(ConfigError, match="no validation text to exclude"):
+        load_datasets(data(exclude_val_texts=True))
+    with pytest.raises(ConfigError, match="training texts read without pairs"):
+        load_datasets(data(path=str(tmp_path / "dev.tsv"), val_path=str(tmp_path / "dev.tsv"), exclude_val_texts=True))
+
+
 def test_init_from_starts_the_encoder_from_a_saved_model_and_refuses_another(tmp_path: Path) -> None:
     torch.manual_seed(0)
     donor = build_model(ModelConfig.model_validate(IMAGE_MODEL))

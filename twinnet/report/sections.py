@@ -260,9 +260,15 @@ def training(ctx: ReportContext) -> Section | None:
         return None
     plots.plot_curves(curves, ctx.png("training"))
     best = records[-1].get("best_epoch")
+    if best is None:
+        saved = "."
+    elif best == 0:  # validated before training (train.validation.before_training), no epoch beat them
+        saved = "; the saved model is the starting weights (no epoch beat them)."
+    else:
+        saved = f"; the saved model is epoch {best}'s."
     return Section(
         "Training",
-        [f"{len(records)} epochs from {log}" + (f"; the saved model is epoch {best}'s." if best else ".")],
+        [f"{len(records)} epochs from {log}" + saved],
         images=[("training.png", "training loss and learning rate (left); validation figures per epoch (right)")],
     )
 

@@ -5,6 +5,7 @@
 - labelled items: ``data.val_classes`` of the classes (``split: class``) or of the groups
   (``split: group``, e.g. Omniglot alphabets, signature writers) are held out, so validation measures
   identities never trained on; ``data.rotate_classes`` then adds rotated training classes.
+- ``data.exclude_val_texts``: training texts that the validation data also holds are left out.
 
 The validation :class:`~twinnet.data.sources.Dataset` keeps its source's ``calibration_protocols``
 (e.g. ``signature``), which the trainer calibrates after training.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from twinnet.config import Config, DataConfig
 from twinnet.data.archives import with_rotated_classes
@@ -67,12 +70,33 @@ def load_datasets(config: Config) -> TrainingData:
         extra = read_dataset(d.unlabelled_path, config.model.input, d.unlabelled_format, options,
                              field="data.unlabelled_format")  # fmt: skip
         split.train = replace(split.train, items=join_items(split.train.items, as_unlabelled(extra.items)))
+    if d.exclude_val_texts:
+        split.train = without_val_texts(split)
     if d.rotate_classes:
         if split.train.has_pairs:
             raise ConfigError("data.rotate_classes: rotated classes need labelled items (a folder of classes), "
                               "not a pairs file")  # fmt: skip
         split.train = replace(split.train, items=with_rotated_classes(split.train.items))
     return split
+
+
+def without_val_texts(split: TrainingData) -> Dataset:
+    """The training data less every text that also appears in the validation data
+    (``data.exclude_val_texts``): adapting a model to the sentences it is then scored on would be
+    transductive."""
+    texts = split.train.items.texts
+    if split.val is None or split.val.items.texts is None:
+        raise ConfigError("data.exclude_val_texts: there is no validation text to exclude (give data.val_path, a "
+                          "text pairs file)")  # fmt: skip
+    if texts is None or split.train.has_pairs:
+        raise ConfigError("data.exclude_val_texts: applies to training texts read without pairs (sentences, or a "
+                          "pairs file with data.labels: false)")  # fmt: skip
+    seen = set(split.val.items.texts)
+    keep = np.array([i for i, text in enumerate(texts) if text not in seen], dtype=np.int64)
+    if len(keep) < len(texts):
+        log.warning("data.exclude_val_texts: left out %d of %d training texts that the validation data also holds",
+                    len(texts) - len(keep), len(texts))  # fmt: skip
+    return replace(split.train, items=split.train.items.subset(keep))
 
 
 def hold_out_classes(data: Dataset, share: float, by: str, seed: int) -> TrainingData:
