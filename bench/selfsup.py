@@ -129,35 +129,29 @@ def finetune(config: Config, items_share: dict[str, Any], init: Path | None, out
     return result.model_dir, (time.perf_counter() - started) / 60
 
 
+PSEUDO_LABELS: dict[str, Any] = {
+    "loss": {"name": "triplet", "params": {"margin": 0.3, "mining": "all", "reduction": "mean_nonzero"}},
+    "train": {
+        "batch_plan": "pseudo_labels",
+        "plan": {"clusters": 30, "every": 2},
+        "classes_per_batch": 8,
+        "items_per_class": 8,
+        "instance_weight": 1.0,
+        "class_weight": 0.3,
+    },
+}
+
 DIGITS_OBJECTIVES: dict[str, dict[str, Any]] = {
     "ntxent": {"loss": {"name": "ntxent", "params": {"temperature": 0.2, "projector": [128, 64]}}},
     "simsiam": {"loss": {"name": "simsiam", "params": {"projector": [128, 128]}}},
     "byol": {"loss": {"name": "byol", "params": {"projector": [128, 64]}}},
     "barlow_twins": {"loss": {"name": "barlow_twins", "params": {"projector": [256, 256], "off_diagonal": 0.005}}},
     "vicreg": {"loss": {"name": "vicreg", "params": {"projector": [256, 256]}}, "normalize": False},
-    "pseudo-labels (triplet on 30 k-means clusters + views)": {
-        "loss": {"name": "triplet", "params": {"margin": 0.3, "mining": "all", "reduction": "mean_nonzero"}},
-        "train": {
-            "batch_plan": "pseudo_labels",
-            "plan": {"clusters": 30, "every": 2},
-            "classes_per_batch": 8,
-            "items_per_class": 8,
-            "instance_weight": 1.0,
-            "class_weight": 0.3,
-        },
-    },
+    "pseudo-labels (triplet on 30 k-means clusters + views)": PSEUDO_LABELS,
     # the supervised quickstart's input-similarity term, here on clusters instead of classes
     "pseudo-labels + input similarity (weight 10)": {
-        "loss": {"name": "triplet", "params": {"margin": 0.3, "mining": "all", "reduction": "mean_nonzero"}},
-        "train": {
-            "batch_plan": "pseudo_labels",
-            "plan": {"clusters": 30, "every": 2},
-            "classes_per_batch": 8,
-            "items_per_class": 8,
-            "instance_weight": 1.0,
-            "class_weight": 1.0,
-            "input_similarity_weight": 10.0,
-        },
+        **PSEUDO_LABELS,
+        "train": {**PSEUDO_LABELS["train"], "class_weight": 1.0, "input_similarity_weight": 10.0},
     },
 }
 

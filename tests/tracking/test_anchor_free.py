@@ -13,24 +13,20 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.tracking.test_tracker import few_sequences, tiny_model_config
+from tests.tracking.test_tracker import against_the_still_box, tiny_model_config, train_box_head_briefly
 from twinnet.cli import app
-from twinnet.config import ModelConfig, parse_config
+from twinnet.config import ModelConfig
 from twinnet.errors import ConfigError
 from twinnet.io import load, save
 from twinnet.losses import LOSSES, AnchorFreeLoss, LogisticScoreMapLoss
 from twinnet.model import build_model
 from twinnet.tracking import (
     AnchorFreeTracker,
-    StillBox,
     Tracker,
     build_tracker,
     read_sequence,
-    run_tracker,
-    sequence_figures,
 )
 from twinnet.tracking.anchor_free import anchor_free_targets, cell_points, decode_ltrb, encode_ltrb, target_boxes
-from twinnet.train import train_from_config
 
 
 def af_model_config(channels: int = 8, **tracker: float) -> ModelConfig:
@@ -230,22 +226,7 @@ def test_twinnet_track_with_the_anchor_free_head(otb_sequence, tmp_path: Path) -
 def test_short_training_beats_the_still_box(shared_data: Path, tmp_path: Path) -> None:
     # 512 pairs (about 30 s on 2 cores): seeds 0, 1, 2 reached success AUC 0.22, 0.25, 0.45 on these
     # 60 frames against the still box's 0.08; with 128 pairs two of the three seeds did not beat it
-    config = parse_config({
-        "model": af_model_config(channels=16).model_dump(mode="json") | {"tracker": None},
-        "data": {"format": "tracking", "path": str(few_sequences(shared_data, tmp_path / "train")),
-                 "val_path": str(shared_data / "tracking" / "val" / "Crossing")},
-        "loss": {"name": "anchor_free"},
-        "train": {"seed": 0, "epochs": 1, "samples_per_epoch": 512, "batch_size": 8, "lr": 0.003,
-                  "warmup_steps": 5, "threads": 2, "progress": False,
-                  "validation": {"protocol": "tracking", "params": {"max_frames": 20}},
-                  "early_stopping": {"patience": None}},
-    })  # fmt: skip
-    result = train_from_config(config, tmp_path / "run")
-    assert result.model_dir is not None
-    crossing = read_sequence(shared_data / "tracking" / "val" / "Crossing").head(60)  # the pedestrian crosses
-    assert crossing.boxes is not None
-    model = load(result.model_dir)
+    model = load(train_box_head_briefly(shared_data, tmp_path, af_model_config(channels=16), "anchor_free"))
     assert isinstance(build_tracker(model), AnchorFreeTracker)
-    ours = sequence_figures(build_tracker(model).track(crossing).boxes, crossing.boxes)
-    still = sequence_figures(run_tracker(StillBox(), crossing).boxes, crossing.boxes)
+    ours, still = against_the_still_box(shared_data, build_tracker(model))
     assert ours["success_auc"] > still["success_auc"] + 0.1, (ours, still)

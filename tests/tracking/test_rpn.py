@@ -14,9 +14,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.tracking.test_tracker import few_sequences, tiny_model_config
+from tests.tracking.test_tracker import against_the_still_box, tiny_model_config, train_box_head_briefly
 from twinnet.cli import app
-from twinnet.config import ModelConfig, parse_config
+from twinnet.config import ModelConfig
 from twinnet.errors import ConfigError
 from twinnet.io import load, save
 from twinnet.losses import LOSSES, AnchorFreeLoss, RPNLoss
@@ -24,12 +24,9 @@ from twinnet.model import build_model
 from twinnet.tracking import (
     RPNHead,
     RPNTracker,
-    StillBox,
     Tracker,
     build_tracker,
     read_sequence,
-    run_tracker,
-    sequence_figures,
 )
 from twinnet.tracking.rpn import (
     RATIOS,
@@ -42,7 +39,6 @@ from twinnet.tracking.rpn import (
     rpn_targets,
     split_outputs,
 )
-from twinnet.train import train_from_config
 
 
 def rpn_model_config(channels: int = 8, **tracker: float) -> ModelConfig:
@@ -345,22 +341,7 @@ def test_the_shipped_config_builds() -> None:
 def test_short_training_beats_the_still_box(shared_data: Path, tmp_path: Path) -> None:
     # 512 pairs (about 30 s on 2 cores): seeds 0, 1, 2 reached success AUC 0.29, 0.51, 0.33 on these
     # 60 frames against the still box's 0.08
-    config = parse_config({
-        "model": rpn_model_config(channels=16).model_dump(mode="json") | {"tracker": None},
-        "data": {"format": "tracking", "path": str(few_sequences(shared_data, tmp_path / "train")),
-                 "val_path": str(shared_data / "tracking" / "val" / "Crossing")},
-        "loss": {"name": "rpn"},
-        "train": {"seed": 0, "epochs": 1, "samples_per_epoch": 512, "batch_size": 8, "lr": 0.003,
-                  "warmup_steps": 5, "threads": 2, "progress": False,
-                  "validation": {"protocol": "tracking", "params": {"max_frames": 20}},
-                  "early_stopping": {"patience": None}},
-    })  # fmt: skip
-    result = train_from_config(config, tmp_path / "run")
-    assert result.model_dir is not None
-    crossing = read_sequence(shared_data / "tracking" / "val" / "Crossing").head(60)  # the pedestrian crosses
-    assert crossing.boxes is not None
-    model = load(result.model_dir)
+    model = load(train_box_head_briefly(shared_data, tmp_path, rpn_model_config(channels=16), "rpn"))
     assert isinstance(build_tracker(model), RPNTracker)
-    ours = sequence_figures(build_tracker(model).track(crossing).boxes, crossing.boxes)
-    still = sequence_figures(run_tracker(StillBox(), crossing).boxes, crossing.boxes)
+    ours, still = against_the_still_box(shared_data, build_tracker(model))
     assert ours["success_auc"] > still["success_auc"] + 0.1, (ours, still)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -81,15 +82,36 @@ def few_sequences(
     return target
 
 
+def train_box_head_briefly(shared_data: Path, tmp_path: Path, model: ModelConfig, loss: str) -> Path:
+    """A box head trained on a few sequences for 512 pairs (about 30 s on 2 cores); its model directory."""
+    config = parse_config({
+        "model": model.model_dump(mode="json") | {"tracker": None},
+        "data": {"format": "tracking", "path": str(few_sequences(shared_data, tmp_path / "train")),
+                 "val_path": str(shared_data / "tracking" / "val" / "Crossing")},
+        "loss": {"name": loss},
+        "train": {"seed": 0, "epochs": 1, "samples_per_epoch": 512, "batch_size": 8, "lr": 0.003,
+                  "warmup_steps": 5, "threads": 2, "progress": False,
+                  "validation": {"protocol": "tracking", "params": {"max_frames": 20}},
+                  "early_stopping": {"patience": None}},
+    })  # fmt: skip
+    result = train_from_config(config, tmp_path / "run")
+    assert result.model_dir is not None
+    return result.model_dir
+
+
+def against_the_still_box(shared_data: Path, tracker: Any) -> tuple[dict[str, float], dict[str, float]]:
+    """One-pass figures of ``tracker`` and of the still box on the first 60 frames of Crossing."""
+    crossing = read_sequence(shared_data / "tracking" / "val" / "Crossing").head(60)  # the pedestrian crosses
+    assert crossing.boxes is not None
+    ours = sequence_figures(tracker.track(crossing).boxes, crossing.boxes)
+    return ours, sequence_figures(run_tracker(StillBox(), crossing).boxes, crossing.boxes)
+
+
 @pytest.mark.slow
 def test_short_training_beats_the_still_box(shared_data: Path, tmp_path: Path) -> None:
     result = train_from_config(ci_config(shared_data, few_sequences(shared_data, tmp_path / "train")), tmp_path / "run")
     assert result.model_dir is not None and (result.model_dir / "weights.safetensors").is_file()
-    crossing = read_sequence(shared_data / "tracking" / "val" / "Crossing").head(60)  # the pedestrian crosses
-    assert crossing.boxes is not None
-    model = load(result.model_dir)
-    ours = sequence_figures(Tracker(model).track(crossing).boxes, crossing.boxes)
-    still = sequence_figures(run_tracker(StillBox(), crossing).boxes, crossing.boxes)
+    ours, still = against_the_still_box(shared_data, Tracker(load(result.model_dir)))
     assert ours["success_auc"] > still["success_auc"] + 0.1, (ours, still)
     assert result.validation["primary_metric"] == "success_auc"
 
