@@ -346,7 +346,8 @@ class PKPlan(BatchPlan):
     labelled items, about ``train.samples_per_epoch`` items per epoch (by default one pass: as many
     as there are training items). With
     ``train.instance_weight > 0`` every item appears twice, as two augmented views, and the batch
-    carries instance ids for the loss's instance term."""
+    carries instance ids for the loss's instance term; a class of a single labelled item then takes
+    part too (one labelled example per class is enough)."""
 
     name = "pk"
     batch_type = LabelledBatch
@@ -363,8 +364,15 @@ class PKPlan(BatchPlan):
         c = config
         batch = min(c.classes_per_batch, len(np.unique(items.labels))) * c.items_per_class
         self.world.require(batch // c.items_per_class, "train.classes_per_batch (P, classes in a batch)")
+        # with two views of every item, a class of one item has positives too (its item's views): one
+        # labelled example per class is enough; without views such a class has nothing to learn from
         self.sampler = PKBatchSampler(
-            items.labels, c.classes_per_batch, c.items_per_class, max(1, epoch_size(c, len(items)) // batch), c.seed
+            items.labels,
+            c.classes_per_batch,
+            c.items_per_class,
+            max(1, epoch_size(c, len(items)) // batch),
+            c.seed,
+            min_items=1 if c.instance_weight > 0 else 2,
         )
         self.label_weight = c.class_weight
         self.instance_weight = c.instance_weight
@@ -387,7 +395,9 @@ class PKPlan(BatchPlan):
         similarity_weight = self.config.input_similarity_weight
         if self.instance_weight > 0:
             views = np.concatenate([idx, idx])
-            instances = torch.arange(len(idx)).repeat(2)
+            # one id per underlying item, numbered within the batch: a class with fewer than K items
+            # gives some item more than once, and its copies are views of one instance, not negatives
+            instances = torch.from_numpy(np.unique(idx, return_inverse=True)[1].reshape(-1)).repeat(2)
             return lambda: LabelledBatch(
                 augment(items.load(views)), torch.from_numpy(labels[views]), self.label_weight,
                 instances, self.instance_weight, similarity_weight,
