@@ -14,7 +14,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.tracking.test_tracker import against_the_still_box, tiny_model_config, train_box_head_briefly
+from tests.tracking.test_tracker import (
+    against_the_still_box,
+    box_head_model_config,
+    tiny_model_config,
+    train_box_head_briefly,
+)
 from twinnet.cli import app
 from twinnet.config import ModelConfig
 from twinnet.errors import ConfigError
@@ -42,8 +47,7 @@ from twinnet.tracking.rpn import (
 
 
 def rpn_model_config(channels: int = 8, **tracker: float) -> ModelConfig:
-    head = {"name": "rpn", "params": {"channels": channels}}
-    return ModelConfig.model_validate(tiny_model_config(**tracker).model_dump(mode="json") | {"comparator": head})
+    return box_head_model_config("rpn", channels, **tracker)
 
 
 # -- anchors, label assignment and box coding --------------------------------------------------------

@@ -31,6 +31,12 @@ def tiny_model_config(**tracker: float) -> ModelConfig:
     })  # fmt: skip
 
 
+def box_head_model_config(head: str, channels: int = 8, **tracker: float) -> ModelConfig:
+    """The tiny tracking model with the box head ``head`` (``anchor_free``, ``rpn``) as its comparator."""
+    comparator = {"name": head, "params": {"channels": channels}}
+    return ModelConfig.model_validate(tiny_model_config(**tracker).model_dump(mode="json") | {"comparator": comparator})
+
+
 def test_save_load_tracks_identically(otb_sequence, tmp_path: Path) -> None:
     root, _ = otb_sequence
     torch.manual_seed(0)

@@ -10,6 +10,7 @@ are decoded once per run, not once per pair.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -56,6 +57,17 @@ class SequenceItems(ItemSet):
         flags = [s.present for s in self.sequences]
         return np.concatenate(flags) if flags else np.zeros(0, bool)
 
+    def _targets(self) -> Iterator[tuple[int, Sequence, int, np.ndarray]]:
+        """``(row, sequence, frame, box)`` of every frame whose target is present, in row order."""
+        row = 0
+        for seq in self.sequences:
+            present = seq.present
+            for i in range(len(seq)):
+                if present[i]:
+                    assert seq.boxes is not None
+                    yield row, seq, i, seq.boxes[i]
+                row += 1
+
     def crops(self, crop_size: int, exemplar_size: int, context: float = 0.5) -> torch.Tensor:
         """``uint8 (N, 3, crop_size, crop_size)``: every frame cropped around its target at the
         scale where the exemplar region is ``exemplar_size`` pixels (zeros where it is absent).
@@ -63,17 +75,10 @@ class SequenceItems(ItemSet):
         key = (crop_size, exemplar_size, context)
         if key not in self._crops:
             out = torch.zeros(len(self), 3, crop_size, crop_size, dtype=torch.uint8)
-            row = 0
-            for seq in self.sequences:
-                present = seq.present
-                for i in range(len(seq)):
-                    if present[i]:
-                        assert seq.boxes is not None
-                        box = seq.boxes[i]
-                        side = context_side(box[2], box[3], context) * crop_size / exemplar_size
-                        patch = crop(seq.frame(i), center_of(box), side, crop_size)
-                        out[row] = torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))
-                    row += 1
+            for row, seq, i, box in self._targets():
+                side = context_side(box[2], box[3], context) * crop_size / exemplar_size
+                patch = crop(seq.frame(i), center_of(box), side, crop_size)
+                out[row] = torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1)))
             self._crops[key] = out
         return self._crops[key]
 
@@ -81,15 +86,9 @@ class SequenceItems(ItemSet):
         """``(N, 2)``: every frame's target width and height in its crop (:meth:`crops`), in pixels of
         the scale where the exemplar region is ``exemplar_size`` pixels (zeros where it is absent)."""
         out = np.zeros((len(self), 2))
-        row = 0
-        for seq in self.sequences:
-            present = seq.present
-            for i in range(len(seq)):
-                if present[i]:
-                    assert seq.boxes is not None
-                    w, h = seq.boxes[i][2:]
-                    out[row] = np.array([w, h]) * (exemplar_size / context_side(w, h, context))
-                row += 1
+        for row, _, _, box in self._targets():
+            w, h = box[2:]
+            out[row] = np.array([w, h]) * (exemplar_size / context_side(w, h, context))
         return out
 
     def subset(self, indices: np.ndarray | Seq[int]) -> SequenceItems:
