@@ -61,10 +61,11 @@ class BinaryFaissIndex(FaissIndex):
         order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -scores), axis=1)
         return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
-    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
-        if not len(ids):
-            return np.zeros((0, self.dim // 8), np.uint8)
-        return np.stack([self.index.reconstruct(int(i)) for i in ids])
+    def _from_codes(self, codes: np.ndarray) -> np.ndarray:
+        return codes
+
+    def _code_size(self) -> int:
+        return self.dim // 8
 
     def memory_bytes(self) -> int:
         """The bytes of the index's serialised form: codes, ids and lists (what it holds in memory)."""

@@ -102,9 +102,17 @@ class FaissIndex:
     removal) or ``hnsw`` (graph; no removal, so the gallery rebuilds it after one).
 
     ``flat`` and ``hnsw`` sit in an ``IndexIDMap2`` (our ids over FAISS's positions); ``ivf`` keeps
-    our ids in its inverted lists itself, with a hash-table direct map for removal and
-    reconstruction. (An ``IndexIDMap2`` over IVF answers wrongly after a removal: it renumbers its
-    id map as if the inner index compacted, which IVF does not.)
+    our ids in its inverted lists itself. (An ``IndexIDMap2`` over IVF answers wrongly after a
+    removal: it renumbers its id map as if the inner index compacted, which IVF does not.)
+
+    ``ivf`` keeps no table from id to (list, offset) unless ``id_table=True`` (FAISS's
+    ``DirectMap.Hashtable``): the table costs about 16 bytes a template, which for 128-bit codes
+    (16 bytes of code and 8 of id) is two thirds more memory (10M codes: 381.5 MB with it, 228.9 MB
+    without, ``bench/hashing.py``). Without it a removal scans the inverted lists for the ids
+    (FAISS's ``DirectMap.NoMap`` path; ~20 ms a removal at 10M codes on one thread) and
+    :meth:`reconstruct` walks the lists (the gallery only reconstructs the 8 vectors it checks
+    when it trusts a cache file; :meth:`ids` walks them anyway). A cache file written with the
+    table (earlier versions) loads without it.
 
     Measured on 1M random 128-d unit vectors with noisy probes (``bench/gallery.py``): IVF with
     √n lists and ``nprobe=48`` keeps recall@1 above 0.95 well under 1 ms per query, and builds in
@@ -116,7 +124,7 @@ class FaissIndex:
 
     def __init__(self, dim: int, metric: Metric, kind: str = "flat", *, hnsw_m: int | None = None,
                  ef_search: int = 128, ivf_lists: int | None = None, nprobe: int | None = None,
-                 train_per_list: int = 64) -> None:  # fmt: skip
+                 train_per_list: int = 64, id_table: bool = False) -> None:  # fmt: skip
         import faiss
 
         self.faiss: Any = faiss  # the stubs lack much of what is used (DirectMap, the binary indexes)
@@ -125,6 +133,8 @@ class FaissIndex:
         self.hnsw_m = self.HNSW_M if hnsw_m is None else hnsw_m
         self.nprobe = self.NPROBE if nprobe is None else nprobe
         self.ef_search, self.ivf_lists, self.train_per_list = ef_search, ivf_lists, train_per_list
+        #: ``ivf``: keep FAISS's id → (list, offset) hash table (removal by lookup, reconstruction by id)
+        self.id_table = id_table
         #: how many vectors the IVF lists were trained for (0: not trained yet)
         self.trained_for = 0
         self.index: Any  # faiss's stubs type each index class apart; they share the attributes used here
@@ -171,13 +181,24 @@ class FaissIndex:
         """FAISS's search values as similarities (a squared distance negated)."""
         return -raw if self.metric == "l2" else raw
 
+    def _from_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Vectors from the ``(n, code_size)`` uint8 codes of an IVF list (IVF-flat: the raw floats)."""
+        return codes.view(np.float32)
+
     # ----------------------------------------------------------------------------------------------
 
     def _make_ivf(self, n_lists: int) -> None:
         self._quantizer = self._make_flat()  # kept: the IVF index does not own it
         self.index = self._make_ivf_index(self._quantizer, n_lists)
         self.index.nprobe = self.nprobe
-        self.index.set_direct_map_type(self.faiss.DirectMap.Hashtable)
+        self._set_direct_map()
+
+    def _set_direct_map(self) -> None:
+        """The IVF index's id table as :attr:`id_table` asks (converting one loaded from a cache)."""
+        direct_map = self.faiss.DirectMap
+        wanted = direct_map.Hashtable if self.id_table else direct_map.NoMap
+        if self.index.direct_map.type != wanted:
+            self.index.set_direct_map_type(wanted)
 
     @property
     def base(self) -> Any:
@@ -254,8 +275,39 @@ class FaissIndex:
         return out
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
-        """The stored vectors of ``ids`` (which must be in the index)."""
-        return np.stack([self.index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros((0, self.dim))
+        """The stored vectors of ``ids`` (which must be in the index). An IVF index without its id
+        table walks its lists (a scan, meant for a few ids; :class:`KeyError` for one it lacks)."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if self.kind == "ivf" and self.index.direct_map.type == self.faiss.DirectMap.NoMap:
+            return self._reconstruct_from_lists(ids)
+        if not len(ids):
+            return self._from_codes(np.zeros((0, self._code_size()), np.uint8))
+        return np.stack([self.index.reconstruct(int(i)) for i in ids])
+
+    def _code_size(self) -> int:
+        """Bytes a stored vector takes (float32 rows)."""
+        return 4 * self.dim
+
+    def _reconstruct_from_lists(self, ids: np.ndarray) -> np.ndarray:
+        code_size, lists = self._code_size(), self.index.invlists
+        found: dict[int, np.ndarray] = {}
+        wanted = np.unique(ids)
+        for i in range(self.index.nlist):
+            size = lists.list_size(i)
+            if not size:
+                continue
+            list_ids = self.faiss.rev_swig_ptr(lists.get_ids(i), size)
+            hits = np.flatnonzero(np.isin(list_ids, wanted))
+            if len(hits):
+                codes = self.faiss.rev_swig_ptr(lists.get_codes(i), size * code_size).reshape(size, code_size)
+                found.update((int(list_ids[h]), codes[h].copy()) for h in hits)
+                if len(found) == len(wanted):
+                    break
+        missing = np.setdiff1d(wanted, np.fromiter(found, np.int64, len(found)))
+        if len(missing):
+            raise KeyError(f"id {int(missing[0])} is not in the index")
+        rows = [found[int(i)] for i in ids]
+        return self._from_codes(np.stack(rows) if rows else np.zeros((0, code_size), np.uint8))
 
     # -- the cache file -------------------------------------------------------------------------------
 
@@ -317,6 +369,7 @@ class FaissIndex:
             raise CacheError(f"{path}: unreadable index ({str(err).splitlines()[0]})") from None
         if kind == "ivf":
             obj.index.nprobe = obj.nprobe
+            obj._set_direct_map()
         elif kind == "hnsw":
             obj.base.hnsw.efSearch = obj.ef_search
         if len(obj) != header.get("count") or obj.index.d != dim:
