@@ -139,6 +139,9 @@ class ModelConfig(_Strict):
     input_b: InputSpec | None = None
     share: list[str] = Field(default_factory=list)
     """Half-twin: dotted names of sub-modules of ``encoder`` that ``encoder_b`` shares."""
+    whitening: ComponentConfig | None = None
+    """A whitening of the embeddings fitted on the training items after training and saved with the
+    model (:mod:`twinnet.whitening`: ``centre``, ``wccn``); ``None``: none."""
     tracker: TrackerSettings | None = None
     """Tracking models (a fully-convolutional twin: ``input`` the exemplar, ``input_b`` the search
     image): the tracker's hyper-parameters."""

@@ -125,3 +125,18 @@ def _embed_prefetching(
     out = torch.empty(len(texts), rows[0].shape[1])
     out[torch.tensor([i for c in chunks for i in c])] = torch.cat(rows)
     return out
+
+
+def fit_whitening(model: AnyTwin, items: ItemSet, seed: int = 0) -> None:
+    """Fit ``model.whitening`` on the embeddings of ``items`` (an :class:`~twinnet.data.items.ItemSet`
+    of training items with class labels; at most ``max_items`` of them, a seeded random subset), as
+    the model embeds them without it. Nothing to do for a model without one."""
+    whitening = model.whitening
+    if whitening is None:
+        return
+    n = len(items)
+    rng = np.random.default_rng([seed, 7])
+    idx = np.sort(rng.choice(n, whitening.max_items, replace=False)) if n > whitening.max_items else np.arange(n)
+    whitening.fitted.fill_(False)  # embed as the encoder (and normalisation) alone do
+    z = embed_batches(model, items, indices=idx)
+    whitening.fit(z, np.asarray(items.labels)[idx])

@@ -16,6 +16,7 @@ from twinnet.config import ComponentConfig, InputSpec, ModelConfig
 from twinnet.encoders import build_encoder
 from twinnet.encoders.registry import infer_output_dim
 from twinnet.errors import ConfigError, DataError
+from twinnet.whitening import Whitening, build_whitening
 
 Side = Literal["a", "b"]
 """Which input of a pair: ``a`` (the first, a query) or ``b`` (the second, a document or template)."""
@@ -56,6 +57,7 @@ class _TwinBase(nn.Module):
             comparator = build_comparator(comparator, {}, dim)
         self.comparator = comparator
         self.normalize = normalize
+        self.whitening: Whitening | None = None
         self.config = config
         self.calibration: Calibration | None = None
         self.metrics: dict = {}
@@ -71,15 +73,26 @@ class _TwinBase(nn.Module):
         raise NotImplementedError
 
     def embed(self, x: Any, side: Side = "a") -> torch.Tensor:
-        """Embeddings of a batch through the encoder of ``side`` (normalised if the model normalises)."""
-        return self._norm(self.encoder_for(side)(x))
+        """Embeddings of a batch through the encoder of ``side`` (normalised if the model normalises,
+        then whitened and normalised again if the model has a fitted whitening)."""
+        return self._whiten(self._norm(self.encoder_for(side)(x)))
+
+    def _whiten(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.whitening is None else self._norm(self.whitening(z))
+
+    def set_whitening(self, whitening: Whitening | None) -> None:
+        """Give the model a whitening of its embeddings (:mod:`twinnet.whitening`), applied after
+        the encoder and normalisation (and followed by normalisation); a twin only."""
+        if whitening is not None and self.is_half_twin:
+            raise ConfigError("model.whitening: only for twins (a half-twin's two towers would need one each)")
+        self.whitening = whitening
 
     def side_module(self, side: Side = "a") -> nn.Module:
         """The module that maps a batch of ``side`` to its embeddings (the side's encoder, then the
         model's normalisation): what a momentum target copies (a half-twin during training whose
         second tower is a moving average of this one, :class:`twinnet.losses.views.MomentumTower`).
         Its parameters are the model's own."""
-        return _SideModule(self.encoder_for(side), self.normalize)
+        return _SideModule(self.encoder_for(side), self.normalize, self.whitening)
 
     def embed_a(self, x: Any) -> torch.Tensor:
         return self.embed(x, "a")
@@ -145,16 +158,22 @@ class _TwinBase(nn.Module):
 
 
 class _SideModule(nn.Module):
-    """One side of a model as a module: its encoder, then L2 normalisation if the model normalises."""
+    """One side of a model as a module: its encoder, then L2 normalisation if the model normalises
+    (and its whitening, if any, as :meth:`_TwinBase.embed`)."""
 
-    def __init__(self, encoder: nn.Module, normalize: bool) -> None:
+    def __init__(self, encoder: nn.Module, normalize: bool, whitening: nn.Module | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.normalize = normalize
+        self.whitening = whitening
 
     def forward(self, x: Any) -> torch.Tensor:
         z = self.encoder(x)
-        return F.normalize(z, dim=-1) if self.normalize else z
+        z = F.normalize(z, dim=-1) if self.normalize else z
+        if self.whitening is not None:
+            z = self.whitening(z)
+            z = F.normalize(z, dim=-1) if self.normalize else z
+        return z
 
 
 def _check_side(side: str) -> None:
@@ -326,7 +345,12 @@ def build_model(
         if config.share:
             raise ConfigError("model.share: only meaningful for a half-twin (set model.encoder_b)")
         comparator = _comparator(config, dim)
-        return TwinNetwork(encoder, comparator, config.normalize, config=config)
+        twin = TwinNetwork(encoder, comparator, config.normalize, config=config)
+        if config.whitening is not None:
+            twin.set_whitening(build_whitening(config.whitening.name, config.whitening.params, dim))
+        return twin
+    if config.whitening is not None:
+        raise ConfigError("model.whitening: only for twins (a half-twin's two towers would need one each)")
     encoder_b, dim_b = _encoder(
         config.encoder_b,
         config.input_b or config.input,

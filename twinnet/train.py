@@ -45,6 +45,7 @@ from twinnet.data.items import ItemSet
 from twinnet.data.pairs import Pairs
 from twinnet.data.sources import Dataset
 from twinnet.data.transforms import build_augmenter
+from twinnet.embedding import fit_whitening
 from twinnet.errors import ConfigError, DataError, TrainingError
 from twinnet.io import init_encoders, save
 from twinnet.losses import LOSSES, TwinLoss
@@ -159,6 +160,8 @@ class Trainer:
             torch.set_num_threads(c.threads)
         self.augment = build_augmenter(augment, _input_kind(model))  # by model.input.kind; None when off
         loss.check_comparator(model.comparator)
+        if model.whitening is not None:  # fitted on the training items after training: refused now if it cannot be
+            model.whitening.check_labels(train_items.labels)
         plan_name = getattr(type(loss), "batch_plan", None)
         if not isinstance(plan_name, str):
             raise ConfigError(f"loss {type(loss).__name__} names no batch plan: set its class attribute "
@@ -463,6 +466,7 @@ class Trainer:
                 calibration=None, validation={}, run_dir=self.run_dir, train_seconds=seconds, is_main=False,
             )  # fmt: skip
         self._restore_best()
+        fit_whitening(self.model, self.train_items, self.config.seed)  # before validation and calibration
         calibration = None
         validation: dict[str, Any] = {}
         outcome = self.validate()

@@ -11,6 +11,8 @@ Export layout (written under a temporary name and renamed into place, manifest l
       onnx/comparator.onnx    a learned comparator (mlp, mahalanobis, weighted_l1): (a, b) → native value
       comparator.safetensors  its parameters, for the runtime's galleries and normaliser (no encoder weights)
                               and for a tracking model's head (below)
+      whitening.safetensors   a model's fitted whitening (:mod:`twinnet.whitening`), applied by the runtime
+                              in PyTorch after the encoder's graph, as the torch model does
       config.json, calibration.json, metrics.json, normalizer.*, assets/   as in a saved model
 
 The graphs are traced with the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``):
@@ -63,6 +65,7 @@ from twinnet.onnx.spec import OUTPUT, ExportSpec, OnnxExportError, describe_inpu
 FORMAT = "twinnet-onnx"
 META = "onnx.json"
 COMPARATOR_WEIGHTS = "comparator.safetensors"
+WHITENING_WEIGHTS = "whitening.safetensors"
 DEFAULT_OPSET = 17
 QUANTIZATIONS = ("int8",)
 #: Largest |ONNX − PyTorch| accepted at export, relative to the output's scale (fp32 graphs).
@@ -317,6 +320,10 @@ def export_onnx(
                              "orientation": comparator.orientation.to_json(), "dtype": "float32",
                              "weights": COMPARATOR_WEIGHTS})  # fmt: skip
                 graphs["comparator"] = info
+            if model.whitening is not None:
+                from safetensors.torch import save_model
+
+                save_model(model.whitening, str(tmp / WHITENING_WEIGHTS))
             write_companions(model, tmp, config, getattr(model, "calibration", None), getattr(model, "metrics", None))
             if quantize == "int8":
                 h = hashlib.sha256(f"{fingerprint}|onnx-int8|".encode())
@@ -341,6 +348,9 @@ def export_onnx(
                 "source_fingerprint": fingerprint,
                 "fingerprint": export_fingerprint,
                 "normalize": bool(model.normalize),
+                **({"whitening": {"name": config.whitening.name, "weights": WHITENING_WEIGHTS,
+                                  "note": "applied in PyTorch after the encoder's graph"}}
+                   if config.whitening is not None else {}),
                 "graphs": graphs,
                 **({"comparator": head} if head is not None else {}),
             }  # fmt: skip

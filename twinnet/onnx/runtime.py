@@ -27,7 +27,7 @@ from torch import nn
 from twinnet.errors import ConfigError, DataError, ModelFormatError
 from twinnet.io import MANIFEST, read_companions, read_manifest, read_model_config, resolve_model_dir
 from twinnet.model import AnyTwin, build_model, encoders_by_role, replace_encoders
-from twinnet.onnx.export import COMPARATOR_WEIGHTS, FORMAT, META, require_onnx
+from twinnet.onnx.export import COMPARATOR_WEIGHTS, FORMAT, META, WHITENING_WEIGHTS, require_onnx
 from twinnet.registry import RUNTIMES
 
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
@@ -210,6 +210,16 @@ def load_onnx(
             load_model(model.comparator, str(weights), strict=True)
         except Exception as err:  # safetensors and torch raise several types for a file that does not fit
             raise ModelFormatError(f"{weights}: does not fit the comparator ({str(err).strip()[:200]})") from None
+    if model.whitening is not None:
+        from safetensors.torch import load_model
+
+        weights = directory / WHITENING_WEIGHTS
+        try:
+            load_model(model.whitening, str(weights), strict=True)
+        except Exception as err:  # a missing file or one that does not fit
+            raise ModelFormatError(
+                f"{weights}: the model's whitening cannot be read ({str(err).strip()[:200]})"
+            ) from None
     read_companions(model, directory)
     model.fingerprint = str(meta.get("fingerprint") or "") or None
     model.runtime = "onnx"  # type: ignore[assignment]
