@@ -154,8 +154,12 @@ def pct(ms: np.ndarray) -> dict[str, float]:
 class CodeSearch:
     """Binary IVF candidates, re-scored exactly in float (memory-mapped templates) or asymmetrically."""
 
-    def __init__(self, index: BinaryFaissIndex, head: HammingDistance, floats: np.ndarray | None, candidates: int):
+    def __init__(self, index: BinaryFaissIndex, head: HammingDistance, floats: np.ndarray | None, candidates: int,
+                 codes: np.ndarray) -> None:  # fmt: skip
         self.index, self.head, self.floats, self.candidates = index, head, floats, candidates
+        #: the templates' codes by row, for the asymmetric re-scoring: the gallery's index keeps no
+        #: id → position table (FaissIndex id_table), so it cannot hand back codes by id quickly
+        self.codes = codes
 
     def candidates_of(self, q_orig: np.ndarray) -> np.ndarray:
         return self.index.search(self.head.encode(q_orig), self.candidates)[1]
@@ -178,8 +182,7 @@ class CodeSearch:
         out = np.empty(len(q_orig), np.int64)
         for i in range(len(q_orig)):
             row = ids[i][ids[i] >= 0]
-            codes = np.stack([self.index.index.reconstruct(int(r)) for r in row])
-            out[i] = row[int(np.argmax(signs(codes) @ h[i]))]
+            out[i] = row[int(np.argmax(signs(self.codes[row]) @ h[i]))]
         return out
 
 
@@ -272,12 +275,19 @@ def scale_figures(
         index = BinaryFaissIndex(BITS, "hamming", "ivf", ivf_lists=args.lists, nprobe=args.nprobe)
         index.add(np.arange(n, dtype=np.int64), codes)
         build = time.perf_counter() - tb
+        # as the gallery holds it: codes, ids, lists and the quantiser, no id → (list, offset) table
         memory_mb = round(index.memory_bytes() / 2**20, 1)
-        # the id → list hash table (removal and reconstruction by id) is a third of it at 16 bytes a code
-        index.index.set_direct_map_type(index.faiss.DirectMap.NoMap)
-        memory_without_id_table_mb = round(index.memory_bytes() / 2**20, 1)
+        # for comparison: with FAISS's id hash table (FaissIndex(id_table=True); earlier versions)
         index.index.set_direct_map_type(index.faiss.DirectMap.Hashtable)
-        search = CodeSearch(index, head, floats, args.candidates)
+        memory_with_id_table_mb = round(index.memory_bytes() / 2**20, 1)
+        index.index.set_direct_map_type(index.faiss.DirectMap.NoMap)
+        list_sizes = np.array([index.index.invlists.list_size(i) for i in range(index.index.nlist)])
+
+        def scanned(q_codes: np.ndarray, nprobe: int, sizes: np.ndarray = list_sizes, ivf: Any = index.index) -> float:
+            """Codes compared per query: the sizes of the lists probed."""
+            return float(sizes[ivf.quantizer.search(q_codes, nprobe)[1]].sum(1).mean())
+
+        search = CodeSearch(index, head, floats, args.candidates, codes)
         rq = slice(0, args.recall_queries)
         found_exact = search.exact(q_orig[rq], queries[rq])
         exact_hits = found_exact == best_i
@@ -295,7 +305,7 @@ def scale_figures(
         exact_codes = BinaryFaissIndex(BITS, "hamming", "flat")
         exact_codes.add(np.arange(n, dtype=np.int64), alt_codes)
         ranked_alt = exact_codes.search(other_codes.encode(q_orig[rq]), max(sweep))[1]
-        exact_codes = codes = alt_codes = None  # type: ignore[assignment]
+        exact_codes = alt_codes = None  # type: ignore[assignment]
         by_candidates = {
             str(c): {"ivf": float((ranked[:, :c] == best_i[:, None]).any(1).mean()),
                      "exact_hamming": float((ranked_exact[:, :c] == best_i[:, None]).any(1).mean()),
@@ -308,6 +318,7 @@ def scale_figures(
             index.index.nprobe = nprobe
             found = index.search(head.encode(q_orig[rq]), max(sweep))[1]
             by_nprobe[str(nprobe)] = {
+                "codes_scanned_per_query": round(scanned(head.encode(q_orig[rq]), nprobe)),
                 "recall_at_1_by_candidates": {str(c): float((found[:, :c] == best_i[:, None]).any(1).mean())
                                               for c in sweep},
                 **pct(latencies(lambda v, s=search: s.exact(to_model_space(v), v), queries, min(100, args.single))),
@@ -326,7 +337,8 @@ def scale_figures(
             "generate_and_encode_seconds": round(generate_s, 1),
             "build_seconds": round(build, 1),
             "memory_mb": memory_mb,
-            "memory_mb_without_id_table": memory_without_id_table_mb,
+            "memory_mb_with_id_table": memory_with_id_table_mb,
+            "codes_scanned_per_query": round(scanned(head.encode(q_orig[rq]), args.nprobe)),
             "codes": args.gallery_codes,
             "recall_at_1": float(exact_hits.mean()),
             "recall_at_1_asymmetric": float(asym_hits.mean()),
@@ -341,7 +353,7 @@ def scale_figures(
             "float_rescoring": "exact float re-scoring of the candidates, templates memory-mapped from disk",
         }
         print(key, out[key], flush=True)
-        search = index = floats = None  # type: ignore[assignment]
+        search = index = floats = codes = None  # type: ignore[assignment]
         floats_path.unlink()
     # float exact at 10M: measured at 1M and 2M; search time is linear in n (a scan)
     p1, p2 = float_exact_ms[n1]["single_p99_ms"], float_exact_ms[n2]["single_p99_ms"]

@@ -96,6 +96,10 @@ def test_with_the_table_on_request_and_cache_files_drop_it(tmp_path, metric: str
     assert with_table.index.direct_map.type == with_table.faiss.DirectMap.Hashtable
     assert len(with_table._serialize()) > len(without._serialize()) + 8 * N  # the table: ≥ 8 bytes a vector
     np.testing.assert_array_equal(with_table.reconstruct(ids[[7, 70]]), x[[7, 70]])
+    # removal with the table (binary IVF: only through an IDSelectorArray)
+    with_table.remove(ids[N - 50 :])
+    np.testing.assert_array_equal(with_table.ids(), ids[: N - 50])
+    with_table.add(ids[N - 50 :], x[N - 50 :])
     # a cache file written with the table (as earlier versions did) loads without it
     path = tmp_path / "index.faiss"
     with_table.save(path, change_id=5)
@@ -105,3 +109,25 @@ def test_with_the_table_on_request_and_cache_files_drop_it(tmp_path, metric: str
     loaded.remove(ids[:100])
     np.testing.assert_array_equal(loaded.ids(), ids[100:])
     assert not np.isin(loaded.search(x[:3], 50)[1], ids[:100]).any()
+
+
+def test_binary_ivf_probes_a_share_of_its_lists(tmp_path) -> None:
+    """Without an explicit nprobe a binary IVF probes a sixteenth of its lists (at least 32), also
+    when loaded from a cache file; an explicit nprobe is kept."""
+    x = vectors("hamming", 39 * 1024, 4)
+    ids = np.arange(len(x), dtype=np.int64)
+    auto = BinaryFaissIndex(64, "hamming", "ivf", ivf_lists=1024)
+    auto.add(ids, x)
+    assert auto.index.nlist == 1024 and auto.index.nprobe == 64
+    small = BinaryFaissIndex(64, "hamming", "ivf", ivf_lists=16)
+    small.add(ids[:1000], x[:1000])
+    assert small.index.nprobe == 32
+    given = BinaryFaissIndex(64, "hamming", "ivf", ivf_lists=1024, nprobe=8)
+    given.add(ids, x)
+    assert given.index.nprobe == 8
+    path = tmp_path / "index.faiss"
+    auto.save(path, change_id=1)
+    assert BinaryFaissIndex.load(path, 64, "hamming", "ivf")[0].index.nprobe == 64
+    floats = FaissIndex(16, "l2", "ivf", ivf_lists=64)
+    floats.add(ids[:5000], vectors("l2", 5000, 5))
+    assert floats.index.nprobe == FaissIndex.NPROBE  # float IVF: its measured fixed default

@@ -109,7 +109,7 @@ class FaissIndex:
     ``DirectMap.Hashtable``): the table costs about 16 bytes a template, which for 128-bit codes
     (16 bytes of code and 8 of id) is two thirds more memory (10M codes: 381.5 MB with it, 228.9 MB
     without, ``bench/hashing.py``). Without it a removal scans the inverted lists for the ids
-    (FAISS's ``DirectMap.NoMap`` path; ~20 ms a removal at 10M codes on one thread) and
+    (FAISS's ``DirectMap.NoMap`` path; 40-50 ms a removal at 10M codes on one busy core) and
     :meth:`reconstruct` walks the lists (the gallery only reconstructs the 8 vectors it checks
     when it trusts a cache file; :meth:`ids` walks them anyway). A cache file written with the
     table (earlier versions) loads without it.
@@ -132,6 +132,7 @@ class FaissIndex:
         self.dim, self.metric, self.kind = dim, metric, kind
         self.hnsw_m = self.HNSW_M if hnsw_m is None else hnsw_m
         self.nprobe = self.NPROBE if nprobe is None else nprobe
+        self._nprobe_given = nprobe is not None
         self.ef_search, self.ivf_lists, self.train_per_list = ef_search, ivf_lists, train_per_list
         #: ``ivf``: keep FAISS's id → (list, offset) hash table (removal by lookup, reconstruction by id)
         self.id_table = id_table
@@ -190,8 +191,12 @@ class FaissIndex:
     def _make_ivf(self, n_lists: int) -> None:
         self._quantizer = self._make_flat()  # kept: the IVF index does not own it
         self.index = self._make_ivf_index(self._quantizer, n_lists)
-        self.index.nprobe = self.nprobe
+        self.index.nprobe = self._nprobe_for(n_lists)
         self._set_direct_map()
+
+    def _nprobe_for(self, n_lists: int) -> int:
+        """Lists an IVF search of ``n_lists`` probes: ``nprobe`` (given, or the class's default)."""
+        return self.nprobe
 
     def _set_direct_map(self) -> None:
         """The IVF index's id table as :attr:`id_table` asks (converting one loaded from a cache)."""
@@ -230,7 +235,13 @@ class FaissIndex:
         if self.kind == "hnsw":
             return False  # HNSW cannot delete: the caller rebuilds
         if len(ids):
-            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            if self.kind == "ivf" and self.index.direct_map.type == self.faiss.DirectMap.Hashtable:
+                # FAISS's hash table removes only an IDSelectorArray; the binary IVF's remove_ids
+                # makes an IDSelectorBatch of an array (and failed: each removal rebuilt the index)
+                self.index.remove_ids(self.faiss.IDSelectorArray(len(ids), self.faiss.swig_ptr(ids)))
+            else:
+                self.index.remove_ids(ids)
         return True
 
     def needs_retraining(self) -> bool:
@@ -368,7 +379,7 @@ class FaissIndex:
         except RuntimeError as err:
             raise CacheError(f"{path}: unreadable index ({str(err).splitlines()[0]})") from None
         if kind == "ivf":
-            obj.index.nprobe = obj.nprobe
+            obj.index.nprobe = obj._nprobe_for(int(obj.index.nlist))
             obj._set_direct_map()
         elif kind == "hnsw":
             obj.base.hnsw.efSearch = obj.ef_search
