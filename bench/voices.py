@@ -14,8 +14,10 @@ What it does (seeded):
    s-norm with the training speakers' clips as cohort.
 3. Anchors in the same run: MFCC (20 coefficients, mean and standard deviation over frames, cosine)
    and the ``resemblyzer`` package as shipped (``preprocess_wav`` + ``VoiceEncoder.embed_utterance``).
-4. twinnet from scratch (``configs/voices.yaml``: x-vector TDNN, ArcFace) and resemblyzer's weights
-   fine-tuned as a twin (``configs/voices-finetune.yaml``: GE2E, top LSTM layer). (That twinnet's
+4. twinnet from scratch (``configs/voices.yaml``: x-vector TDNN, ArcFace, WCCN) and resemblyzer's weights
+   fine-tuned as a twin (``configs/voices-finetune.yaml``: GE2E, top LSTM layer, WCCN whitening
+   fitted on the training speakers); a model with a whitening is also measured without it
+   (``<name>_unwhitened``). (That twinnet's
    ``resemblyzer`` encoder gives the package's embeddings is tested in tests/encoders/test_speaker.py.)
 5. Embedding time of a 1 s clip at batch 1 on 2 threads: median of blocks of calls, the models
    taking turns block by block (``timing_ms``); call-by-call alternation in ``timing_ms_interleaved``.
@@ -264,6 +266,14 @@ def main() -> None:
     with torch.no_grad():
         z = embed_batches(finetuned, test_items)
     results["finetuned"] = evaluate_all(finetuned, test, z, None)
+    # the same models without their whitening (fitted on the training speakers after training): what it adds
+    for key, model in (("twinnet", scratch), ("finetuned", finetuned)):
+        if model.whitening is not None:
+            model.whitening.fitted.fill_(False)
+            with torch.no_grad():
+                z = embed_batches(model, test_items)
+            results[f"{key}_unwhitened"] = evaluate_all(model, test, z, None)
+            model.whitening.fitted.fill_(True)
 
     # embedding time, batch 1, a 1 s clip
     clip = test_items.data[0]
@@ -313,6 +323,9 @@ def main() -> None:
     rows = [("mfcc", results["mfcc"]), ("resemblyzer (shipped)", results["resemblyzer"]),
             ("twinnet from scratch", results["twinnet"]),
             ("resemblyzer fine-tuned (GE2E)", results["finetuned"])]  # fmt: skip
+    rows += [(f"{name}, no whitening", results[f"{key}_unwhitened"])
+             for key, name in (("twinnet", "from scratch"), ("finetuned", "fine-tuned"))
+             if f"{key}_unwhitened" in results]  # fmt: skip
     print(
         f"{'system':32s} {'TD EER':>7s} {'TI EER':>7s} {'TI DCF.01':>9s} {'TI DCF.05':>9s} {'DIR@1%':>7s} {'rank1':>6s}"
     )
