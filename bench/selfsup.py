@@ -9,6 +9,8 @@ Writes ``bench/results/selfsup.json``.
 
     python bench/selfsup.py [--minutes 10] [--finetune-minutes 2] [--episodes 400]
 
+``--one-label``: the label-efficiency point of one labelled drawing per character, from scratch and
+from the self-supervised model (``selfsup_one_label.json``).
 ``--digits-only``: each label-free objective on the quickstart digits (``selfsup_digits.json``).
 ``--text``: all-MiniLM-L6-v2 adapted without labels (``configs/selfsup-text.yaml``) on the texts of
 the STS-B training pairs and of 80% of MRPC's training pairs, against the model as shipped in the
@@ -314,6 +316,54 @@ def text_runs(figures: dict[str, Any]) -> dict[str, Any]:
 
 
 LABEL_SETTINGS: dict[str, dict[str, Any]] = {"5 per class": {"per_class": 5}, "10% of classes": {"class_share": 0.1}}
+#: ``--one-label``: one labelled drawing per character. A P×K batch takes a class of one item only
+#: when every item comes as two augmented views (``train.instance_weight``), so both starts get that term.
+ONE_LABEL: dict[str, dict[str, Any]] = {"1 per class": {"per_class": 1, "overrides": ["train.instance_weight=1.0"]}}
+
+
+def label_curve(settings: dict[str, dict[str, Any]], args: argparse.Namespace, ssl_dir: Path,
+                items: ItemSet) -> list[dict[str, Any]]:  # fmt: skip
+    """The supervised recipe on part of the labels, from scratch and from the self-supervised model."""
+    curve = []
+    for name, share in settings.items():
+        ft_cfg = omniglot_config(args.supervised_config, args.finetune_minutes, share.get("overrides", []))
+        for start, init in (("scratch", None), ("self-supervised", ssl_dir)):
+            console.print(f"[bold]{name}, from {start}[/]")
+            model_dir, minutes = finetune(ft_cfg, share, init, args.out / f"labels-{name.split()[0]}-{start}")
+            figures = evaluate(load(model_dir), items, args.episodes)
+            curve.append({"labels": name, "start": start, **figures, "train_minutes": round(minutes, 2),
+                          "overrides": share.get("overrides", [])})  # fmt: skip
+    return curve
+
+
+def one_label(args: argparse.Namespace, started: float) -> None:
+    """``--one-label``: the label-efficiency curve's point of one labelled drawing per character."""
+    ssl_cfg = omniglot_config(args.ssl_config, args.minutes)
+    items = read_items(data_dir() / "images_evaluation.zip", ssl_cfg.model.input, class_depth=2)
+    ssl_minutes = None
+    if args.ssl_model is None:
+        console.print("[bold]self-supervised[/]")
+        ssl_dir, ssl_minutes, _ = train_timed(ssl_cfg, args.out / "ssl")
+    else:
+        ssl_dir = args.ssl_model
+    ssl_row = evaluate(load(ssl_dir), items, args.episodes)
+    curve = label_curve(ONE_LABEL, args, ssl_dir, items)
+    result = {"self_supervised": {**ssl_row, "train_minutes": None if ssl_minutes is None else round(ssl_minutes, 2),
+                                  "model": str(ssl_dir)},
+              "label_efficiency": curve, "episodes": args.episodes, "finetune_budget_minutes": args.finetune_minutes,
+              "configs": {"self_supervised": str(args.ssl_config.relative_to(REPO)),
+                          "supervised": str(args.supervised_config.relative_to(REPO))}}  # fmt: skip
+    path = write_result("selfsup_one_label", result, started)
+    keys = ["random_5way_1shot", "random_20way_1shot", "within_alphabet_20way_1shot",
+            "knn_1nn_accuracy_all_659_characters"]  # fmt: skip
+    table = Table(title=f"one labelled drawing per character, {args.episodes} episodes")
+    for column in ("system", *keys):
+        table.add_column(column)
+    table.add_row("self-supervised (no labels)", *[f"{ssl_row[k]:.3f}" for k in keys])
+    for row in curve:
+        table.add_row(f"{row['labels']}, from {row['start']}", *[f"{row[k]:.3f}" for k in keys])
+    Console().print(table)
+    print(f"wrote {path}")
 
 
 def main() -> None:
@@ -335,9 +385,19 @@ def main() -> None:
     parser.add_argument("--text-minutes", type=float, default=11.0, help="training budget of the --text run")
     parser.add_argument("--text-override", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for the --text run (repeatable), e.g. train.lr=1e-5")  # fmt: skip
+    parser.add_argument("--one-label", action="store_true",
+                        help="only the label-efficiency runs on one labelled drawing per character, from scratch "
+                             "and from a self-supervised model trained here or given by --ssl-model "
+                             "(bench/results/selfsup_one_label.json)")  # fmt: skip
+    parser.add_argument(
+        "--ssl-model", type=Path, default=None, help="--one-label: a self-supervised model to start from"
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.one_label:
+        one_label(args, started)
+        return
     if args.text:
         figures = text_runs(text_adaptation(args.text_minutes, args.out / "text", args.text_override))
         path = write_result("selfsup_text", figures, started)
@@ -383,15 +443,7 @@ def main() -> None:
     rows["twinnet supervised (all labels)"] = {**sup_row, "train_minutes": round(sup_minutes, 2),
                                                "epochs": sup_epochs}  # fmt: skip
 
-    curve = []
-    if not args.skip_label_efficiency:
-        ft_cfg = omniglot_config(args.supervised_config, args.finetune_minutes)
-        for name, share in LABEL_SETTINGS.items():
-            for start, init in (("scratch", None), ("self-supervised", ssl_dir)):
-                console.print(f"[bold]{name}, from {start}[/]")
-                model_dir, minutes = finetune(ft_cfg, share, init, args.out / f"labels-{name.split()[0]}-{start}")
-                figures = evaluate(load(model_dir), items, args.episodes)
-                curve.append({"labels": name, "start": start, **figures, "train_minutes": round(minutes, 2)})
+    curve = [] if args.skip_label_efficiency else label_curve(LABEL_SETTINGS, args, ssl_dir, items)
 
     ssl, sup = rows["twinnet self-supervised (no labels)"], rows["twinnet supervised (all labels)"]
     result = {
