@@ -200,3 +200,21 @@ def test_an_onnx_export_applies_the_whitening(tmp_path):
     served = load(tmp_path / "onnx", runtime="onnx")
     with torch.no_grad():
         assert (served.embed(xt) - ref).abs().max().item() < 1e-5
+
+
+def test_a_whitening_that_needs_classes_is_fitted_on_the_labelled_items_only():
+    from twinnet.data.items import as_unlabelled, join_items
+    from twinnet.embedding import fit_whitening
+
+    x, y = labelled()
+    strangers = np.random.default_rng(9).normal(0, 5, (30, 5))  # unlabelled: each its own class
+    items = join_items(from_arrays(x.astype(np.float32), y),
+                       as_unlabelled(from_arrays(strangers.astype(np.float32), np.zeros(30, int))))  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(vector_config({"name": "wccn"})).eval()
+    with torch.no_grad():
+        reference = WCCN(dim=6)
+        reference.fit(model.embed(torch.from_numpy(x).float()), y)
+    fit_whitening(model, items)
+    torch.testing.assert_close(model.whitening.matrix, reference.matrix)
+    torch.testing.assert_close(model.whitening.mean, reference.mean)

@@ -129,14 +129,16 @@ def _embed_prefetching(
 
 def fit_whitening(model: AnyTwin, items: ItemSet, seed: int = 0) -> None:
     """Fit ``model.whitening`` on the embeddings of ``items`` (an :class:`~twinnet.data.items.ItemSet`
-    of training items with class labels; at most ``max_items`` of them, a seeded random subset), as
-    the model embeds them without it. Nothing to do for a model without one."""
+    of training items; for a whitening that needs classes, only the labelled ones; at most
+    ``max_items`` of them, a seeded random subset), as the model embeds them without it. Nothing to
+    do for a model without one."""
     whitening = model.whitening
     if whitening is None:
         return
-    n = len(items)
+    # a whitening that needs classes learns from the labelled items only (an unlabelled item is a class of its own)
+    pool = np.nonzero(items.labelled)[0] if whitening.needs_labels else np.arange(len(items))
     rng = np.random.default_rng([seed, 7])
-    idx = np.sort(rng.choice(n, whitening.max_items, replace=False)) if n > whitening.max_items else np.arange(n)
+    idx = np.sort(rng.choice(pool, whitening.max_items, replace=False)) if len(pool) > whitening.max_items else pool
     whitening.fitted.fill_(False)  # embed as the encoder (and normalisation) alone do
     z = embed_batches(model, items, indices=idx)
     whitening.fit(z, np.asarray(items.labels)[idx])

@@ -161,7 +161,7 @@ class Trainer:
         self.augment = build_augmenter(augment, _input_kind(model))  # by model.input.kind; None when off
         loss.check_comparator(model.comparator)
         if model.whitening is not None:  # fitted on the training items after training: refused now if it cannot be
-            model.whitening.check_labels(train_items.labels)
+            model.whitening.check_labels(train_items.labels[train_items.labelled])
         plan_name = getattr(type(loss), "batch_plan", None)
         if not isinstance(plan_name, str):
             raise ConfigError(f"loss {type(loss).__name__} names no batch plan: set its class attribute "
