@@ -64,9 +64,6 @@ class _TwinBase(nn.Module):
         self.fingerprint: str | None = None
         self._embedding_dim: int | None = None
 
-    def _norm(self, z: torch.Tensor) -> torch.Tensor:
-        return F.normalize(z, dim=-1) if self.normalize else z
-
     # -- sides --------------------------------------------------------------------------------------
 
     def encoder_for(self, side: Side = "a") -> nn.Module:  # pragma: no cover - abstract
@@ -74,11 +71,8 @@ class _TwinBase(nn.Module):
 
     def embed(self, x: Any, side: Side = "a") -> torch.Tensor:
         """Embeddings of a batch through the encoder of ``side`` (normalised if the model normalises,
-        then whitened and normalised again if the model has a fitted whitening)."""
-        return self._whiten(self._norm(self.encoder_for(side)(x)))
-
-    def _whiten(self, z: torch.Tensor) -> torch.Tensor:
-        return z if self.whitening is None else self._norm(self.whitening(z))
+        then whitened and normalised again if the model has a whitening)."""
+        return _finish(self.encoder_for(side)(x), self.normalize, self.whitening)
 
     def set_whitening(self, whitening: Whitening | None) -> None:
         """Give the model a whitening of its embeddings (:mod:`twinnet.whitening`), applied after
@@ -168,12 +162,17 @@ class _SideModule(nn.Module):
         self.whitening = whitening
 
     def forward(self, x: Any) -> torch.Tensor:
-        z = self.encoder(x)
-        z = F.normalize(z, dim=-1) if self.normalize else z
-        if self.whitening is not None:
-            z = self.whitening(z)
-            z = F.normalize(z, dim=-1) if self.normalize else z
+        return _finish(self.encoder(x), self.normalize, self.whitening)
+
+
+def _finish(z: torch.Tensor, normalize: bool, whitening: nn.Module | None) -> torch.Tensor:
+    """An encoder's output as the model's embedding: normalised (if the model normalises), then
+    whitened and normalised again (if it has a whitening)."""
+    z = F.normalize(z, dim=-1) if normalize else z
+    if whitening is None:
         return z
+    z = whitening(z)
+    return F.normalize(z, dim=-1) if normalize else z
 
 
 def _check_side(side: str) -> None:
@@ -345,12 +344,7 @@ def build_model(
         if config.share:
             raise ConfigError("model.share: only meaningful for a half-twin (set model.encoder_b)")
         comparator = _comparator(config, dim)
-        twin = TwinNetwork(encoder, comparator, config.normalize, config=config)
-        if config.whitening is not None:
-            twin.set_whitening(build_whitening(config.whitening.name, config.whitening.params, dim))
-        return twin
-    if config.whitening is not None:
-        raise ConfigError("model.whitening: only for twins (a half-twin's two towers would need one each)")
+        return _with_whitening(TwinNetwork(encoder, comparator, config.normalize, config=config), config, dim)
     encoder_b, dim_b = _encoder(
         config.encoder_b,
         config.input_b or config.input,
@@ -361,7 +355,14 @@ def build_model(
     if dim_b != dim:
         raise ConfigError(f"model.encoder_b: embedding size {dim_b} differs from model.encoder's {dim}")
     comparator = _comparator(config, dim)
-    return HalfTwinNetwork(encoder, encoder_b, comparator, config.normalize, config.share, config=config)
+    half = HalfTwinNetwork(encoder, encoder_b, comparator, config.normalize, config.share, config=config)
+    return _with_whitening(half, config, dim)
+
+
+def _with_whitening(model: AnyTwin, config: ModelConfig, dim: int) -> AnyTwin:
+    if config.whitening is not None:
+        model.set_whitening(build_whitening(config.whitening.name, config.whitening.params, dim))
+    return model
 
 
 def _comparator(config: ModelConfig, dim: int) -> Comparator:
