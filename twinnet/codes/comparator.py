@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from twinnet.codes.bits import check_bits, pack_bits
-from twinnet.codes.projection import METHODS, itq_projection, simhash_projection
+from twinnet.codes.projection import METHODS, itq_projection, sign_projection, simhash_projection
 from twinnet.compare import COMPARATORS, DISTANCE, Comparator, IndexPlan
 
 
@@ -38,7 +38,8 @@ def _negated(similarity: np.ndarray) -> np.ndarray:
 class HammingDistance(Comparator):
     """Hamming distance between ``bits``-bit codes of the embeddings (a distance in 0…bits).
 
-    ``method``: ``simhash`` (random hyperplanes, ready at once), ``itq`` (call :meth:`fit` on
+    ``method``: ``simhash`` (random hyperplanes, ready at once), ``sign`` (each coordinate's sign
+    about the training mean: ``bits`` = the embedding size), ``itq`` (call :meth:`fit` on
     training embeddings) or ``learned`` (``W`` trained with the model; starts as SimHash, or as
     ITQ after :meth:`fit`). ``dim`` is the embedding size (given by the model; left out, the
     projection is made at the first call). ``rescore_with``: the float comparator the codes stand
@@ -63,7 +64,10 @@ class HammingDistance(Comparator):
             self._make(int(dim))
 
     def _make(self, dim: int) -> None:
-        centre, w = simhash_projection(dim, self.bits, self.seed)
+        if self.method == "sign":
+            centre, w = sign_projection(dim, self.bits)
+        else:
+            centre, w = simhash_projection(dim, self.bits, self.seed)
         self.weight = nn.Parameter(torch.from_numpy(w), requires_grad=self.method == "learned")
         self.centre = torch.from_numpy(centre)
 
@@ -91,7 +95,7 @@ class HammingDistance(Comparator):
         if self.weight is None:
             self._make(x.shape[1])
         assert self.weight is not None and self.centre is not None
-        if self.method == "simhash":
+        if self.method in ("simhash", "sign"):
             self.centre.copy_(torch.from_numpy(x.mean(0)))
             return self
         centre, w = itq_projection(x, self.bits, iterations, self.seed)

@@ -5,6 +5,9 @@ A code is ``sign((x − centre) · W)`` for a ``dim × bits`` matrix ``W``:
 
 - ``simhash`` (Charikar 2002): ``W`` random Gaussian hyperplanes, centre 0; the probability that
   a bit differs is the angle between the two embeddings over π.
+- ``sign``: ``W = I`` and the centre the training mean: each coordinate's sign about its mean
+  (``bits`` = the embedding size). For embeddings whose coordinates already carry the information
+  evenly (a sentence model's), no rotation is needed, and one fitted on few embeddings can only add noise.
 - ``itq`` (Gong & Lazebnik 2011, iterative quantisation): centre the training embeddings, project
   onto their top ``bits`` principal directions, then find the rotation ``R`` that moves the
   projected points closest to the corners of the hypercube (alternating ``B = sign(VR)`` and an
@@ -24,7 +27,15 @@ import numpy as np
 
 from twinnet.errors import DataError
 
-METHODS = ("simhash", "itq", "learned")
+METHODS = ("simhash", "itq", "learned", "sign")
+
+
+def sign_projection(dim: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(centre, W)`` of the embedding's own coordinates (``W = I``: one bit a dimension, the sign
+    of each coordinate about the centre; sentence-transformers' ``ubinary`` with centre 0)."""
+    if bits != dim:
+        raise ValueError(f"sign codes have one bit a dimension: bits must be {dim}, not {bits}")
+    return np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32)
 
 
 def simhash_projection(dim: int, bits: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
