@@ -11,6 +11,9 @@ Writes ``bench/results/selfsup.json``.
 
 ``--one-label``: the label-efficiency point of one labelled drawing per character, from scratch and
 from the self-supervised model (``selfsup_one_label.json``).
+``--lfw``: faces without identities (``configs/selfsup-faces.yaml``) on the training people of
+``bench/faces.py``'s LFW split, 10-fold pairs accuracy on its test people against eigenfaces, then the
+face recipe on a tenth of the names from scratch and from that model (``selfsup_lfw.json``).
 ``--digits-only``: each label-free objective on the quickstart digits (``selfsup_digits.json``).
 ``--text``: all-MiniLM-L6-v2 adapted without labels (``configs/selfsup-text.yaml``) on the texts of
 the STS-B training pairs and of 80% of MRPC's training pairs, against the model as shipped in the
@@ -366,6 +369,94 @@ def one_label(args: argparse.Namespace, started: float) -> None:
     print(f"wrote {path}")
 
 
+#: ``--lfw``: the face recipe on the labels of a tenth of the training people, from scratch and from
+#: the model trained without identities.
+LFW_LABELS: dict[str, dict[str, Any]] = {"10% of people": {"class_share": 0.1}}
+
+
+def lfw_pairs(model: AnyTwin, pairs: Path) -> dict[str, Any]:
+    """10-fold pairs accuracy (each fold's threshold from the other nine) on the test people."""
+    from twinnet.evaluate import evaluate_model
+
+    r = evaluate_model(model, pairs, "pairs", {"folds": 10}).to_dict()
+    return {k: round(float(r[k]), 4) for k in ("accuracy", "accuracy_std", "roc_auc", "tar@far=0.001")}
+
+
+def lfw(args: argparse.Namespace, started: float) -> None:
+    """``--lfw``: configs/selfsup-faces.yaml on the training people of ``bench/faces.py``'s split
+    with their names dropped; 10-fold pairs accuracy on the test people (never trained on) against
+    eigenfaces and the untrained encoder (this run) and the supervised face recipe (``faces.json``);
+    then the face recipe on a tenth of the people's names, from scratch and from this model."""
+    import faces as faces_bench
+
+    data = faces_bench.prepare(args.out / "lfw")
+    pairs = Path(data["pairs"])
+    supervised_cfg = REPO / "configs" / "faces.yaml"
+    rows: dict[str, dict[str, Any]] = {}
+    eigen = faces_bench.eigenfaces(data, pairs)
+    read_out = ("accuracy", "accuracy_std", "roc_auc", "tar@far=0.001")
+    rows["eigenfaces (PCA, this run)"] = {k: round(float(eigen["eigenfaces"][k]), 4) for k in read_out}
+    ssl_cfg = load_config(args.lfw_config, [f"data.path={data['folders']['train']}",
+                                            f"train.max_minutes={args.lfw_minutes}", *args.lfw_override])  # fmt: skip
+    seed_everything(ssl_cfg.train.seed)
+    rows["encoder untrained"] = lfw_pairs(build_model(ssl_cfg.model), pairs)
+    console.print("[bold]faces without identities[/]")
+    ssl_dir, ssl_minutes, ssl_epochs = train_timed(ssl_cfg, args.out / "lfw-ssl")
+    ssl = {**lfw_pairs(load(ssl_dir), pairs), "train_minutes": round(ssl_minutes, 2), "epochs": ssl_epochs}
+    rows["twinnet self-supervised (no identities)"] = ssl
+    curve = []
+    for name, share in LFW_LABELS.items():
+        ft_cfg = load_config(supervised_cfg, [f"data.path={data['folders']['train']}",
+                                              f"data.val_path={data['folders']['val']}",
+                                              f"train.max_minutes={args.lfw_finetune_minutes}"])  # fmt: skip
+        for start, init in (("scratch", None), ("self-supervised", ssl_dir)):
+            console.print(f"[bold]{name}, from {start}[/]")
+            model_dir, minutes = finetune(ft_cfg, share, init, args.out / f"lfw-{name.split()[0]}-{start}")
+            curve.append({"labels": name, "start": start, **lfw_pairs(load(model_dir), pairs),
+                          "train_minutes": round(minutes, 2)})  # fmt: skip
+    faces_json = json.loads((RESULTS / "faces.json").read_text())
+    supervised = {"accuracy": round(faces_json["lfw_pairs_accuracy"], 4), "train_minutes": faces_json["train_minutes"],
+                  "source": "bench/results/faces.json (configs/faces.yaml on every training person's name; "
+                            "the same split and pairs)"}  # fmt: skip
+    eigen_accuracy = rows["eigenfaces (PCA, this run)"]["accuracy"]
+    best_tenth = max(r["accuracy"] for r in curve)
+    result = {
+        "lfw": {
+            "pairs_accuracy": ssl["accuracy"],
+            "eigenfaces_pairs_accuracy": eigen_accuracy,
+            "points_over_eigenfaces": round(100 * (ssl["accuracy"] - eigen_accuracy), 2),
+            "supervised_pairs_accuracy": supervised["accuracy"],
+            "tenth_of_people_best_pairs_accuracy": best_tenth,
+            "tenth_of_people_points_below_supervised": round(100 * (supervised["accuracy"] - best_tenth), 2),
+            "rows": rows,
+            "supervised": supervised,
+            "label_efficiency": curve,
+            "split": data["counts"],
+        },
+        "train_minutes": round(ssl_minutes, 2),
+        "budget_minutes": args.lfw_minutes,
+        "finetune_budget_minutes": args.lfw_finetune_minutes,
+        "overrides": args.lfw_override,
+        "configs": {
+            "self_supervised": str(args.lfw_config.relative_to(REPO)),
+            "supervised": str(supervised_cfg.relative_to(REPO)),
+        },
+    }
+    path = write_result("selfsup_lfw", result, started)
+    table = Table(title="LFW pairs, 10 folds, test people never trained on")
+    for column in ("system", "accuracy", "ROC AUC", "train min"):
+        table.add_column(column)
+    for name, row in rows.items():
+        table.add_row(name, f"{row['accuracy']:.3f}", f"{row['roc_auc']:.3f}", str(row.get("train_minutes", "")))
+    for row in curve:
+        table.add_row(f"{row['labels']}, from {row['start']}", f"{row['accuracy']:.3f}", f"{row['roc_auc']:.3f}",
+                      str(row["train_minutes"]))  # fmt: skip
+    table.add_row("supervised, every name (faces.json)", f"{supervised['accuracy']:.3f}", "",
+                  str(supervised["train_minutes"]))  # fmt: skip
+    Console().print(table)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget of each full run")
@@ -392,9 +483,20 @@ def main() -> None:
     parser.add_argument(
         "--ssl-model", type=Path, default=None, help="--one-label: a self-supervised model to start from"
     )
+    parser.add_argument("--lfw", action="store_true",
+                        help="only faces without identities on LFW (bench/results/selfsup_lfw.json)")  # fmt: skip
+    parser.add_argument("--lfw-config", type=Path, default=REPO / "configs" / "selfsup-faces.yaml")
+    parser.add_argument("--lfw-minutes", type=float, default=25.0, help="budget of the --lfw run without identities")
+    parser.add_argument("--lfw-finetune-minutes", type=float, default=10.0,
+                        help="budget of each --lfw run on a tenth of the names")  # fmt: skip
+    parser.add_argument("--lfw-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for the --lfw run without identities (repeatable)")  # fmt: skip
     args = parser.parse_args()
     started = time.perf_counter()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.lfw:
+        lfw(args, started)
+        return
     if args.one_label:
         one_label(args, started)
         return

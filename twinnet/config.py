@@ -214,6 +214,12 @@ class AugmentConfig(_Strict):
     """Colour: scale each image's deviation from its mean grey by ``1 ± contrast``."""
     saturation: Fraction = 0.0
     """Colour (RGB images): blend each image with its grey version by ``1 ± saturation``."""
+    grayscale: Fraction = 0.0
+    """Colour (RGB images): the probability that an image is replaced by its grey version (SimCLR
+    uses 0.2, so that a views loss cannot match two views by their colour histogram alone)."""
+    blur: NonNegativeFloat = 0.0
+    """Gaussian blur: each image is blurred with a standard deviation uniform in [0, ``blur``]
+    pixels (0: off)."""
     elastic: NonNegativeFloat = 0.0
     """Elastic distortion (skin): a smooth random displacement field of up to this share of the image size."""
     pressure: NonNegativeInt = 0

@@ -42,3 +42,33 @@ def test_the_augmentation_is_chosen_by_the_kind_of_input():
     for kind in ("text", "vector", "audio"):
         with pytest.raises(ConfigError, match=rf"data\.augment: no augmentation for {kind} inputs .* image, sequence"):
             build_augmenter(on, kind)
+
+
+def test_gaussian_blur_matches_scipy_per_image_sigma():
+    from scipy.ndimage import gaussian_filter
+
+    from twinnet.data.transforms import gaussian_blur
+
+    x = torch.rand(4, 3, 17, 13)
+    out = gaussian_blur(x, 2.0, torch.Generator().manual_seed(3))
+    sigmas = (2.0 * torch.rand(4, generator=torch.Generator().manual_seed(3))).tolist()  # the draw it made
+    for image, blurred, sigma in zip(x, out, sigmas, strict=True):
+        # scipy's kernel reaches 4σ; ours 3 × the largest σ: the weights beyond differ by < 1e-3
+        reference = gaussian_filter(image.numpy(), sigma=(0, sigma, sigma), mode="nearest", truncate=3.0 * 2.0 / sigma)
+        torch.testing.assert_close(blurred, torch.from_numpy(reference), atol=1e-4, rtol=0)
+    assert not torch.allclose(out, x)
+
+
+def test_grayscale_replaces_the_colours_by_luminance_at_its_probability():
+    x = torch.rand(400, 3, 4, 4)
+    no_affine = {"rotation": 0, "shear": 0, "scale": (1, 1), "translate": 0}
+    always = RandomAffine(AugmentConfig(enabled=True, grayscale=1.0, **no_affine))(x, torch.Generator())
+    luminance = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    for channel in range(3):
+        torch.testing.assert_close(always[:, channel], luminance, atol=1e-5, rtol=0)
+    some = RandomAffine(AugmentConfig(enabled=True, grayscale=0.2, **no_affine))(x, torch.Generator().manual_seed(0))
+    grey = (some[:, 0] == some[:, 1]).all(dim=(1, 2)) & (some[:, 1] == some[:, 2]).all(dim=(1, 2))
+    assert 0.12 < grey.float().mean().item() < 0.28
+    # off (the default): a recipe without it keeps its images and its random stream
+    plain = RandomAffine(AugmentConfig(enabled=True, **no_affine))(x, torch.Generator())
+    torch.testing.assert_close(plain, x, atol=1e-5, rtol=0)

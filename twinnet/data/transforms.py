@@ -48,8 +48,8 @@ def build_augmenter(config: AugmentConfig | None, kind: str) -> Augmenter | None
 
 @AUGMENTATIONS.register("image")
 class RandomAffine:
-    """Rotation, shear, scale, translation (Koch et al. 2015), optional flips and colour jitter
-    (brightness, contrast, saturation), per image."""
+    """Rotation, shear, scale, translation (Koch et al. 2015), optional flips, colour jitter
+    (brightness, contrast, saturation, grey) and Gaussian blur, per image."""
 
     def __init__(self, config: AugmentConfig) -> None:
         self.config = config
@@ -93,13 +93,14 @@ class RandomAffine:
             from twinnet.fingerprints.augment import impression
 
             out = impression(out, c, generator)
-        return self.colour(out, generator)
+        out = self.colour(out, generator)
+        return gaussian_blur(out, c.blur, generator) if c.blur else out
 
     def colour(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Per-image brightness, contrast and (RGB) saturation jitter, clipped to [0, 1]; drawn only
         when configured, so recipes without colour jitter keep their random streams."""
         c = self.config
-        if not (c.brightness or c.contrast or c.saturation):
+        if not (c.brightness or c.contrast or c.saturation or c.grayscale):
             return images
         n = len(images)
 
@@ -116,4 +117,26 @@ class RandomAffine:
         if c.saturation and out.shape[1] == 3:
             grey = (0.299 * out[:, 0:1] + 0.587 * out[:, 1:2] + 0.114 * out[:, 2:3]).expand_as(out)
             out = (out - grey) * factor(c.saturation) + grey
+        if c.grayscale and out.shape[1] == 3:
+            chosen = (torch.rand(n, generator=generator) < c.grayscale).to(images.device).view(n, 1, 1, 1)
+            grey = (0.299 * out[:, 0:1] + 0.587 * out[:, 1:2] + 0.114 * out[:, 2:3]).expand_as(out)
+            out = torch.where(chosen, grey, out)
         return out.clamp(0.0, 1.0)
+
+
+def gaussian_blur(images: torch.Tensor, max_sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Each image blurred by a separable Gaussian whose standard deviation is uniform in
+    ``[0, max_sigma]`` pixels (edges repeated), all images in one grouped convolution per axis."""
+    n, channels = images.shape[:2]
+    sigma = (max_sigma * torch.rand(n, generator=generator)).clamp_min(1e-3)
+    radius = max(1, math.ceil(3 * max_sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets.view(1, -1) / sigma.view(n, 1)) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).to(images.device, images.dtype)
+    kernel = kernel.repeat_interleave(channels, 0)  # one kernel per (image, channel) group
+    flat = images.reshape(1, n * channels, *images.shape[2:])
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernel.view(n * channels, 1, 1, -1),
+                    groups=n * channels)  # fmt: skip
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kernel.view(n * channels, 1, -1, 1),
+                    groups=n * channels)  # fmt: skip
+    return flat.reshape(images.shape)
