@@ -104,14 +104,22 @@ def train_timed(config: Config, out: Path) -> tuple[Path, float, int]:
     return result.model_dir, (time.perf_counter() - started) / 60, result.epochs_run
 
 
-def few_labels(items: ItemSet, per_class: int | None, class_share: float | None, seed: int) -> ItemSet:
+def few_labels(items: ItemSet, per_class: int | None, class_share: float | None, seed: int,
+               rest_unlabelled: bool = False) -> ItemSet:  # fmt: skip
     """``per_class`` labelled drawings of every training character, or all drawings of ``class_share``
-    of the characters (seeded)."""
+    of the characters (seeded); neither: every item. ``rest_unlabelled``: the other classes' items
+    stay, without their labels (mixed data: each its own class)."""
+    from twinnet.data.items import as_unlabelled, join_items
+
     rng = np.random.default_rng(seed)
+    if per_class is None and class_share is None:
+        return items
     if class_share is not None:
         classes = np.unique(items.labels)
         keep = rng.choice(classes, max(2, round(class_share * len(classes))), replace=False)
-        return items.subset(np.nonzero(np.isin(items.labels, keep))[0])
+        named = np.isin(items.labels, keep)
+        labelled = items.subset(np.nonzero(named)[0])
+        return join_items(labelled, as_unlabelled(items.subset(np.nonzero(~named)[0]))) if rest_unlabelled else labelled
     chosen = [rng.permutation(np.nonzero(items.labels == c)[0])[:per_class] for c in np.unique(items.labels)]
     return items.subset(np.sort(np.concatenate(chosen)))
 
@@ -121,7 +129,8 @@ def finetune(config: Config, items_share: dict[str, Any], init: Path | None, out
     seed_everything(config.train.seed)
     data = load_datasets(config)
     train = replace(data.train, items=few_labels(data.train.items, items_share.get("per_class"),
-                                                 items_share.get("class_share"), config.train.seed))  # fmt: skip
+                                                 items_share.get("class_share"), config.train.seed,
+                                                 items_share.get("rest_unlabelled", False)))  # fmt: skip
     model = build_model(config.model)
     if init is not None:
         init_encoders(model, init)
@@ -369,9 +378,13 @@ def one_label(args: argparse.Namespace, started: float) -> None:
     print(f"wrote {path}")
 
 
-#: ``--lfw``: the face recipe on the labels of a tenth of the training people, from scratch and from
-#: the model trained without identities.
-LFW_LABELS: dict[str, dict[str, Any]] = {"10% of people": {"class_share": 0.1}}
+#: ``--lfw``: the face recipe on the names of a tenth of the training people (alone; or with the other
+#: people's photos unnamed, each its own class: mixed data), and on every name at the same budget.
+LFW_LABELS: dict[str, dict[str, Any]] = {
+    "10% of people": {"class_share": 0.1, "starts": ("scratch", "self-supervised")},
+    "10% of people + the rest unnamed": {"class_share": 0.1, "rest_unlabelled": True, "starts": ("self-supervised",)},
+    "every person": {"starts": ("scratch",)},
+}
 
 
 def lfw_pairs(model: AnyTwin, pairs: Path) -> dict[str, Any]:
@@ -400,8 +413,13 @@ def lfw(args: argparse.Namespace, started: float) -> None:
                                             f"train.max_minutes={args.lfw_minutes}", *args.lfw_override])  # fmt: skip
     seed_everything(ssl_cfg.train.seed)
     rows["encoder untrained"] = lfw_pairs(build_model(ssl_cfg.model), pairs)
-    console.print("[bold]faces without identities[/]")
-    ssl_dir, ssl_minutes, ssl_epochs = train_timed(ssl_cfg, args.out / "lfw-ssl")
+    if args.ssl_model is None:
+        console.print("[bold]faces without identities[/]")
+        ssl_dir, ssl_minutes, ssl_epochs = train_timed(ssl_cfg, args.out / "lfw-ssl")
+    else:  # a model this mode trained before: its run's log says how long
+        ssl_dir = args.ssl_model
+        records = [json.loads(line) for line in (ssl_dir.parent / "metrics.jsonl").read_text().splitlines() if line]
+        ssl_minutes, ssl_epochs = sum(r["seconds"] for r in records) / 60, len(records)
     ssl = {**lfw_pairs(load(ssl_dir), pairs), "train_minutes": round(ssl_minutes, 2), "epochs": ssl_epochs}
     rows["twinnet self-supervised (no identities)"] = ssl
     curve = []
@@ -409,9 +427,11 @@ def lfw(args: argparse.Namespace, started: float) -> None:
         ft_cfg = load_config(supervised_cfg, [f"data.path={data['folders']['train']}",
                                               f"data.val_path={data['folders']['val']}",
                                               f"train.max_minutes={args.lfw_finetune_minutes}"])  # fmt: skip
-        for start, init in (("scratch", None), ("self-supervised", ssl_dir)):
+        for start in share["starts"]:
+            init = ssl_dir if start == "self-supervised" else None
             console.print(f"[bold]{name}, from {start}[/]")
-            model_dir, minutes = finetune(ft_cfg, share, init, args.out / f"lfw-{name.split()[0]}-{start}")
+            folder = "-".join(name.replace("%", "").replace("+", "").split()[:4])
+            model_dir, minutes = finetune(ft_cfg, share, init, args.out / f"lfw-{folder}-{start}")
             curve.append({"labels": name, "start": start, **lfw_pairs(load(model_dir), pairs),
                           "train_minutes": round(minutes, 2)})  # fmt: skip
     faces_json = json.loads((RESULTS / "faces.json").read_text())
@@ -419,15 +439,18 @@ def lfw(args: argparse.Namespace, started: float) -> None:
                   "source": "bench/results/faces.json (configs/faces.yaml on every training person's name; "
                             "the same split and pairs)"}  # fmt: skip
     eigen_accuracy = rows["eigenfaces (PCA, this run)"]["accuracy"]
-    best_tenth = max(r["accuracy"] for r in curve)
+    best_tenth = max(r["accuracy"] for r in curve if r["labels"].startswith("10%"))
+    every = next(r for r in curve if r["labels"] == "every person")
     result = {
         "lfw": {
             "pairs_accuracy": ssl["accuracy"],
             "eigenfaces_pairs_accuracy": eigen_accuracy,
             "points_over_eigenfaces": round(100 * (ssl["accuracy"] - eigen_accuracy), 2),
             "supervised_pairs_accuracy": supervised["accuracy"],
+            "supervised_same_budget_pairs_accuracy": every["accuracy"],
             "tenth_of_people_best_pairs_accuracy": best_tenth,
             "tenth_of_people_points_below_supervised": round(100 * (supervised["accuracy"] - best_tenth), 2),
+            "tenth_of_people_points_below_supervised_same_budget": round(100 * (every["accuracy"] - best_tenth), 2),
             "rows": rows,
             "supervised": supervised,
             "label_efficiency": curve,
@@ -437,6 +460,7 @@ def lfw(args: argparse.Namespace, started: float) -> None:
         "budget_minutes": args.lfw_minutes,
         "finetune_budget_minutes": args.lfw_finetune_minutes,
         "overrides": args.lfw_override,
+        "self_supervised_model": str(ssl_dir),
         "configs": {
             "self_supervised": str(args.lfw_config.relative_to(REPO)),
             "supervised": str(supervised_cfg.relative_to(REPO)),
@@ -481,7 +505,7 @@ def main() -> None:
                              "and from a self-supervised model trained here or given by --ssl-model "
                              "(bench/results/selfsup_one_label.json)")  # fmt: skip
     parser.add_argument(
-        "--ssl-model", type=Path, default=None, help="--one-label: a self-supervised model to start from"
+        "--ssl-model", type=Path, default=None, help="--one-label, --lfw: a self-supervised model to start from"
     )
     parser.add_argument("--lfw", action="store_true",
                         help="only faces without identities on LFW (bench/results/selfsup_lfw.json)")  # fmt: skip
