@@ -149,6 +149,9 @@ def finetune_stsb(work: Path, dev: TextPairs) -> dict[str, Any]:
         "stsb_dev_spearman_finetuned": final["spearman"],
         "stsb_dev_pearson_finetuned": final.pearson,
         "finetune_minutes": minutes,
+        # train.wise_ft: the saved weights are interpolated toward the shipped MiniLM after the best
+        # epoch; the history's val_spearman is before that, the figure above after it
+        "wise_ft": cfg.train.wise_ft,
         "finetune": {"config": "configs/stsb.yaml", "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                      "history": [{k: r[k] for k in ("epoch", "train_loss", "val_spearman", "seconds", "items_per_s")}
                                  for r in result.history]},

@@ -545,3 +545,36 @@ def test_progress_lines_come_at_the_interval_and_once_at_the_end_of_an_epoch():
     assert "left in epoch" not in quiet.getvalue()
     with pytest.raises(ConfigError, match="log_interval"):
         Trainer(vector_model(), ContrastiveLoss(), TRAIN, config(), log_interval=0)
+
+
+def test_wise_ft_interpolates_toward_the_starting_weights_and_survives_a_resume(tmp_path, monkeypatch):
+    cfg = config(epochs=2, early_stopping={"patience": None})
+    start = {k: v.clone() for k, v in vector_model().state_dict().items()}
+    trained = Trainer(vector_model(), TripletLoss(), TRAIN, cfg, val_items=VAL).fit().model.state_dict()
+    for alpha in (0.0, 0.5):
+        cfg_a = config(epochs=2, early_stopping={"patience": None}, wise_ft=alpha)
+        got = Trainer(vector_model(), TripletLoss(), TRAIN, cfg_a, val_items=VAL,
+                      run_dir=tmp_path / f"a{alpha}").fit().model.state_dict()  # fmt: skip
+        for k, v in got.items():
+            expected = alpha * trained[k] + (1 - alpha) * start[k] if v.is_floating_point() else trained[k]
+            torch.testing.assert_close(v, expected, atol=1e-6, rtol=0)
+    assert (tmp_path / "a0.5" / "checkpoints" / "start" / "model.safetensors").exists()
+    # killed after epoch 1, resumed by a process that built other weights: still toward the original start
+    cfg_half = config(epochs=2, early_stopping={"patience": None}, wise_ft=0.5)
+    real_validate = Trainer.validate
+
+    def dying_validate(self):
+        if self.state.epoch == 2:
+            raise KeyboardInterrupt
+        return real_validate(self)
+
+    monkeypatch.setattr(Trainer, "validate", dying_validate)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(vector_model(), TripletLoss(), TRAIN, cfg_half, val_items=VAL, run_dir=tmp_path / "b").fit()
+    monkeypatch.setattr(Trainer, "validate", real_validate)
+    resumed = Trainer(vector_model(seed=99), TripletLoss(), TRAIN, cfg_half, val_items=VAL,
+                      run_dir=tmp_path / "b").fit(resume=True).model.state_dict()  # fmt: skip
+    floats = {k: v for k, v in resumed.items() if v.is_floating_point()}
+    assert floats and not torch.allclose(floats[next(iter(floats))], trained[next(iter(floats))])
+    for k, v in floats.items():
+        torch.testing.assert_close(v, 0.5 * trained[k] + 0.5 * start[k], atol=1e-6, rtol=0)

@@ -456,6 +456,11 @@ class TrainConfig(_Strict):
     progress: bool = True
     max_minutes: PositiveFloat | None = None
     """Stop after the epoch during which this much training time has passed (a budget guard)."""
+    wise_ft: Fraction | None = None
+    """Weight-space ensembling with the starting weights (WiSE-FT, Wortsman et al. 2022): the saved
+    model's floating-point weights are ``wise_ft`` × trained + (1 − ``wise_ft``) × starting, taken
+    after the best epoch is restored and before whitening, validation and calibration. For
+    fine-tuning a pretrained model, which it keeps closer to where it started; ``null``: off."""
     batch_plan: str | None = None
     """Train from this registered batch plan instead of the loss's own, when it builds the same kind of
     batch: ``pseudo_labels`` (clusters of the model's embeddings as classes) for a P×K loss such as

@@ -36,6 +36,7 @@ import torch
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -187,6 +188,7 @@ class Trainer:
         self.state = TrainerState()
         self.best_weights: dict[str, dict[str, torch.Tensor]] | None = None  # model and loss of the best epoch
         self.start_metric: float | None = None  # the starting weights' (train.validation.before_training)
+        self.start_weights: dict[str, torch.Tensor] | None = None  # train.wise_ft: the weights fit() started from
         self._step: nn.Module = _Step(model, loss)  # fit() wraps it in DDP when there are several processes
 
     @classmethod
@@ -260,6 +262,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.run_config is not None:
                 (self.run_dir / "config.yaml").write_text(yaml.safe_dump(dump_config(self.run_config), sort_keys=False))
+        if c.wise_ft is not None:  # the starting weights, before a resumed run overwrites them
+            self.start_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         if resume:
             path = Path(resume) if not isinstance(resume, bool) else self._checkpoint_dir("last")
             if path is not None and path.exists():
@@ -270,6 +274,7 @@ class Trainer:
                 raise DataError(f"rank {self.world.rank} resumes after epoch {self.state.epoch}, rank 0 after epoch "
                                 f"{first}: every process must read the same checkpoint ({path}); with several "
                                 "machines, --out must be a folder all of them see")  # fmt: skip
+        self._keep_start_weights()
         if self.world.distributed:  # DDP averages the gradients; the module is on this process's device (no
             step = _Step(self.model, self.loss)  # device_ids), and a parameter a loss leaves unused is allowed
             self._step = DistributedDataParallel(step, find_unused_parameters=True)
@@ -451,6 +456,23 @@ class Trainer:
         parts += [f"{record['items_per_s']:.0f} items/s", f"model share {record['model_share']:.2f}"]
         self.console.print(" · ".join(parts))
 
+    def _keep_start_weights(self) -> None:
+        """``train.wise_ft``: the weights the run started from, kept beside its checkpoints, so that a
+        resumed run interpolates toward them and not toward whatever the resuming process built."""
+        start = self._checkpoint_dir("start")
+        if self.start_weights is None or start is None:
+            return
+        file = start / "model.safetensors"
+        if self.state.epoch > 0:  # resumed
+            if not file.exists():
+                raise DataError(f"cannot resume with train.wise_ft: the starting weights ({file}) are missing")
+            self.start_weights = load_file(str(file))
+        elif self.world.is_main:
+            start.mkdir(parents=True, exist_ok=True)
+            partial = file.with_suffix(".partial")
+            save_file({k: v.contiguous() for k, v in self.start_weights.items()}, str(partial))
+            partial.replace(file)
+
     def _restore_best(self) -> None:
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights["model"])
@@ -466,6 +488,9 @@ class Trainer:
                 calibration=None, validation={}, run_dir=self.run_dir, train_seconds=seconds, is_main=False,
             )  # fmt: skip
         self._restore_best()
+        if self.config.wise_ft is not None and self.start_weights is not None:
+            self.model.load_state_dict(interpolate_weights(self.start_weights, self.model.state_dict(),
+                                                           self.config.wise_ft))  # fmt: skip
         fit_whitening(self.model, self.train_items, self.config.seed)  # before validation and calibration
         calibration = None
         validation: dict[str, Any] = {}
@@ -483,6 +508,14 @@ class Trainer:
             calibration=calibration, validation=validation, model_dir=model_dir, run_dir=self.run_dir,
             train_seconds=seconds, start_metric=self.start_metric,
         )  # fmt: skip
+
+
+def interpolate_weights(start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor],
+                        alpha: float) -> dict[str, torch.Tensor]:  # fmt: skip
+    """WiSE-FT: ``alpha`` × ``trained`` + (1 − ``alpha``) × ``start`` for each floating-point tensor;
+    the others (counters, integer buffers) as trained."""
+    return {k: torch.lerp(start[k].to(v.device, v.dtype), v, alpha) if v.is_floating_point() else v
+            for k, v in trained.items()}  # fmt: skip
 
 
 def _clock(seconds: float) -> str:
