@@ -147,7 +147,7 @@ def finetune_stsb(work: Path, dev: TextPairs) -> dict[str, Any]:
     final = evaluate_sts(model, dev.items, dev.pairs)
     return {
         "stsb_dev_spearman_finetuned": final["spearman"],
-        "stsb_dev_pearson_finetuned": final.pearson,
+        "stsb_dev_pearson_finetuned": final["pearson"],
         "finetune_minutes": minutes,
         # train.wise_ft: the saved weights are interpolated toward the shipped MiniLM after the best
         # epoch; the history's val_spearman is before that, the figure above after it

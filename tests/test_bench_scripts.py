@@ -26,3 +26,27 @@ def test_benchmark_script_imports(script, monkeypatch):
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)  # runs the imports and definitions, not main()
     assert callable(getattr(module, "main", None)), f"{script.name} has no main()"
+
+
+def test_the_stsb_part_reads_the_protocol_result_it_gets(monkeypatch, tmp_path):
+    """bench/text.py read ``final.pearson`` from the ``ProtocolResult`` that ``evaluate_sts`` returns
+    (a mapping of metrics): the STS-B part crashed after its 16 minutes of training."""
+    from types import SimpleNamespace
+
+    from twinnet.protocols.base import ProtocolResult
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_text_part", BENCH / "text.py")
+    assert spec is not None and spec.loader is not None
+    text = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, text)
+    spec.loader.exec_module(text)
+    history = [{"epoch": 1, "train_loss": 1.0, "val_spearman": 0.8, "seconds": 1.0, "items_per_s": 2.0}]
+    fake_run = SimpleNamespace(model_dir=tmp_path, best_epoch=1, epochs_run=1, history=history)
+    monkeypatch.setattr(text, "train_from_config", lambda cfg, out, console: fake_run)
+    monkeypatch.setattr(text, "load", lambda path: object())
+    result = ProtocolResult("sts", {"spearman": 0.81, "pearson": 0.79}, "spearman")
+    monkeypatch.setattr(text, "evaluate_sts", lambda model, items, pairs: result)
+    figures = text.finetune_stsb(tmp_path, SimpleNamespace(items=None, pairs=None))
+    assert figures["stsb_dev_spearman_finetuned"] == 0.81 and figures["stsb_dev_pearson_finetuned"] == 0.79
+    assert figures["finetune"]["history"] == history and "wise_ft" in figures
