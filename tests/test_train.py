@@ -168,6 +168,21 @@ def triplet_with_metric():
     return TripletLoss(0.3, "semi_hard", distance=MahalanobisDistance(dim=8))
 
 
+def fit_killed_at_validation(trainer, epoch, monkeypatch):
+    """``trainer.fit()`` killed when it validates ``epoch`` (after its training steps, before its checkpoint)."""
+    real_validate = Trainer.validate
+
+    def dying_validate(self):
+        if self.state.epoch == epoch:
+            raise KeyboardInterrupt
+        return real_validate(self)
+
+    monkeypatch.setattr(Trainer, "validate", dying_validate)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    monkeypatch.setattr(Trainer, "validate", real_validate)
+
+
 @pytest.mark.parametrize("make_loss", [triplet_with_metric, lambda: LearnedMarginContrastive(0.7)],
                          ids=["pk-triplet-mahalanobis", "pairs-learned-margin"])  # fmt: skip
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch, make_loss):
@@ -176,17 +191,7 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch,
     straight = Trainer(vector_model(), straight_loss, TRAIN, cfg4, val_items=VAL, run_dir=tmp_path / "a").fit()
     # the same run killed during epoch 3 (after its training steps, before its checkpoint) ...
     interrupted = Trainer(vector_model(), make_loss(), TRAIN, cfg4, val_items=VAL, run_dir=tmp_path / "b")
-    real_validate = Trainer.validate
-
-    def dying_validate(self):
-        if self.state.epoch == 3:
-            raise KeyboardInterrupt
-        return real_validate(self)
-
-    monkeypatch.setattr(Trainer, "validate", dying_validate)
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.fit()
-    monkeypatch.setattr(Trainer, "validate", real_validate)
+    fit_killed_at_validation(interrupted, 3, monkeypatch)
     last = tmp_path / "b" / "checkpoints" / "last"
     assert json.loads((last / "plan.json").read_text())["next_epoch"] == 2
     steps = 2 * interrupted.steps_per_epoch
@@ -561,17 +566,8 @@ def test_wise_ft_interpolates_toward_the_starting_weights_and_survives_a_resume(
     assert (tmp_path / "a0.5" / "checkpoints" / "start" / "model.safetensors").exists()
     # killed after epoch 1, resumed by a process that built other weights: still toward the original start
     cfg_half = config(epochs=2, early_stopping={"patience": None}, wise_ft=0.5)
-    real_validate = Trainer.validate
-
-    def dying_validate(self):
-        if self.state.epoch == 2:
-            raise KeyboardInterrupt
-        return real_validate(self)
-
-    monkeypatch.setattr(Trainer, "validate", dying_validate)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(vector_model(), TripletLoss(), TRAIN, cfg_half, val_items=VAL, run_dir=tmp_path / "b").fit()
-    monkeypatch.setattr(Trainer, "validate", real_validate)
+    killed = Trainer(vector_model(), TripletLoss(), TRAIN, cfg_half, val_items=VAL, run_dir=tmp_path / "b")
+    fit_killed_at_validation(killed, 2, monkeypatch)
     resumed = Trainer(vector_model(seed=99), TripletLoss(), TRAIN, cfg_half, val_items=VAL,
                       run_dir=tmp_path / "b").fit(resume=True).model.state_dict()  # fmt: skip
     floats = {k: v for k, v in resumed.items() if v.is_floating_point()}

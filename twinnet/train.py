@@ -48,7 +48,7 @@ from twinnet.data.sources import Dataset
 from twinnet.data.transforms import build_augmenter
 from twinnet.embedding import fit_whitening
 from twinnet.errors import ConfigError, DataError, TrainingError
-from twinnet.io import init_encoders, save
+from twinnet.io import atomic_directory, init_encoders, save
 from twinnet.losses import LOSSES, TwinLoss
 from twinnet.model import SIDES, AnyTwin, build_model
 from twinnet.protocols.base import ProtocolResult
@@ -468,10 +468,8 @@ class Trainer:
                 raise DataError(f"cannot resume with train.wise_ft: the starting weights ({file}) are missing")
             self.start_weights = load_file(str(file))
         elif self.world.is_main:
-            start.mkdir(parents=True, exist_ok=True)
-            partial = file.with_suffix(".partial")
-            save_file({k: v.contiguous() for k, v in self.start_weights.items()}, str(partial))
-            partial.replace(file)
+            with atomic_directory(start) as tmp:
+                save_file({k: v.contiguous() for k, v in self.start_weights.items()}, str(tmp / file.name))
 
     def _restore_best(self) -> None:
         if self.best_weights is not None:
@@ -488,7 +486,7 @@ class Trainer:
                 calibration=None, validation={}, run_dir=self.run_dir, train_seconds=seconds, is_main=False,
             )  # fmt: skip
         self._restore_best()
-        if self.config.wise_ft is not None and self.start_weights is not None:
+        if self.start_weights is not None and self.config.wise_ft is not None:  # kept only for train.wise_ft
             self.model.load_state_dict(interpolate_weights(self.start_weights, self.model.state_dict(),
                                                            self.config.wise_ft))  # fmt: skip
         fit_whitening(self.model, self.train_items, self.config.seed)  # before validation and calibration

@@ -115,13 +115,17 @@ class RandomAffine:
             mean = out.mean(dim=(1, 2, 3), keepdim=True)
             out = (out - mean) * factor(c.contrast) + mean
         if c.saturation and out.shape[1] == 3:
-            grey = (0.299 * out[:, 0:1] + 0.587 * out[:, 1:2] + 0.114 * out[:, 2:3]).expand_as(out)
+            grey = _luminance(out)
             out = (out - grey) * factor(c.saturation) + grey
         if c.grayscale and out.shape[1] == 3:
             chosen = (torch.rand(n, generator=generator) < c.grayscale).to(images.device).view(n, 1, 1, 1)
-            grey = (0.299 * out[:, 0:1] + 0.587 * out[:, 1:2] + 0.114 * out[:, 2:3]).expand_as(out)
-            out = torch.where(chosen, grey, out)
+            out = torch.where(chosen, _luminance(out), out)
         return out.clamp(0.0, 1.0)
+
+
+def _luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """The grey version of RGB images (ITU-R BT.601 weights), on all three channels."""
+    return (0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]).expand_as(rgb)
 
 
 def gaussian_blur(images: torch.Tensor, max_sigma: float, generator: torch.Generator) -> torch.Tensor:
