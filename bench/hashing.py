@@ -156,7 +156,10 @@ class CodeSearch:
 
     def __init__(self, index: BinaryFaissIndex, head: HammingDistance, floats: np.ndarray | None, candidates: int,
                  codes: np.ndarray) -> None:  # fmt: skip
-        self.index, self.head, self.floats, self.candidates = index, head, floats, candidates
+        self.index, self.head, self.candidates = index, head, candidates
+        # the memory map as a tensor (no copy): torch gathers the candidate rows and takes their
+        # distances on both cores (NumPy fancy indexing of 12,000 rows took 4.6 ms, this 1.8 ms)
+        self.floats = None if floats is None else torch.from_numpy(floats)
         #: the templates' codes by row, for the asymmetric re-scoring: the gallery's index keeps no
         #: id → position table (FaissIndex id_table), so it cannot hand back codes by id quickly
         self.codes = codes
@@ -169,10 +172,10 @@ class CodeSearch:
         assert self.floats is not None
         out = np.empty(len(q), np.int64)
         for i in range(len(q)):
-            row = ids[i][ids[i] >= 0]
-            rows = np.sort(row)  # sequential reads of the memory map
-            d = ((self.floats[rows] - q[i]) ** 2).sum(1)
-            out[i] = rows[int(np.argmin(d))]
+            rows = np.sort(ids[i][ids[i] >= 0])  # reads of the memory map in file order
+            templates = torch.index_select(self.floats, 0, torch.from_numpy(rows))
+            d = torch.linalg.vector_norm(templates - torch.from_numpy(q[i]), dim=1)
+            out[i] = rows[int(torch.argmin(d))]
         return out
 
     def asymmetric(self, q_orig: np.ndarray) -> np.ndarray:
@@ -327,13 +330,15 @@ def scale_figures(
         index.index.nprobe = args.nprobe
         single_exact = latencies(lambda v, s=search: s.exact(to_model_space(v), v), queries, args.single)
         single_asym = latencies(lambda v, s=search: s.asymmetric(to_model_space(v)), queries, args.single)
+        # where the time goes: the Hamming stage alone (encode, IVF scan, candidates in order)
+        single_hamming = latencies(lambda v, s=search: s.candidates_of(to_model_space(v)), queries, args.single)
         tq = time.perf_counter()
         search.exact(q_orig, queries)
         batched = (time.perf_counter() - tq) * 1000 / len(queries)
         key = f"codes_{n // 1_000_000}m" if n >= 1_000_000 else f"codes_{n}"
         out[key] = {
             "n": n,
-            "index": f"FAISS IndexBinaryIVF lists={index.index.nlist} nprobe={args.nprobe}",
+            "index": f"FAISS IndexBinaryIVF lists={index.index.nlist} nprobe={args.nprobe}, counting scanner",
             "generate_and_encode_seconds": round(generate_s, 1),
             "build_seconds": round(build, 1),
             "memory_mb": memory_mb,
@@ -348,9 +353,11 @@ def scale_figures(
             "by_nprobe": by_nprobe,
             **pct(single_exact),
             "asymmetric": pct(single_asym),
+            "hamming_stage": pct(single_hamming),
             "batched_ms_per_query": round(batched, 4),
             "recall_queries": args.recall_queries,
-            "float_rescoring": "exact float re-scoring of the candidates, templates memory-mapped from disk",
+            "float_rescoring": "exact float re-scoring of the candidates, templates memory-mapped from disk "
+            "(gathered and compared with torch)",
         }
         print(key, out[key], flush=True)
         search = index = floats = codes = None  # type: ignore[assignment]

@@ -277,3 +277,38 @@ def test_a_model_of_learned_or_itq_codes_re_scores_with_the_comparator_its_codes
     finally:
         coded.close()
         plain.close()
+
+
+def test_ivf_with_many_candidates_returns_every_one_at_brute_force_distances_also_after_a_reload(tmp_path) -> None:
+    # the IVF searches by counting per Hamming distance (no heap); FAISS 1.15's counting scanner
+    # returned nothing at all unless its scan limit was set (facebookresearch/faiss issue 5555)
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 256, (3000, 4), dtype=np.uint8)
+    queries = rng.integers(0, 256, (7, 4), dtype=np.uint8)
+    index = BinaryFaissIndex(32, "hamming", "ivf", ivf_lists=8, nprobe=8)  # every list: exact
+    index.add(np.arange(3000, dtype=np.int64) * 2, codes)
+    index.save(tmp_path / "codes.index", change_id=1)
+    reloaded, _ = BinaryFaissIndex.load(tmp_path / "codes.index", 32, "hamming", "ivf")
+    expected = np.sort(hamming_matrix(queries, codes), 1)[:, :700]
+    for searched in (index, reloaded):
+        scores, ids = searched.search(queries, 700)
+        assert (ids >= 0).all() and (ids % 2 == 0).all()
+        assert np.array_equal(-scores, expected)
+        d = hamming_matrix(queries, codes)
+        assert np.array_equal(np.take_along_axis(d, ids // 2, 1), expected)  # each id at its own distance
+
+
+@pytest.mark.parametrize("id_scale", [1, 2**56])  # 2**56: ids too large to pack beside the distance
+def test_equal_distances_come_in_id_order_and_missing_results_last(id_scale) -> None:
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 4, (40, 2), dtype=np.uint8)  # few distinct codes: many ties
+    ids = rng.permutation(40).astype(np.int64) * id_scale
+    index = BinaryFaissIndex(16, "hamming", "flat")
+    index.add(ids, codes)
+    query = codes[:3]
+    scores, found = index.search(query, 45)  # 5 more than it holds
+    d = hamming_matrix(query, codes)
+    for q in range(3):
+        expected = sorted(zip(d[q].tolist(), ids.tolist()))
+        assert list(zip((-scores[q, :40]).astype(int).tolist(), found[q, :40].tolist())) == expected
+        assert (found[q, 40:] == -1).all() and np.isneginf(scores[q, 40:]).all()

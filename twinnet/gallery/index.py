@@ -193,10 +193,14 @@ class FaissIndex:
         self.index = self._make_ivf_index(self._quantizer, n_lists)
         self.index.nprobe = self._nprobe_for(n_lists)
         self._set_direct_map()
+        self._tune_ivf()
 
     def _nprobe_for(self, n_lists: int) -> int:
         """Lists an IVF search of ``n_lists`` probes: ``nprobe`` (given, or the class's default)."""
         return self.nprobe
+
+    def _tune_ivf(self) -> None:
+        """Search settings of an IVF index that FAISS does not serialise (none for float indexes)."""
 
     def _set_direct_map(self) -> None:
         """The IVF index's id table as :attr:`id_table` asks (converting one loaded from a cache)."""
@@ -381,6 +385,7 @@ class FaissIndex:
         if kind == "ivf":
             obj.index.nprobe = obj._nprobe_for(int(obj.index.nlist))
             obj._set_direct_map()
+            obj._tune_ivf()
         elif kind == "hnsw":
             obj.base.hnsw.efSearch = obj.ef_search
         if len(obj) != header.get("count") or obj.index.d != dim:
