@@ -138,8 +138,8 @@ def baseline_and_speed(dev: TextPairs, repeats: int) -> dict[str, Any]:
     }
 
 
-def finetune_stsb(work: Path, dev: TextPairs) -> dict[str, Any]:
-    cfg = load_config(REPO / "configs" / "stsb.yaml", ["train.progress=false"])
+def finetune_stsb(work: Path, dev: TextPairs, overrides: list[str]) -> dict[str, Any]:
+    cfg = load_config(REPO / "configs" / "stsb.yaml", ["train.progress=false", *overrides])
     started = time.perf_counter()
     result = train_from_config(cfg, work / "stsb", console=console)
     minutes = (time.perf_counter() - started) / 60
@@ -152,7 +152,8 @@ def finetune_stsb(work: Path, dev: TextPairs) -> dict[str, Any]:
         # train.wise_ft: the saved weights are interpolated toward the shipped MiniLM after the best
         # epoch; the history's val_spearman is before that, the figure above after it
         "wise_ft": cfg.train.wise_ft,
-        "finetune": {"config": "configs/stsb.yaml", "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "finetune": {"config": "configs/stsb.yaml", "overrides": overrides, "best_epoch": result.best_epoch,
+                     "epochs_run": result.epochs_run,
                      "history": [{k: r[k] for k in ("epoch", "train_loss", "val_spearman", "seconds", "items_per_s")}
                                  for r in result.history]},
     }  # fmt: skip
@@ -212,7 +213,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="the shared data folder (default $TWINNET_DATA)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--parts", default="baseline,small,stsb,mrpc", help="comma-separated parts to run")
+    parser.add_argument(
+        "--stsb-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for the STS-B fine-tuning (repeatable), e.g. loss.name=angle",
+    )
+    parser.add_argument("--out", default="text", help="result name under bench/results (text)")
     args = parser.parse_args()
+    results_file = RESULTS_FILE.with_name(f"{args.out}.json")
     root = data_dir(args.data)
     os.environ["TWINNET_DATA"] = str(root)  # the configs name their files under ${TWINNET_DATA}
     started = time.perf_counter()
@@ -224,9 +234,9 @@ def main() -> None:
         unknown = set(parts) - set(PARTS)
         if unknown:
             parser.error(f"unknown parts {sorted(unknown)}; known: {', '.join(PARTS)}")
-        previous = RESULTS_FILE.exists() and set(parts) != set(PARTS)
+        previous = results_file.exists() and set(parts) != set(PARTS)
         if previous:
-            old = json.loads(RESULTS_FILE.read_text())
+            old = json.loads(results_file.read_text())
             figures.update({k: old[k] for k in old if k not in ("command", "machine", "seconds", "date", "parts")})
         runs = dict(old.get("parts", {})) if previous else {}
         for part in parts:
@@ -237,7 +247,7 @@ def main() -> None:
             elif part == "small":
                 figures.update(small_text(work, dev))
             elif part == "stsb":
-                figures.update(finetune_stsb(work, dev))
+                figures.update(finetune_stsb(work, dev, args.stsb_override))
             else:
                 figures.update(mrpc(work, root))
             runs[part] = {"command": " ".join(["python", *sys.argv]), "minutes": (time.perf_counter() - t0) / 60,
@@ -249,29 +259,34 @@ def main() -> None:
                                                                "its STS-B cost)",
                "finetune_minutes": "<= 20"}  # fmt: skip
     figures["targets"] = targets
-    path = write_result("text", figures, started)
+    path = write_result(args.out, figures, started)
     table = Table(title="text twins (2 CPU cores)")
     for col in ("measure", "result", "target"):
         table.add_column(col)
-    table.add_row("STS-B dev Spearman, pretrained (twinnet / sentence-transformers)",
-                  f"{figures['stsb_dev_spearman_pretrained']:.4f} / "
-                  f"{figures['stsb_dev_spearman_pretrained_sentence_transformers']:.4f}", targets[
-                      "stsb_dev_spearman_pretrained"])  # fmt: skip
-    e, exact = figures["encode"], figures["encode_speed_exact_runtime"]
-    table.add_row("encode speed ratio (sentences/s twinnet / sentence-transformers)",
-                  f"{figures['encode_speed_ratio_vs_sentence_transformers']:.2f} "
-                  f"({exact}: {e['sentences_per_s'][exact]:.0f} / {e['sentences_per_s']['sentence_transformers']:.0f})",
-                  targets["encode_speed_ratio_vs_sentence_transformers"])  # fmt: skip
-    table.add_row("encode speed ratio, ONNX int8 (STS-B dev Spearman)",
-                  f"{figures['encode_speed_ratio_int8']:.2f} ({figures['stsb_dev_spearman_int8']:.4f})",
-                  "")  # fmt: skip
-    s = figures["small_text"]
-    table.add_row("small_text from scratch, STS-B dev Spearman (untrained → trained)",
-                  f"{s['stsb_dev_spearman_untrained']:.4f} → {s['stsb_dev_spearman_trained']:.4f}", "")  # fmt: skip
-    if "finetune_minutes" in figures and "mrpc" in figures:
+    # each part's rows where its figures exist (a result of some parts only, e.g. --out with --parts stsb)
+    if "stsb_dev_spearman_pretrained" in figures:
+        table.add_row("STS-B dev Spearman, pretrained (twinnet / sentence-transformers)",
+                      f"{figures['stsb_dev_spearman_pretrained']:.4f} / "
+                      f"{figures['stsb_dev_spearman_pretrained_sentence_transformers']:.4f}", targets[
+                          "stsb_dev_spearman_pretrained"])  # fmt: skip
+        e, exact = figures["encode"], figures["encode_speed_exact_runtime"]
+        table.add_row("encode speed ratio (sentences/s twinnet / sentence-transformers)",
+                      f"{figures['encode_speed_ratio_vs_sentence_transformers']:.2f} "
+                      f"({exact}: {e['sentences_per_s'][exact]:.0f} / "
+                      f"{e['sentences_per_s']['sentence_transformers']:.0f})",
+                      targets["encode_speed_ratio_vs_sentence_transformers"])  # fmt: skip
+        table.add_row("encode speed ratio, ONNX int8 (STS-B dev Spearman)",
+                      f"{figures['encode_speed_ratio_int8']:.2f} ({figures['stsb_dev_spearman_int8']:.4f})",
+                      "")  # fmt: skip
+    if "small_text" in figures:
+        s = figures["small_text"]
+        table.add_row("small_text from scratch, STS-B dev Spearman (untrained → trained)",
+                      f"{s['stsb_dev_spearman_untrained']:.4f} → {s['stsb_dev_spearman_trained']:.4f}", "")  # fmt: skip
+    if "finetune_minutes" in figures:
         table.add_row("STS-B dev Spearman, fine-tuned", f"{figures['stsb_dev_spearman_finetuned']:.4f}",
                       targets["stsb_dev_spearman_finetuned"])  # fmt: skip
         table.add_row("fine-tuning minutes", f"{figures['finetune_minutes']:.1f}", targets["finetune_minutes"])
+    if "mrpc" in figures:
         m = figures["mrpc"]
         table.add_row("MRPC held-out accuracy / F1 (untrained → fine-tuned)",
                       f"{m['untrained_accuracy']:.3f}/{m['untrained_f1']:.3f} → {m['accuracy']:.3f}/{m['f1']:.3f}",

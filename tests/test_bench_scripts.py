@@ -43,10 +43,13 @@ def test_the_stsb_part_reads_the_protocol_result_it_gets(monkeypatch, tmp_path):
     spec.loader.exec_module(text)
     history = [{"epoch": 1, "train_loss": 1.0, "val_spearman": 0.8, "seconds": 1.0, "items_per_s": 2.0}]
     fake_run = SimpleNamespace(model_dir=tmp_path, best_epoch=1, epochs_run=1, history=history)
-    monkeypatch.setattr(text, "train_from_config", lambda cfg, out, console: fake_run)
+    configs = []
+    monkeypatch.setattr(text, "train_from_config", lambda cfg, out, console: configs.append(cfg) or fake_run)
     monkeypatch.setattr(text, "load", lambda path: object())
     result = ProtocolResult("sts", {"spearman": 0.81, "pearson": 0.79}, "spearman")
     monkeypatch.setattr(text, "evaluate_sts", lambda model, items, pairs: result)
-    figures = text.finetune_stsb(tmp_path, SimpleNamespace(items=None, pairs=None))
+    figures = text.finetune_stsb(tmp_path, SimpleNamespace(items=None, pairs=None), ["loss.name=angle"])
     assert figures["stsb_dev_spearman_finetuned"] == 0.81 and figures["stsb_dev_pearson_finetuned"] == 0.79
     assert figures["finetune"]["history"] == history and "wise_ft" in figures
+    # --stsb-override reaches the recipe and is recorded with the figures
+    assert configs[0].loss.name == "angle" and figures["finetune"]["overrides"] == ["loss.name=angle"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
+import twinnet.losses.angle
 import twinnet.losses.cosent
 import twinnet.losses.cosine_regression
 import twinnet.losses.online_contrastive
@@ -30,6 +31,7 @@ from twinnet.metrics import calc_best_f1, calc_correlations, calc_retrieval
 @pytest.mark.parametrize(
     "module",
     [
+        twinnet.losses.angle,
         twinnet.losses.cosent,
         twinnet.losses.cosine_regression,
         twinnet.losses.online_contrastive,
@@ -183,3 +185,35 @@ def test_text_pair_plans_group_by_length_and_carry_scores():
     assert positives.steps_per_epoch == -(-int(pairs.same.sum()) // 4)
     with pytest.raises(ConfigError, match="learns from graded scores"):
         build_plan("scored_pairs", texts, Pairs(a, b, score >= 0.5), TrainConfig(), loss_name="CoSENTLoss")
+
+
+def test_angle_similarity_is_the_normalised_complex_product() -> None:
+    # independent form: Σ Re + Im of (a + ib)·conj(c + id) / (‖z_a‖ ‖z_b‖), absolute value
+    from twinnet.losses.angle import angle_similarity
+
+    rng = np.random.default_rng(0)
+    z_a, z_b = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
+    ca, cb = z_a[:, :4] + 1j * z_a[:, 4:], z_b[:, :4] + 1j * z_b[:, 4:]
+    product = ca * np.conj(cb) / (np.linalg.norm(z_a, axis=1) * np.linalg.norm(z_b, axis=1))[:, None]
+    expected = np.abs(product.real.sum(1) + product.imag.sum(1))
+    got = angle_similarity(torch.tensor(z_a), torch.tensor(z_b)).numpy()
+    assert np.allclose(got, expected, rtol=1e-9)
+    # scale-free on either side, like the cosine
+    assert np.allclose(angle_similarity(torch.tensor(3 * z_a), torch.tensor(z_b / 7)).numpy(), expected, rtol=1e-9)
+    with pytest.raises(ValueError, match="odd"):
+        angle_similarity(torch.ones(2, 3), torch.ones(2, 3))
+
+
+def test_angle_loss_is_cosent_on_cosine_plus_weighted_cosent_on_angle() -> None:
+    from twinnet.losses.angle import AnglELoss, angle_similarity
+
+    rng = np.random.default_rng(1)
+    z_a, z_b = torch.tensor(rng.normal(size=(10, 6))), torch.tensor(rng.normal(size=(10, 6)))
+    score = torch.tensor(rng.integers(0, 6, 10) / 5.0)
+    cos = torch.nn.functional.cosine_similarity(z_a, z_b)
+    angle = angle_similarity(z_a, z_b).numpy()
+    expected = cosent_reference(cos.numpy(), score.numpy(), 20.0) + 0.5 * cosent_reference(angle, score.numpy(), 20.0)
+    assert AnglELoss(angle_weight=0.5).pairs(cos, z_a, z_b, score).item() == pytest.approx(expected, rel=1e-9)
+    assert AnglELoss(angle_weight=0.0).pairs(cos, z_a, z_b, score).item() == pytest.approx(
+        cosent_reference(cos.numpy(), score.numpy(), 20.0), rel=1e-9)  # fmt: skip
+    assert LOSSES.get("angle") is AnglELoss and AnglELoss.batch_plan == "scored_pairs"

@@ -1,6 +1,7 @@
 """Losses for twin networks; one per module, selectable by name through :data:`LOSSES`."""
 
 from twinnet.losses.anchor_free import AnchorFreeLoss
+from twinnet.losses.angle import AnglELoss
 from twinnet.losses.barlow_twins import BarlowTwinsLoss
 from twinnet.losses.base import LOSSES, EmbeddingLoss, PairLoss, RankingLoss, TwinLoss, check_same
 from twinnet.losses.bce import BinaryCrossEntropyLoss
@@ -24,6 +25,7 @@ from twinnet.losses.views import MomentumTower, ViewsLoss
 __all__ = [
     "LOSSES",
     "AnchorFreeLoss",
+    "AnglELoss",
     "ArcFaceLoss",
     "BYOLLoss",
     "BarlowTwinsLoss",

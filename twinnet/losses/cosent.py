@@ -43,10 +43,15 @@ class CoSENTLoss(PairLoss):
         self.scale = number(scale, "scale")
 
     def forward(self, similarity: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        score = check_score(score)
-        diff = self.scale * (similarity.unsqueeze(0) - similarity.unsqueeze(1))  # [i, j] = s·(cos_j − cos_i)
-        ordered = score.unsqueeze(1) > score.unsqueeze(0)  # [i, j]: pair i should be the more similar
-        diff = diff.masked_fill(~ordered, float("-inf"))
-        # log(1 + Σ exp(x)) = logsumexp over the x's and a 0
-        zero = torch.zeros(1, dtype=diff.dtype, device=diff.device)
-        return torch.logsumexp(torch.cat([zero, diff.flatten()]), dim=0)
+        return cosent(similarity, check_score(score), self.scale)
+
+
+def cosent(similarity: torch.Tensor, score: torch.Tensor, scale: float) -> torch.Tensor:
+    """``log(1 + Σ_{score_i > score_j} exp(scale · (similarity_j − similarity_i)))`` for ``(n,)``
+    similarities and gold scores."""
+    diff = scale * (similarity.unsqueeze(0) - similarity.unsqueeze(1))  # [i, j] = s·(cos_j − cos_i)
+    ordered = score.unsqueeze(1) > score.unsqueeze(0)  # [i, j]: pair i should be the more similar
+    diff = diff.masked_fill(~ordered, float("-inf"))
+    # log(1 + Σ exp(x)) = logsumexp over the x's and a 0
+    zero = torch.zeros(1, dtype=diff.dtype, device=diff.device)
+    return torch.logsumexp(torch.cat([zero, diff.flatten()]), dim=0)
