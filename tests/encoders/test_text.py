@@ -151,3 +151,23 @@ def test_small_text_encoder_round_trip(tmp_path):
         loaded.encoder.tokenize(["a man is playing"])["input_ids"],
         model.encoder.tokenize(["a man is playing"])["input_ids"],
     )
+
+
+def test_trainable_layers_freezes_the_embeddings_and_lower_layers_and_their_gradients():
+    model = twinnet.build_model(text_config(encoder={"name": "text", "params": {"trainable_layers": 2}})).train()
+    transformer = model.encoder.transformer
+    blocks = transformer.encoder.layer
+    assert all(not p.requires_grad for p in transformer.embeddings.parameters())
+    assert all(not p.requires_grad for block in blocks[:-2] for p in block.parameters())
+    assert all(p.requires_grad for block in blocks[-2:] for p in block.parameters())
+    z = model.embed(SENTENCES[:2])
+    z.sum().backward()
+    assert all(p.grad is None for block in blocks[:-2] for p in block.parameters())
+    assert all(p.grad is not None for p in blocks[-1].parameters())
+    # the forward pass is the shipped model's: freezing changes training, not the embeddings
+    with torch.no_grad():
+        assert torch.allclose(model.eval().embed(SENTENCES[:2]), twinnet.build_model(text_config()).eval().embed(
+            SENTENCES[:2]), atol=1e-6)  # fmt: skip
+    for bad, match in ((7, "has 6 layers"), (-1, "whole number"), (True, "whole number")):
+        with pytest.raises(ConfigError, match=match):
+            twinnet.build_model(text_config(encoder={"name": "text", "params": {"trainable_layers": bad}}))

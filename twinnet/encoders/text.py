@@ -144,6 +144,9 @@ class TransformerTextEncoder(nn.Module):
         max_length: tokens per text (longer texts are truncated); default: the directory's
             ``max_seq_length``, else 256.
         pretrained: load the directory's weights (``False``: same architecture, random weights).
+        trainable_layers: fine-tune only the top this many transformer layers (and pooling, dense
+            layers): the token embeddings and the layers below are frozen and run without
+            gradients, so a training step does less work. Default: everything is trained.
         assets: a saved model's asset folder (set by :func:`twinnet.load`; not for configs).
     """
 
@@ -155,10 +158,15 @@ class TransformerTextEncoder(nn.Module):
         normalize: bool | None = None,
         max_length: int | None = None,
         pretrained: bool = True,
+        trainable_layers: int | None = None,
         assets: str | Path | None = None,
     ) -> None:
         super().__init__()
         projection = optional_positive_int(projection, "projection")
+        if trainable_layers is not None and (
+            isinstance(trainable_layers, bool) or not isinstance(trainable_layers, int) or trainable_layers < 0
+        ):
+            raise ValueError(f"trainable_layers must be a whole number of layers, not {trainable_layers!r}")
         max_length = optional_positive_int(max_length, "max_length")
         tf = _transformers()
         dense_dirs: list[str] = []
@@ -219,6 +227,23 @@ class TransformerTextEncoder(nn.Module):
             dim = int(self.projection_dim)
         self.dense = nn.Sequential(*layers)
         self.output_dim = dim
+        if trainable_layers is not None:
+            self._freeze_below(trainable_layers)
+
+    def _freeze_below(self, trainable_layers: int) -> None:
+        """Freeze the token embeddings and every transformer layer below the top ``trainable_layers``."""
+        blocks = getattr(getattr(self.transformer, "encoder", None), "layer", None)
+        if not isinstance(blocks, nn.ModuleList):
+            name = type(self.transformer).__name__
+            raise ConfigError(f"trainable_layers: {name} has no encoder.layer list to freeze")
+        if trainable_layers > len(blocks):
+            raise ValueError(f"trainable_layers is {trainable_layers}, but the transformer has {len(blocks)} layers")
+        frozen: list[nn.Module] = [self.transformer.get_input_embeddings(), *blocks[: len(blocks) - trainable_layers]]
+        embeddings = getattr(self.transformer, "embeddings", None)  # position and type embeddings, its norm
+        if isinstance(embeddings, nn.Module):
+            frozen.append(embeddings)
+        for module in frozen:
+            module.requires_grad_(False)
 
     def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy: a lock cannot be copied, make a new one
         state = self.__dict__.copy()
