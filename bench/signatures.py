@@ -65,22 +65,31 @@ def main() -> None:
     parser.add_argument(
         "--data", type=Path, default=Path(os.environ.get("TWINNET_DATA", REPO.parent / "shared" / "data"))
     )
+    parser.add_argument("--parts", default="offline,online", help="comma-separated: offline, online")
+    for kind in ("offline", "online"):
+        parser.add_argument(f"--{kind}-override", action="append", default=[], metavar="KEY=VALUE",
+                            help=f"a config override for the {kind} recipe (repeatable)")  # fmt: skip
+    parser.add_argument("--out", default="signatures", help="result name under bench/results (signatures)")
     args = parser.parse_args()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if not parts or set(parts) - {"offline", "online"}:
+        parser.error(f"--parts takes offline and/or online, not {args.parts!r}")
     started = time.perf_counter()
-    figures = {
-        "offline": run("offline", args.data / "signatures-sigcomp2011", args.test_share, []),
-        "online": run("online", args.data / "svc2004" / "Task2", args.test_share, []),
-    }
-    figures["train_minutes"] = round(figures["offline"]["train_minutes"] + figures["online"]["train_minutes"], 2)
+    folders = {"offline": args.data / "signatures-sigcomp2011", "online": args.data / "svc2004" / "Task2"}
+    overrides = {"offline": args.offline_override, "online": args.online_override}
+    figures: dict[str, Any] = {kind: run(kind, folders[kind], args.test_share, overrides[kind]) for kind in parts}
+    for kind in parts:
+        figures[kind]["overrides"] = overrides[kind]
+    figures["train_minutes"] = round(sum(figures[kind]["train_minutes"] for kind in parts), 2)
     table = Table(title="signature verification on unseen writers (5 references, min distance)")
     for col in ("data", "test writers", "EER", "mean writer EER", "ROC AUC", "FAR", "FRR", "train min"):
         table.add_column(col)
-    for kind in ("offline", "online"):
+    for kind in parts:
         r = figures[kind]
         cells = [f"{r[k]:.3f}" for k in ("eer", "mean_writer_eer", "roc_auc", "far", "frr")]
         table.add_row(kind, str(r["test_writers"]), *cells, f"{r['train_minutes']:.1f}")
     Console().print(table)
-    print(f"wrote {write_result('signatures', figures, started)}")
+    print(f"wrote {write_result(args.out, figures, started)}")
 
 
 if __name__ == "__main__":
