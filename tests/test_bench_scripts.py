@@ -53,3 +53,31 @@ def test_the_stsb_part_reads_the_protocol_result_it_gets(monkeypatch, tmp_path):
     assert figures["finetune"]["history"] == history and "wise_ft" in figures
     # --stsb-override reaches the recipe and is recorded with the figures
     assert configs[0].loss.name == "angle" and figures["finetune"]["overrides"] == ["loss.name=angle"]
+
+
+def test_signatures_runs_the_parts_asked_with_their_overrides(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_signatures_parts", BENCH / "signatures.py")
+    assert spec is not None and spec.loader is not None
+    sig = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, sig)
+    spec.loader.exec_module(sig)
+    calls, written = [], {}
+    fields = {"eer": 0.1, "mean_writer_eer": 0.1, "roc_auc": 0.9, "far": 0.1, "frr": 0.1, "test_writers": 9}
+
+    def fake_run(kind, data, test_share, overrides):
+        calls.append((kind, list(overrides)))
+        return {**fields, "train_minutes": 1.0}
+
+    monkeypatch.setattr(sig, "run", fake_run)
+    monkeypatch.setattr(sig, "write_result", lambda name, figures, started: written.update({name: figures}) or name)
+    argv = ["signatures.py", "--parts", "online", "--online-override", "data.augment.enabled=true", "--out", "x"]
+    monkeypatch.setattr(sys, "argv", argv)
+    sig.main()
+    assert calls == [("online", ["data.augment.enabled=true"])]
+    assert set(written) == {"x"} and "offline" not in written["x"]
+    assert written["x"]["online"]["overrides"] == ["data.augment.enabled=true"]
+    monkeypatch.setattr(sys, "argv", ["signatures.py", "--parts", "faces"])
+    with pytest.raises(SystemExit) as exit_info:
+        sig.main()
+    assert exit_info.value.code == 2
