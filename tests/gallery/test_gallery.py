@@ -277,3 +277,41 @@ def test_mean_template_is_one_unit_template_enrolled_once(tmp_path):
     vectors.enroll("mean", VECTORS[:4], template="mean")
     assert np.allclose(vectors.store.templates_of("mean", 16)[0], VECTORS[:4].mean(0), atol=1e-6)
     vectors.close()
+
+
+@pytest.mark.parametrize("orientation_kind", ["distance", "similarity"])
+def test_best_per_identity_matches_a_scan_including_ties_and_removed_rows(orientation_kind):
+    from twinnet.compare import Orientation
+    from twinnet.gallery.gallery import best_per_identity
+
+    orientation = Orientation(orientation_kind)
+    rng = np.random.default_rng(3)
+    row_ids = rng.permutation(200).astype(np.int64)
+    values = rng.integers(0, 6, 200).astype(np.float64)  # integer values: many ties
+    owners = {int(r): f"id{int(r) % 17}" for r in row_ids if r % 11}  # rows ≡ 0 mod 11: removed
+    expected: dict[str, float] = {}  # the plain scan this replaces
+    for rowid, value in zip(row_ids.tolist(), values.tolist()):
+        identity = owners.get(rowid)
+        if identity is not None and (identity not in expected or orientation.better(value, expected[identity])):
+            expected[identity] = value
+    names, best = best_per_identity(row_ids, values, owners, orientation)
+    assert names == list(expected) and best.tolist() == list(expected.values())
+    empty_names, empty_best = best_per_identity(np.empty(0, np.int64), np.empty(0), owners, orientation)
+    assert empty_names == [] and len(empty_best) == 0
+
+
+def test_templates_matrix_returns_stored_rows_in_rowid_order_with_their_owners(tmp_path):
+    g = Gallery.create(tmp_path / "g", dim=4, metric="euclidean")
+    try:
+        vectors = np.arange(24, dtype=np.float32).reshape(6, 4)
+        for i in range(3):
+            g.enroll(f"p{i}", vectors[2 * i : 2 * i + 2])
+        g.remove("p1")
+        all_ids = np.arange(-1, 10, dtype=np.int64)[::-1]  # unsorted, with -1 and rowids never stored
+        ids, owners, matrix = g.store.templates_matrix(all_ids, 4)
+        assert ids.tolist() == sorted(ids.tolist()) and owners == ["p0", "p0", "p2", "p2"]
+        reference = g.store.vectors_of(all_ids, 4)
+        assert sorted(reference) == ids.tolist()
+        assert all(np.array_equal(matrix[i], reference[r]) for i, r in enumerate(ids.tolist()))
+    finally:
+        g.close()

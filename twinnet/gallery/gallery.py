@@ -793,37 +793,37 @@ class Gallery:
             # several templates per identity: fetch more than k so k distinct identities usually remain
             fetch = min(max(4 * k, candidates if plan.rescore else 4 * k), max(1, n_templates))
             sims, ids = self._index.search(plan.transform(queries), fetch)
-        owners = self.store.identities_of(ids)
-        candidate_vectors = self.store.vectors_of(ids, self.dim) if plan.rescore or normalizer else {}
+        if plan.rescore or normalizer:
+            # the candidates' templates and owners in one query, as one matrix (rows by sorted
+            # rowid): thousands of candidates a query (a re-scored gallery of codes) cost tens of
+            # ms more as two queries and a dict of one array per row
+            stored_ids, stored_owners, stored = self.store.templates_matrix(ids, self.dim)
+            owners = dict(zip(stored_ids.tolist(), stored_owners))
+        else:
+            owners = self.store.identities_of(ids)
+            stored_ids, stored = np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
         results = []
         for q in range(len(queries)):
             valid = ids[q] >= 0
             row_ids = ids[q][valid]
             if plan.rescore or normalizer:  # only candidates still in the store (one may be removed since the search)
-                row_ids = np.array([r for r in row_ids.tolist() if r in candidate_vectors], dtype=np.int64)
+                row_ids = row_ids[np.isin(row_ids, stored_ids)]
+            templates = stored[np.searchsorted(stored_ids, row_ids)] if plan.rescore or normalizer else None
             if plan.rescore and len(row_ids):
-                templates = np.stack([candidate_vectors[int(r)] for r in row_ids])
                 native = self.comparator.score_matrix(queries[q : q + 1], templates)[0]
             else:
                 native = np.asarray(plan.to_native(sims[q][valid]))
             if normalizer is not None:
                 if not plan.rescore:
                     native = native[np.isin(ids[q][valid], row_ids)]
-                found = np.stack([candidate_vectors[int(r)] for r in row_ids]) if len(row_ids) else None
+                found = templates if len(row_ids) else None
                 matches = self._normalized_matches(normalizer, queries[q], row_ids, native, found, owners, k,
                                                    threshold)  # fmt: skip
                 results.append(Identification(matches, threshold, orientation, point))
                 continue
-            best: dict[str, float] = {}
-            for rowid, value in zip(row_ids.tolist(), native.tolist()):
-                identity = owners.get(int(rowid))
-                if identity is None:  # removed since the search
-                    continue
-                if identity not in best or orientation.better(value, best[identity]):
-                    best[identity] = value
-            names = list(best)
-            order = orientation.rank(np.array([best[n] for n in names], dtype=np.float64))[:k]
-            matches = [Match(names[i], float(best[names[i]]), self._decide(best[names[i]], threshold)) for i in order]
+            names, best = best_per_identity(row_ids, native, owners, orientation)
+            order = orientation.rank(best)[:k]
+            matches = [Match(names[i], float(best[i]), self._decide(best[i], threshold)) for i in order]
             results.append(Identification(matches, threshold, orientation, point))
         return results
 
@@ -1049,6 +1049,32 @@ def _registered_name(model: AnyTwin) -> str:
         if factory is type(model.comparator):
             return name
     return type(model.comparator).__name__
+
+
+def best_per_identity(
+    row_ids: np.ndarray, values: np.ndarray, owners: dict[int, str], orientation: Orientation
+) -> tuple[builtins.list[str], np.ndarray]:
+    """Each identity's best value among its candidate templates (``orientation`` says which is
+    best), identities in order of first appearance among ``row_ids``; rows whose identity is gone
+    (removed since the search) are skipped."""
+    names: builtins.list[str] = []
+    codes: dict[str, int] = {}
+    per_row = np.empty(len(row_ids), np.int64)
+    for i, rowid in enumerate(row_ids.tolist()):
+        identity = owners.get(rowid)
+        if identity is None:
+            per_row[i] = -1
+            continue
+        code = codes.get(identity)
+        if code is None:
+            code = codes[identity] = len(names)
+            names.append(identity)
+        per_row[i] = code
+    kept = per_row >= 0
+    per_row, values = per_row[kept], np.asarray(values, dtype=np.float64)[kept]
+    ranked = orientation.rank(values)  # stable: the first of equal values wins, as a scan would keep
+    _, first = np.unique(per_row[ranked], return_index=True)  # codes 0..n-1, each one's best row
+    return names, values[ranked[first]]
 
 
 def _as_batch(x: Any) -> Any:

@@ -406,6 +406,29 @@ class TemplateStore:
                     out[rowid] = np.frombuffer(blob, dtype=np.float32, count=dim)
         return out
 
+    def templates_matrix(self, rowids: np.ndarray, dim: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """The templates of ``rowids`` still stored: their sorted rowids, their identities and an
+        ``(n, dim)`` float32 matrix in that order. One query and one buffer for all rows: a
+        re-scoring asks for thousands."""
+        wanted = [int(r) for r in np.unique(rowids) if r >= 0]
+        found: list[int] = []
+        owners: list[str] = []
+        blobs: list[bytes] = []
+        with self._lock:
+            for start in range(0, len(wanted), 900):
+                chunk = wanted[start : start + 900]
+                marks = ",".join("?" * len(chunk))
+                for rowid, identity, blob in self._db.execute(
+                    f"SELECT rowid, identity, vector FROM templates WHERE rowid IN ({marks}) ORDER BY rowid", chunk
+                ):
+                    if len(blob) < 4 * dim:
+                        raise DataError(f"template {rowid} holds {len(blob) // 4} values, not {dim}")
+                    found.append(rowid)
+                    owners.append(identity)
+                    blobs.append(blob[: 4 * dim])
+        matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(found), dim)
+        return np.asarray(found, dtype=np.int64), owners, matrix
+
     def identities_of(self, rowids: np.ndarray) -> dict[int, str]:
         wanted = [int(r) for r in np.unique(rowids) if r >= 0]
         out: dict[int, str] = {}
