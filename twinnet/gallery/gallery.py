@@ -806,9 +806,10 @@ class Gallery:
         for q in range(len(queries)):
             valid = ids[q] >= 0
             row_ids = ids[q][valid]
+            templates = stored[:0]
             if plan.rescore or normalizer:  # only candidates still in the store (one may be removed since the search)
                 row_ids = row_ids[np.isin(row_ids, stored_ids)]
-            templates = stored[np.searchsorted(stored_ids, row_ids)] if plan.rescore or normalizer else None
+                templates = stored[np.searchsorted(stored_ids, row_ids)]
             if plan.rescore and len(row_ids):
                 native = self.comparator.score_matrix(queries[q : q + 1], templates)[0]
             else:
