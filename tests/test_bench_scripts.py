@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -17,14 +18,20 @@ def test_there_are_benchmarks():
     assert len(SCRIPTS) >= 10
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_benchmark_script_imports(script, monkeypatch):
+def bench_module(script: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """A benchmark script imported as a module: its imports and definitions run, not main()."""
     monkeypatch.syspath_prepend(str(BENCH))  # the scripts import their helpers (_common) from bench/
     spec = importlib.util.spec_from_file_location(f"bench_{script.stem}", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)  # runs the imports and definitions, not main()
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_benchmark_script_imports(script, monkeypatch):
+    module = bench_module(script, monkeypatch)
     assert callable(getattr(module, "main", None)), f"{script.name} has no main()"
 
 
@@ -35,12 +42,7 @@ def test_the_stsb_part_reads_the_protocol_result_it_gets(monkeypatch, tmp_path):
 
     from twinnet.protocols.base import ProtocolResult
 
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_text_part", BENCH / "text.py")
-    assert spec is not None and spec.loader is not None
-    text = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, text)
-    spec.loader.exec_module(text)
+    text = bench_module(BENCH / "text.py", monkeypatch)
     history = [{"epoch": 1, "train_loss": 1.0, "val_spearman": 0.8, "seconds": 1.0, "items_per_s": 2.0}]
     fake_run = SimpleNamespace(model_dir=tmp_path, best_epoch=1, epochs_run=1, history=history)
     configs = []
@@ -56,12 +58,7 @@ def test_the_stsb_part_reads_the_protocol_result_it_gets(monkeypatch, tmp_path):
 
 
 def test_signatures_runs_the_parts_asked_with_their_overrides(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("bench_signatures_parts", BENCH / "signatures.py")
-    assert spec is not None and spec.loader is not None
-    sig = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, sig)
-    spec.loader.exec_module(sig)
+    sig = bench_module(BENCH / "signatures.py", monkeypatch)
     calls, written = [], {}
     fields = {"eer": 0.1, "mean_writer_eer": 0.1, "roc_auc": 0.9, "far": 0.1, "frr": 0.1, "test_writers": 9}
 
