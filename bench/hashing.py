@@ -26,7 +26,13 @@
    with ``ubinary`` (48 bytes) and ``uint8`` (384 bytes) corpora with rescoring, and twinnet's
    ITQ-384 (48 bytes; fitted on STS-B *train* sentences) and int8 with the same rescoring budget.
 
-    python bench/hashing.py [--scales 1000000,10000000] [--head-seconds 90]
+4. **Through the library** (``--gallery-templates``, default 100,000): the float model with ITQ-128
+   codes (``with_codes``) in a ``Gallery`` with re-scoring, the scale part's generator enrolled as
+   precomputed embeddings; single-query ``identify`` latency by ``--gallery-candidates``, and how
+   often its top identity is the exact float search's. Re-scoring reads the SQLite store here,
+   not a memory map.
+
+    python bench/hashing.py [--scales 1000000,10000000] [--head-seconds 90] [--skip scale,gallery,text]
 """
 
 from __future__ import annotations
@@ -396,6 +402,53 @@ def scale_figures(
     return out
 
 
+def gallery_figures(args: argparse.Namespace, real: dict[str, np.ndarray], work: Path) -> dict:
+    """What a user of ``Gallery`` gets: the float model with ITQ-128 codes (``with_codes``), a
+    gallery of ``--gallery-templates`` identity-shaped templates (the generator of the scale part,
+    5 an identity) enrolled as precomputed embeddings, and single-query ``identify`` with its
+    re-scoring from the gallery's SQLite store, by candidate count. Agreement: the top identity
+    against an exact float search of the same templates."""
+    from twinnet.codes import with_codes
+    from twinnet.gallery import Gallery
+
+    mean = real["train_x"].mean(0)
+    scale = float(np.median(np.linalg.norm(real["train_x"] - mean, axis=1)))
+    gen = IdentityGenerator.fit((real["test_x"] - mean) / scale, real["test_y"], normalize=False)
+    per = 5
+    n_ids = args.gallery_templates // per
+    templates = np.concatenate([x for _, x in gen.generate(n_ids, per, seed=0, chunk=100_000)]) * scale + mean
+    templates = templates.astype(np.float32)
+    known = np.random.default_rng(1).choice(n_ids, 100, replace=False)
+    queries = (gen.templates_of(gen.centres(n_ids, seed=0)[known], 1, seed=11, draw=1) * scale + mean).astype(
+        np.float32
+    )
+    d = (queries**2).sum(1)[:, None] - 2 * queries @ templates.T + (templates**2).sum(1)[None]
+    truth = np.argmin(d, 1) // per  # identity index of the nearest template
+    model = with_codes(trained_model(), bits=BITS, method="itq", embeddings=real["train_x"]).eval()
+    gallery = Gallery.create(work / "gallery", model, rescore=max(args.gallery_candidates))
+    try:
+        t = time.perf_counter()
+        for i in range(n_ids):
+            gallery.enroll(f"id{i}", templates[per * i : per * (i + 1)], precomputed=True)
+        enrol_s = time.perf_counter() - t
+        out: dict[str, Any] = {
+            "templates": len(templates),
+            "model": "the float model with ITQ-128 codes (twinnet.codes.with_codes), re-scored in its Euclidean scale",
+            "enrol_seconds": round(enrol_s, 1),
+        }
+        for candidates in args.gallery_candidates:
+            ask = lambda v, c=candidates: gallery.identify_batch(v, k=5, candidates=c, precomputed=True)  # noqa: E731
+            found = [ask(queries[i : i + 1])[0].matches[0].identity for i in range(len(queries))]
+            out[f"candidates_{candidates}"] = {
+                "top_identity_agreement": float(np.mean([f == f"id{t}" for f, t in zip(found, truth)])),
+                **pct(latencies(ask, queries, len(queries))),
+            }
+            print(f"gallery {len(templates):,}, {candidates} candidates: {out[f'candidates_{candidates}']}", flush=True)
+    finally:
+        gallery.close()
+    return out
+
+
 def _ivfpq16(dim: int, n: int) -> FaissIndex:
     import faiss
 
@@ -511,13 +564,16 @@ def main() -> None:
     parser.add_argument("--nprobe-sweep", default="32,64,128,256", help="IVF lists probed, each measured")
     parser.add_argument("--head-seconds", type=float, default=90.0)
     parser.add_argument("--fit-texts", type=int, default=3000)
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: scale, text")
+    parser.add_argument("--gallery-templates", type=int, default=100_000, help="templates of the Gallery part")
+    parser.add_argument("--gallery-candidates", default="1000,12000", help="candidate counts the Gallery part asks")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: scale, gallery, text")
     parser.add_argument("--out", default="hashing", help="result name under bench/results (hashing)")
     args = parser.parse_args()
     args.scales = [int(s) for s in args.scales.split(",") if s]
     args.float_scales = [int(s) for s in args.float_scales.split(",")]
     args.candidate_sweep = [int(s) for s in args.candidate_sweep.split(",") if s]
     args.nprobe_sweep = [int(s) for s in args.nprobe_sweep.split(",") if s]
+    args.gallery_candidates = [int(s) for s in args.gallery_candidates.split(",") if s]
     skip = set(args.skip.split(","))
     started = time.perf_counter()
     torch.set_num_threads(2)
@@ -533,6 +589,11 @@ def main() -> None:
             itq = HammingDistance(real["train_x"].shape[1], BITS, "itq", 0).fit(real["train_x"]).eval()
             gallery_codes, other = (itq, ("learned", head)) if args.gallery_codes == "itq" else (head, ("itq", itq))
             figures.update(scale_figures(args, real, gallery_codes, other, Path(work)))
+    if "gallery" not in skip:
+        with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[1] / "runs") as work:
+            figures["gallery_100k" if args.gallery_templates == 100_000 else "gallery"] = gallery_figures(
+                args, real, Path(work)
+            )
     write_result(args.out, figures, started)  # kept if the text part fails
     if "text" not in skip:
         figures["text"] = text_figures(args)
