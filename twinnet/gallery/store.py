@@ -124,6 +124,10 @@ class TemplateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            # reads through a memory map (up to 1 GiB of the file): a re-scored search fetches
+            # thousands of templates by rowid, 12,000 on 100,000 templates 44.5 → 38.1 ms p50;
+            # writes still go through SQLite's own I/O and the WAL
+            self._db.execute("PRAGMA mmap_size=1073741824")
             self._ensure_schema()
         except sqlite3.DatabaseError as err:
             raise DataError(f"{self.path}: not a readable gallery database ({err})") from None
