@@ -398,17 +398,9 @@ class TemplateStore:
         return np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(len(rows), dim)
 
     def vectors_of(self, rowids: np.ndarray, dim: int) -> dict[int, np.ndarray]:
-        wanted = [int(r) for r in np.unique(rowids) if r >= 0]
-        out: dict[int, np.ndarray] = {}
-        with self._lock:
-            for start in range(0, len(wanted), 900):
-                chunk = wanted[start : start + 900]
-                marks = ",".join("?" * len(chunk))
-                for rowid, blob in self._db.execute(
-                    f"SELECT rowid, vector FROM templates WHERE rowid IN ({marks})", chunk
-                ):
-                    out[rowid] = np.frombuffer(blob, dtype=np.float32, count=dim)
-        return out
+        """The templates of ``rowids`` still stored, by rowid (:meth:`templates_matrix` as a dict)."""
+        ids, _, matrix = self.templates_matrix(rowids, dim)
+        return dict(zip(ids.tolist(), matrix))
 
     def templates_matrix(self, rowids: np.ndarray, dim: int) -> tuple[np.ndarray, list[str], np.ndarray]:
         """The templates of ``rowids`` still stored: their sorted rowids, their identities and an
